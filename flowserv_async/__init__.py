@@ -1,0 +1,1 @@
+"""flowserv-async: an asyncio-native reproducible workflow service."""

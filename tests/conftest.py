@@ -1,19 +1,32 @@
-"""Shared fixtures: anyio on asyncio, a guard against blocking calls in the event loop."""
+"""Shared fixtures.
+
+Async tests run on anyio's asyncio backend (``anyio_mode = "auto"``), inside
+``blockbuster`` (a blocking call on the event loop fails the test). Database tests run
+on both backends: SQLite in ``tmp_path`` and PostgreSQL (``FLOWSERV_TEST_POSTGRES``,
+default 127.0.0.1:5432/test), each test in a schema of its own. Without a reachable
+PostgreSQL those tests are skipped with the reason shown, except under CI (``CI=true``),
+where they fail.
+"""
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterator
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 from blockbuster import BlockBuster, blockbuster_ctx
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 
+from flowserv_async import DB, LocalAPIFactory
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Run every coroutine test function on anyio's asyncio backend."""
-    for item in items:
-        if isinstance(item, pytest.Function) and inspect.iscoroutinefunction(item.obj):
-            item.add_marker(pytest.mark.anyio)
+POSTGRES_URL = os.environ.get(
+    "FLOWSERV_TEST_POSTGRES", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+)
 
 
 @pytest.fixture
@@ -28,4 +41,99 @@ def blockbuster(request: pytest.FixtureRequest) -> Iterator[BlockBuster | None]:
         yield None
         return
     with blockbuster_ctx() as bb:
+        # SQLAlchemy normalises the SQLite file name when it creates an engine; for the
+        # absolute paths used here that is string work, no disk access.
+        bb.functions["os.path.abspath"].can_block_in(
+            "sqlalchemy/dialects/sqlite/pysqlite.py", "create_connect_args"
+        )
+        # asyncpg looks for ~/.pgpass and client certificates when it opens a connection;
+        # pooled connections are opened rarely, and that is a file stat, not a wait.
+        for function in bb.functions.values():
+            function.can_block_in("asyncpg/connect_utils.py", "_parse_connect_dsn_and_args")
         yield bb
+
+
+async def _postgres_db() -> AsyncIterator[DB]:
+    schema = f"t_{uuid.uuid4().hex}"
+    admin = DB(POSTGRES_URL)
+    try:
+        async with admin.engine.begin() as conn:
+            await conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    except (OSError, DBAPIError) as exc:
+        await admin.dispose()
+        message = f"PostgreSQL not reachable at {POSTGRES_URL}: {exc!r}"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    db = DB(POSTGRES_URL, connect_args={"server_settings": {"search_path": schema}})
+    try:
+        await db.create_schema()
+        yield db
+    finally:
+        await db.dispose()
+        async with admin.engine.begin() as conn:
+            await conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        await admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[DB]:
+    """An empty database with the schema and the default user, on each backend."""
+    if request.param == "postgres":
+        async for db in _postgres_db():
+            yield db
+        return
+    db = DB(f"sqlite+aiosqlite:///{tmp_path / 'flowserv.db'}")
+    await db.create_schema()
+    try:
+        yield db
+    finally:
+        await db.dispose()
+
+
+@pytest.fixture
+def basedir(tmp_path: Path) -> Path:
+    """The factory's base folder (file store and temporary run folders)."""
+    path = tmp_path / "api"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+async def make_factory(
+    database: DB, basedir: Path
+) -> AsyncIterator[Callable[..., LocalAPIFactory]]:
+    """Create open-able factories on the test database; all are closed after the test."""
+    factories: list[LocalAPIFactory] = []
+
+    def make(env: dict[str, Any] | None = None, **kwargs: Any) -> LocalAPIFactory:
+        config = {"FLOWSERV_API_DIR": str(basedir), "FLOWSERV_AUTH": "default"}
+        config.update(env or {})
+        factory = LocalAPIFactory(env=config, db=database, **kwargs)
+        factories.append(factory)
+        return factory
+
+    yield make
+    for factory in factories:
+        await factory.aclose()
+
+
+@pytest.fixture
+async def factory(make_factory: Callable[..., LocalAPIFactory]) -> LocalAPIFactory:
+    """An open factory under the default (token) policy."""
+    f = make_factory()
+    await f.open()
+    return f
+
+
+@pytest.fixture
+def count_rows(database: DB) -> Callable[..., Any]:
+    """Count the rows of a model (optionally filtered) in a fresh session."""
+    from sqlalchemy import func, select
+
+    async def count(model: Any, *where: Any) -> int:
+        async with database.session() as session:
+            stmt = select(func.count()).select_from(model).where(*where)
+            return int((await session.execute(stmt)).scalar_one())
+
+    return count

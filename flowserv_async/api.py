@@ -1,0 +1,32 @@
+"""The API facade of one session: ``api.users()``, ``api.server()``, ..."""
+
+from __future__ import annotations
+
+from flowserv_async.services.base import ServiceContext
+from flowserv_async.services.server import ServiceDescriptor
+from flowserv_async.services.users import UserService
+
+
+class API:
+    """The service components of one session; they all share the session's transaction.
+
+    Obtain one with ``async with factory() as api:``; do not create it directly.
+    """
+
+    def __init__(self, ctx: ServiceContext, username: str | None = None) -> None:
+        self._ctx = ctx
+        self._username = username
+        self._users = UserService(ctx)
+
+    @property
+    def user_id(self) -> str | None:
+        """The identifier of the session's user, or None for an anonymous session."""
+        return self._ctx.user_id
+
+    def server(self) -> ServiceDescriptor:
+        """The service descriptor (name, version, URL, routes, user name)."""
+        return ServiceDescriptor(self._ctx.settings, username=self._username)
+
+    def users(self) -> UserService:
+        """The users service."""
+        return self._users

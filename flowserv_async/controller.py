@@ -1,0 +1,41 @@
+"""The workflow controller interface that every engine implements (SPEC 6.1)."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from flowserv_async.local import LocalAPIFactory
+
+
+class WorkflowController(ABC):
+    """Executes workflow runs on behalf of a :class:`~flowserv_async.LocalAPIFactory`.
+
+    The factory opens the controller when it opens and closes it when it closes; a
+    controller that owns tasks or processes must end all of them in :meth:`aclose`.
+    """
+
+    def __init__(self, service: LocalAPIFactory | None = None) -> None:
+        self.service = service
+
+    async def open(self) -> None:  # noqa: B027 - a controller without resources keeps this
+        """Acquire the controller's resources (called once by the factory)."""
+
+    async def aclose(self) -> None:  # noqa: B027
+        """Stop every run and release the controller's resources."""
+
+    @abstractmethod
+    async def exec_workflow(
+        self,
+        run: Any,
+        template: Any,
+        arguments: dict[str, Any],
+        staticfs: Any,
+        config: dict[str, Any] | None = None,
+    ) -> tuple[str, Any]:
+        """Start executing a run; return its state and the volume with its files."""
+
+    @abstractmethod
+    async def cancel_run(self, run_id: str) -> None:
+        """Cancel a run that the controller executes (no-op for an unknown run)."""

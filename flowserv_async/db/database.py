@@ -1,0 +1,171 @@
+"""The async database: engine, session factory, schema creation."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+from sqlalchemy import event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.exc import ArgumentError, IntegrityError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.pool import ConnectionPoolEntry
+
+from flowserv_async.config import DEFAULT_USER, FLOWSERV_DATABASE, Settings, merge_env
+from flowserv_async.db.models import Base, User
+from flowserv_async.errors import InvalidConfigurationError
+
+# Sync drivers that users know from flowserv, mapped to their asyncio drivers.
+_ASYNC_DRIVERS = {
+    "sqlite": "sqlite+aiosqlite",
+    "sqlite+pysqlite": "sqlite+aiosqlite",
+    "postgres": "postgresql+asyncpg",
+    "postgresql": "postgresql+asyncpg",
+    "postgresql+psycopg2": "postgresql+asyncpg",
+    "postgresql+psycopg": "postgresql+asyncpg",
+}
+
+# How long SQLite waits for a lock before it reports "database is locked", in ms.
+SQLITE_BUSY_TIMEOUT_MS = 60_000
+
+
+def async_url(url: str) -> URL:
+    """Parse a database URL and map a sync driver to its asyncio driver."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise InvalidConfigurationError(f"invalid database URL {url!r}") from exc
+    driver = _ASYNC_DRIVERS.get(parsed.drivername, parsed.drivername)
+    if driver not in ("sqlite+aiosqlite", "postgresql+asyncpg"):
+        raise InvalidConfigurationError(
+            f"unsupported database driver {parsed.drivername!r} in {FLOWSERV_DATABASE}"
+            " (use sqlite+aiosqlite or postgresql+asyncpg)"
+        )
+    return parsed.set(drivername=driver)
+
+
+def _configure_sqlite(engine: AsyncEngine) -> None:
+    """WAL, a busy timeout, foreign keys, and write-ready transactions on SQLite.
+
+    Every transaction starts with ``BEGIN IMMEDIATE``: a deferred transaction that reads
+    and then writes can fail at once with "database is locked" when another connection
+    wrote in between (the busy timeout does not apply to that upgrade), whereas an
+    immediate one simply waits its turn.
+    """
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: DBAPIConnection, record: ConnectionPoolEntry) -> None:
+        # Let the "begin" hook below emit BEGIN instead of the driver.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+class DB:
+    """An async database: the engine, its session factory and the schema.
+
+    Args:
+        url: SQLAlchemy URL; sync drivers are mapped to their asyncio drivers.
+        connect_args: passed to the driver's ``connect()`` (e.g. asyncpg
+            ``server_settings``).
+        echo: log every statement.
+
+    """
+
+    def __init__(
+        self, url: str, *, connect_args: Mapping[str, Any] | None = None, echo: bool = False
+    ) -> None:
+        self.url = async_url(url)
+        self.is_sqlite = self.url.get_backend_name() == "sqlite"
+        kwargs: dict[str, Any] = {"echo": echo, "connect_args": dict(connect_args or {})}
+        if not self.is_sqlite:
+            kwargs["pool_pre_ping"] = True
+        self.engine = create_async_engine(self.url, **kwargs)
+        if self.is_sqlite:
+            _configure_sqlite(self.engine)
+        self.session_factory = async_sessionmaker(self.engine, expire_on_commit=False)
+
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[AsyncSession]:
+        """Yield a new session; the caller controls its transaction."""
+        async with self.session_factory() as session:
+            yield session
+
+    async def create_schema(self) -> None:
+        """Create the tables that are missing and the default user."""
+        if self.is_sqlite and self.url.database not in (None, "", ":memory:"):
+            await anyio.Path(self.url.database).parent.mkdir(parents=True, exist_ok=True)
+        async with self.engine.begin() as conn:
+            await conn.run_sync(Base.metadata.create_all)
+        await self._create_default_user()
+
+    async def init(self) -> None:
+        """Drop and recreate all tables. This erases all data."""
+        async with self.engine.begin() as conn:
+            await conn.run_sync(Base.metadata.drop_all)
+        await self.create_schema()
+
+    async def dispose(self) -> None:
+        """Close every pooled connection."""
+        await self.engine.dispose()
+
+    async def _create_default_user(self) -> None:
+        from flowserv_async.services.passwords import hash_password
+
+        async with self.session() as session:
+            if await session.get(User, DEFAULT_USER) is not None:
+                return
+        secret = await hash_password(secrets.token_urlsafe(32))
+        try:
+            async with self.session() as session, session.begin():
+                if await session.get(User, DEFAULT_USER) is None:
+                    session.add(
+                        User(user_id=DEFAULT_USER, name=DEFAULT_USER, secret=secret, active=True)
+                    )
+        except IntegrityError:
+            # Another process created it at the same moment.
+            pass
+
+
+async def init_db(env: dict[str, Any] | None = None) -> DB:
+    """Open the configured database and create its schema when missing.
+
+    Without ``FLOWSERV_DATABASE`` the database is SQLite in ``FLOWSERV_API_DIR``, and
+    ``env`` (when given) gets ``FLOWSERV_DATABASE`` set to that URL.
+    """
+    settings = Settings.from_env(merge_env(env))
+    url = settings.database
+    if url is None:
+        url = f"sqlite+aiosqlite:///{Path(settings.api_dir, 'flowserv.db')}"
+        if env is not None:
+            env[FLOWSERV_DATABASE] = url
+    db = DB(url)
+    try:
+        await db.create_schema()
+    except (OSError, SQLAlchemyError) as exc:
+        await db.dispose()
+        shown = db.url.render_as_string(hide_password=True)
+        raise InvalidConfigurationError(f"cannot open database {shown}: {exc}") from exc
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            await db.dispose()
+        raise
+    return db

@@ -1,0 +1,361 @@
+"""The local API: :class:`LocalAPIFactory`, its sessions, and engine selection."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import logging
+from collections.abc import Mapping
+from types import MappingProxyType, TracebackType
+from typing import Any
+
+import anyio
+
+from flowserv_async.api import API
+from flowserv_async.config import (
+    DEFAULT_USER,
+    FLOWSERV_ACCESS_TOKEN,
+    Settings,
+    merge_env,
+)
+from flowserv_async.controller import WorkflowController
+from flowserv_async.db import DB, init_db
+from flowserv_async.db.models import User
+from flowserv_async.errors import (
+    FlowservError,
+    InvalidConfigurationError,
+    MissingConfigurationError,
+)
+from flowserv_async.services.base import ServiceContext, translate_errors
+from flowserv_async.services.users import authenticate
+
+logger = logging.getLogger(__name__)
+
+
+class UnavailableEngine(WorkflowController):
+    """Stands in until the asyncio engine lands: refuses to run anything, loudly."""
+
+    async def exec_workflow(
+        self,
+        run: Any,
+        template: Any,
+        arguments: dict[str, Any],
+        staticfs: Any,
+        config: dict[str, Any] | None = None,
+    ) -> tuple[str, Any]:
+        """Refuse: no engine can execute runs in this version."""
+        raise MissingConfigurationError(
+            "no workflow engine is available: set FLOWSERV_BACKEND_MODULE and"
+            " FLOWSERV_BACKEND_CLASS"
+        )
+
+    async def cancel_run(self, run_id: str) -> None:
+        """Nothing runs, so there is nothing to cancel."""
+
+
+def init_backend(api: LocalAPIFactory) -> WorkflowController:
+    """Return the workflow controller configured for a factory.
+
+    ``FLOWSERV_BACKEND_MODULE`` and ``FLOWSERV_BACKEND_CLASS`` both set: that class,
+    instantiated as ``cls(service=api)``; neither set: the default engine.
+
+    Raises:
+        MissingConfigurationError: only one of the two variables is set.
+        InvalidConfigurationError: the module or class cannot be loaded.
+
+    """
+    module_name, class_name = api.settings.backend_module, api.settings.backend_class
+    if module_name is None and class_name is None:
+        return UnavailableEngine(service=api)
+    if module_name is None or class_name is None:
+        missing = "FLOWSERV_BACKEND_MODULE" if module_name is None else "FLOWSERV_BACKEND_CLASS"
+        raise MissingConfigurationError(f"{missing} must be set with the other backend variable")
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError) as exc:
+        raise InvalidConfigurationError(
+            f"cannot load workflow engine {module_name}.{class_name}: {exc}"
+        ) from exc
+    if not (isinstance(cls, type) and issubclass(cls, WorkflowController)):
+        raise InvalidConfigurationError(f"{module_name}.{class_name} is not a WorkflowController")
+    return cls(service=api)
+
+
+class LocalAPIFactory:
+    """Opens API sessions on a database, a file store and a workflow engine.
+
+    Construction does no I/O. Resources are opened by :meth:`open` and released by
+    :meth:`aclose`; the factory is an async context manager::
+
+        async with LocalAPIFactory(env={"FLOWSERV_API_DIR": "./data"}) as factory:
+            async with factory() as api:
+                await api.users().register_user("alice", "secret")
+
+    Args:
+        env: configuration values; they win over the process environment.
+        db: an already created database (it stays open when the factory closes).
+        engine: a workflow controller; default: :func:`init_backend`.
+        user_id: the default user of the factory's sessions.
+
+    """
+
+    def __init__(
+        self,
+        env: Mapping[str, Any] | None = None,
+        db: DB | None = None,
+        engine: WorkflowController | None = None,
+        user_id: str | None = None,
+    ) -> None:
+        self._env = merge_env(env)
+        self.settings = Settings.from_env(self._env)
+        self.user_id = user_id
+        self._db = db
+        self._owns_db = db is None
+        self._engine = engine
+        self._owns_engine = engine is None
+        self._state = "new"
+        self._explicit = False
+        self._active_sessions = 0
+        self._lock: anyio.Lock | None = None
+
+    @property
+    def env(self) -> Mapping[str, Any]:
+        """The effective configuration values (read-only)."""
+        return MappingProxyType(self._env)
+
+    @property
+    def db(self) -> DB:
+        """The open database."""
+        self._check_open()
+        assert self._db is not None
+        return self._db
+
+    @property
+    def engine(self) -> WorkflowController:
+        """The open workflow controller."""
+        self._check_open()
+        assert self._engine is not None
+        return self._engine
+
+    @property
+    def is_open(self) -> bool:
+        """True between a successful :meth:`open` and :meth:`aclose`."""
+        return self._state == "open"
+
+    def _check_open(self) -> None:
+        if self._state != "open":
+            raise FlowservError(f"the API factory is {self._state}, not open")
+
+    async def open(self) -> None:
+        """Open the database and the engine; idempotent and safe to call concurrently."""
+        await self._open(explicit=True)
+
+    async def _open(self, explicit: bool) -> None:
+        if self._lock is None:
+            self._lock = anyio.Lock()
+        async with self._lock:
+            if explicit:
+                self._explicit = True
+            if self._state == "open":
+                return
+            if self._state == "closed":
+                raise FlowservError("the API factory is closed")
+            if self._db is None:
+                self._db = await init_db(self._env)
+            try:
+                if self._engine is None:
+                    self._engine = init_backend(self)
+                await self._engine.open()
+            except BaseException:
+                if self._owns_db:
+                    with anyio.CancelScope(shield=True):
+                        await self._db.dispose()
+                    self._db = None
+                raise
+            self._state = "open"
+
+    async def aclose(self) -> None:
+        """Stop the engine (active runs are cancelled), then close the database."""
+        await self._close(final=True)
+
+    async def _close(self, final: bool) -> None:
+        if self._lock is None:
+            self._lock = anyio.Lock()
+        async with self._lock:
+            was_open = self._state == "open"
+            self._state = "closed" if final else "new"
+            if not was_open:
+                return
+            with anyio.CancelScope(shield=True):
+                try:
+                    if self._engine is not None:
+                        await self._engine.aclose()
+                finally:
+                    if self._owns_db and self._db is not None:
+                        await self._db.dispose()
+                        self._db = None
+                    if self._owns_engine:
+                        self._engine = None
+
+    async def _session_started(self) -> None:
+        if self._state != "open":
+            await self._open(explicit=False)
+        self._active_sessions += 1
+
+    async def _session_ended(self) -> None:
+        self._active_sessions -= 1
+        if not self._explicit and self._active_sessions == 0:
+            # Opened for a one-off session (``async with LocalAPIFactory(env)() as api``):
+            # release what it opened. Background work needs an explicit lifespan.
+            await self._close(final=False)
+
+    async def __aenter__(self) -> LocalAPIFactory:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def __call__(
+        self, user_id: str | None = None, access_token: str | None = None
+    ) -> SessionManager:
+        """Return a session manager: ``async with factory() as api:``."""
+        if self._state == "closed":
+            raise FlowservError("the API factory is closed")
+        return SessionManager(self, user_id=user_id, access_token=access_token)
+
+    async def login(self, username: str, password: str) -> dict[str, Any]:
+        """Log in and keep the token as the factory's ``FLOWSERV_ACCESS_TOKEN``."""
+        async with self() as api:
+            user = await api.users().login_user(username, password)
+        self._set_token(user["token"])
+        return user
+
+    async def logout(self) -> None:
+        """Invalidate and forget the factory's access token (no-op when there is none)."""
+        token = self.settings.access_token
+        if token is None:
+            return
+        async with self() as api:
+            await api.users().logout_user(token)
+        self._set_token(None)
+
+    def _set_token(self, token: str | None) -> None:
+        if token is None:
+            self._env.pop(FLOWSERV_ACCESS_TOKEN, None)
+        else:
+            self._env[FLOWSERV_ACCESS_TOKEN] = token
+        self.settings = dataclasses.replace(self.settings, access_token=token)
+
+    async def cancel_run(self, run_id: str) -> None:
+        """Ask the engine to cancel a run."""
+        await self.open()
+        await self.engine.cancel_run(run_id)
+
+    async def exec_workflow(
+        self,
+        run: Any,
+        template: Any,
+        arguments: dict[str, Any],
+        staticfs: Any,
+        config: dict[str, Any] | None = None,
+    ) -> tuple[str, Any]:
+        """Hand a run to the engine (see :class:`WorkflowController`)."""
+        await self.open()
+        return await self.engine.exec_workflow(run, template, arguments, staticfs, config)
+
+
+class SessionManager:
+    """One database session for one ``async with`` block.
+
+    The transaction commits when the block exits normally and rolls back when it raises
+    or is cancelled; the session is closed in every case.
+    """
+
+    def __init__(
+        self, factory: LocalAPIFactory, user_id: str | None, access_token: str | None
+    ) -> None:
+        self._factory = factory
+        self._user_id = user_id
+        self._access_token = access_token
+        self._ctx: ServiceContext | None = None
+
+    async def __aenter__(self) -> API:
+        if self._ctx is not None:
+            raise FlowservError("a session manager can be entered only once")
+        factory = self._factory
+        await factory._session_started()
+        try:
+            session = factory.db.session_factory()
+        except BaseException:
+            await factory._session_ended()
+            raise
+        try:
+            with translate_errors():
+                user_id = self._user_id or factory.user_id
+                token = None if user_id else (self._access_token or factory.settings.access_token)
+                username = None
+                if user_id is None and token is not None:
+                    user = await authenticate(session, token)
+                    if user is not None:
+                        user_id, username = user.user_id, user.name
+                if user_id is None and factory.settings.open_access:
+                    user_id = DEFAULT_USER
+                if user_id is not None and username is None:
+                    user = await session.get(User, user_id)
+                    username = user.name if user is not None else None
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await session.close()
+                await factory._session_ended()
+            raise
+        self._ctx = ServiceContext(
+            session=session,
+            settings=factory.settings,
+            factory=factory,
+            user_id=user_id,
+            token_given=token is not None,
+        )
+        return API(self._ctx, username=username)
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        assert self._ctx is not None
+        session = self._ctx.session
+        committed = False
+        try:
+            if exc_type is None:
+                with translate_errors():
+                    await session.commit()
+                committed = True
+        finally:
+            with anyio.CancelScope(shield=True):
+                if not committed:
+                    await session.rollback()
+                await session.close()
+                if not committed:
+                    await self._factory._session_ended()
+        try:
+            await self._run_after_commit()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._factory._session_ended()
+
+    async def _run_after_commit(self) -> None:
+        assert self._ctx is not None
+        for callback in self._ctx.after_commit:
+            try:
+                await callback()
+            except Exception:
+                # The transaction is committed: a failing clean-up must not turn the
+                # caller's success into an error. It is logged for the operator.
+                logger.exception("after-commit action failed")

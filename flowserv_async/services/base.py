@@ -1,0 +1,130 @@
+"""What every service shares.
+
+The session context, authorization checks, and the one boundary where database and OS
+errors become :class:`~flowserv_async.errors.FlowservError`.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from flowserv_async.config import Settings
+from flowserv_async.db.models import GroupMember, User
+from flowserv_async.errors import (
+    ConstraintViolationError,
+    FlowservError,
+    UnauthenticatedAccessError,
+    UnauthorizedAccessError,
+)
+
+if TYPE_CHECKING:
+    from flowserv_async.local import LocalAPIFactory
+
+
+@contextmanager
+def translate_errors() -> Iterator[None]:
+    """Turn SQLAlchemy and OS errors into :class:`FlowservError` (chained)."""
+    try:
+        yield
+    except FlowservError:
+        raise
+    except IntegrityError as exc:
+        raise ConstraintViolationError(f"constraint violated: {exc.orig}") from exc
+    except SQLAlchemyError as exc:
+        raise FlowservError(f"database error: {exc}") from exc
+    except OSError as exc:
+        raise FlowservError(f"file store error: {exc}") from exc
+
+
+@dataclass
+class ServiceContext:
+    """State shared by the services of one API session.
+
+    Attributes:
+        session: the session's only ``AsyncSession``.
+        settings: the factory's settings.
+        factory: the factory that opened the session (engine, file store).
+        user_id: the resolved user, or None for anonymous.
+        token_given: True when the caller presented an access token (valid or not).
+        after_commit: coroutines run once the session's transaction has committed.
+
+    """
+
+    session: AsyncSession
+    settings: Settings
+    factory: LocalAPIFactory
+    user_id: str | None
+    token_given: bool
+    after_commit: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+    def require_user(self) -> str:
+        """Return the caller's user id, or raise if the caller is anonymous."""
+        if self.user_id is None:
+            raise UnauthenticatedAccessError()
+        return self.user_id
+
+    async def require_admin(self) -> None:
+        """Allow library-level admin operations (SPEC 2).
+
+        Allowed under open access and in sessions without a token (local use); a
+        token-authenticated caller must be an admin.
+        """
+        if self.settings.open_access or not self.token_given:
+            return
+        user_id = self.require_user()
+        user = await self.session.get(User, user_id)
+        if user is None or not user.is_admin:
+            raise UnauthorizedAccessError(f"user '{user_id}' is not an administrator")
+
+    async def is_member(self, group_id: str) -> bool:
+        """True when the caller may act for the group (always under open access)."""
+        if self.settings.open_access:
+            return True
+        if self.user_id is None:
+            return False
+        stmt = select(GroupMember.user_id).where(
+            GroupMember.group_id == group_id, GroupMember.user_id == self.user_id
+        )
+        return (await self.session.execute(stmt)).first() is not None
+
+    async def require_member(self, group_id: str) -> str | None:
+        """Raise unless the caller is a member of the group; return the caller's id."""
+        if not self.settings.open_access:
+            self.require_user()
+        if not await self.is_member(group_id):
+            raise UnauthorizedAccessError(
+                f"user '{self.user_id}' is not a member of group '{group_id}'"
+            )
+        return self.user_id
+
+
+def _translated(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    @functools.wraps(method)
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with translate_errors():
+            return await method(*args, **kwargs)
+
+    return wrapper
+
+
+class Service:
+    """Base of the service components; every public coroutine method translates errors."""
+
+    def __init__(self, ctx: ServiceContext) -> None:
+        self.ctx = ctx
+        self.session = ctx.session
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for name, member in list(vars(cls).items()):
+            if not name.startswith("_") and inspect.iscoroutinefunction(member):
+                setattr(cls, name, _translated(member))

@@ -1,0 +1,91 @@
+"""The async database: URLs, schema creation, SQLite settings, the default user."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anyio
+import pytest
+from sqlalchemy import inspect, select, text
+
+from flowserv_async import DB, init_db
+from flowserv_async.config import DEFAULT_USER
+from flowserv_async.db import async_url
+from flowserv_async.db.models import Base, User
+from flowserv_async.errors import InvalidConfigurationError
+
+
+@pytest.mark.parametrize(
+    ("url", "driver"),
+    [
+        ("sqlite:///x.db", "sqlite+aiosqlite"),
+        ("sqlite+aiosqlite:///x.db", "sqlite+aiosqlite"),
+        ("postgresql://u@h/db", "postgresql+asyncpg"),
+        ("postgres://u@h/db", "postgresql+asyncpg"),
+        ("postgresql+psycopg2://u@h/db", "postgresql+asyncpg"),
+    ],
+)
+def test_sync_urls_map_to_async_drivers(url: str, driver: str) -> None:
+    assert async_url(url).drivername == driver
+
+
+@pytest.mark.parametrize("url", ["not a url", "mysql://u@h/db", "oracle+cx://u@h"])
+def test_bad_urls(url: str) -> None:
+    with pytest.raises(InvalidConfigurationError):
+        async_url(url)
+
+
+async def test_init_db_defaults_to_sqlite_in_the_base_folder(tmp_path: Path) -> None:
+    env = {"FLOWSERV_API_DIR": str(tmp_path / "new" / "base")}
+    db = await init_db(env)
+    try:
+        assert env["FLOWSERV_DATABASE"] == f"sqlite+aiosqlite:///{tmp_path}/new/base/flowserv.db"
+        assert await anyio.Path(tmp_path / "new" / "base" / "flowserv.db").exists()
+        async with db.session() as s:
+            mode = (await s.execute(text("PRAGMA journal_mode"))).scalar_one()
+            fks = (await s.execute(text("PRAGMA foreign_keys"))).scalar_one()
+            busy = (await s.execute(text("PRAGMA busy_timeout"))).scalar_one()
+            user = await s.get(User, DEFAULT_USER)
+        assert (mode, fks) == ("wal", 1) and busy > 0
+        assert user is not None and user.active
+    finally:
+        await db.dispose()
+
+
+async def test_schema_is_created_once_and_kept(database: DB) -> None:
+    async with database.session() as s, s.begin():
+        s.add(User(user_id="u1", name="kept", secret="x", active=True))
+    await database.create_schema()
+    async with database.engine.connect() as conn:
+        tables = set(await conn.run_sync(lambda c: inspect(c).get_table_names()))
+    assert set(Base.metadata.tables) <= tables
+    async with database.session() as s:
+        names = set((await s.scalars(select(User.name))).all())
+    assert names == {"kept", DEFAULT_USER}
+
+
+async def test_init_erases_data(database: DB) -> None:
+    async with database.session() as s, s.begin():
+        s.add(User(user_id="u1", name="gone", secret="x", active=True))
+    await database.init()
+    async with database.session() as s:
+        assert (await s.scalars(select(User.name))).all() == [DEFAULT_USER]
+
+
+async def test_unique_user_name_is_enforced_by_the_database(database: DB) -> None:
+    from sqlalchemy.exc import IntegrityError
+
+    with pytest.raises(IntegrityError):
+        async with database.session() as s, s.begin():
+            s.add_all(
+                [
+                    User(user_id="a", name="same", secret="x"),
+                    User(user_id="b", name="same", secret="x"),
+                ]
+            )
+
+
+async def test_unreachable_database_is_a_configuration_error(tmp_path: Path) -> None:
+    url = "postgresql+asyncpg://nobody@127.0.0.1:1/none"
+    with pytest.raises(InvalidConfigurationError, match=r"127\.0\.0\.1:1"):
+        await init_db({"FLOWSERV_DATABASE": url, "FLOWSERV_API_DIR": str(tmp_path)})

@@ -1,0 +1,159 @@
+"""LocalAPIFactory lifespan, sessions, and engine selection."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from flowserv_async import DB, LocalAPIFactory, WorkflowController, init_backend
+from flowserv_async.errors import (
+    FlowservError,
+    InvalidConfigurationError,
+    MissingConfigurationError,
+)
+
+
+class RecordingEngine(WorkflowController):
+    """A controller that records what the factory asks of it."""
+
+    def __init__(self, service: Any = None) -> None:
+        super().__init__(service)
+        self.calls: list[str] = []
+
+    async def open(self) -> None:
+        self.calls.append("open")
+
+    async def aclose(self) -> None:
+        self.calls.append("aclose")
+
+    async def exec_workflow(
+        self,
+        run: Any,
+        template: Any,
+        arguments: dict[str, Any],
+        staticfs: Any,
+        config: dict[str, Any] | None = None,
+    ) -> tuple[str, Any]:
+        self.calls.append(f"exec:{run}")
+        return "PENDING", None
+
+    async def cancel_run(self, run_id: str) -> None:
+        self.calls.append(f"cancel:{run_id}")
+
+
+def test_construction_does_no_io(tmp_path: Path) -> None:
+    LocalAPIFactory(env={"FLOWSERV_API_DIR": str(tmp_path / "never")})
+    assert not (tmp_path / "never").exists()
+
+
+def test_bad_configuration_fails_at_construction() -> None:
+    with pytest.raises(InvalidConfigurationError, match="FLOWSERV_AUTH_TTL"):
+        LocalAPIFactory(env={"FLOWSERV_AUTH_TTL": "soon"})
+
+
+async def test_lifespan_opens_and_closes_in_order(tmp_path: Path) -> None:
+    engine = RecordingEngine()
+    factory = LocalAPIFactory(env={"FLOWSERV_API_DIR": str(tmp_path)}, engine=engine)
+    async with anyio.create_task_group() as tg:
+        for _ in range(5):
+            tg.start_soon(factory.open)
+    assert factory.is_open and engine.calls == ["open"]
+    assert await anyio.Path(tmp_path / "flowserv.db").exists()
+    await factory.exec_workflow("r1", None, {}, None)
+    await factory.cancel_run("r1")
+    await factory.aclose()
+    await factory.aclose()
+    assert engine.calls == ["open", "exec:r1", "cancel:r1", "aclose"]
+    with pytest.raises(FlowservError, match="closed"):
+        factory()
+    with pytest.raises(FlowservError, match="closed"):
+        await factory.open()
+
+
+async def test_one_off_session_opens_and_releases_the_factory(tmp_path: Path) -> None:
+    factory = LocalAPIFactory(env={"FLOWSERV_API_DIR": str(tmp_path)})
+    async with factory() as api:
+        await api.users().register_user("alice", "pw")
+        assert factory.is_open
+    assert not factory.is_open
+    async with factory() as api:
+        assert (await api.users().list_users())["users"][0]["username"] == "alice"
+
+
+async def test_sessions_after_explicit_open_keep_it_open(
+    make_factory: Callable[..., LocalAPIFactory],
+) -> None:
+    factory = make_factory()
+    async with factory:
+        async with factory() as api:
+            await api.users().list_users()
+        assert factory.is_open
+
+
+async def test_given_database_stays_open_after_close(
+    make_factory: Callable[..., LocalAPIFactory], database: DB
+) -> None:
+    factory = make_factory()
+    async with factory:
+        pass
+    async with database.session() as s:
+        from sqlalchemy import text
+
+        assert (await s.execute(text("SELECT 1"))).scalar_one() == 1
+
+
+async def test_session_manager_is_single_use(factory: LocalAPIFactory) -> None:
+    manager = factory()
+    async with manager:
+        pass
+    with pytest.raises(FlowservError, match="once"):
+        async with manager:
+            pass
+
+
+def test_init_backend_loads_the_configured_class() -> None:
+    factory = LocalAPIFactory(
+        env={"FLOWSERV_BACKEND_MODULE": __name__, "FLOWSERV_BACKEND_CLASS": "RecordingEngine"}
+    )
+    engine = init_backend(factory)
+    assert isinstance(engine, RecordingEngine) and engine.service is factory
+
+
+@pytest.mark.parametrize(
+    ("env", "error"),
+    [
+        ({"FLOWSERV_BACKEND_MODULE": __name__}, MissingConfigurationError),
+        ({"FLOWSERV_BACKEND_CLASS": "RecordingEngine"}, MissingConfigurationError),
+        (
+            {"FLOWSERV_BACKEND_MODULE": "no.such.module", "FLOWSERV_BACKEND_CLASS": "X"},
+            InvalidConfigurationError,
+        ),
+        (
+            {"FLOWSERV_BACKEND_MODULE": __name__, "FLOWSERV_BACKEND_CLASS": "Missing"},
+            InvalidConfigurationError,
+        ),
+        (
+            {"FLOWSERV_BACKEND_MODULE": "pathlib", "FLOWSERV_BACKEND_CLASS": "PurePath"},
+            InvalidConfigurationError,
+        ),
+    ],
+)
+def test_init_backend_errors(env: dict[str, str], error: type[Exception]) -> None:
+    with pytest.raises(error, match=r"FLOWSERV_BACKEND|cannot load|not a WorkflowController"):
+        init_backend(LocalAPIFactory(env=env))
+
+
+async def test_failed_open_leaves_nothing_open(tmp_path: Path) -> None:
+    env = {
+        "FLOWSERV_API_DIR": str(tmp_path),
+        "FLOWSERV_BACKEND_MODULE": __name__,
+        "FLOWSERV_BACKEND_CLASS": "Missing",
+    }
+    factory = LocalAPIFactory(env=env)
+    with pytest.raises(InvalidConfigurationError):
+        await factory.open()
+    assert not factory.is_open

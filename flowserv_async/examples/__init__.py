@@ -1,0 +1,1 @@
+"""Example workflow templates shipped with flowserv-async (template folders, no code)."""

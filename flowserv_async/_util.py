@@ -1,9 +1,12 @@
-"""Small helpers shared by the package: identifiers and UTC timestamps."""
+"""Small helpers shared by the package: identifiers, names and UTC timestamps."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import UTC, datetime
+
+from flowserv_async.errors import ConstraintViolationError
 
 
 def new_id() -> str:
@@ -23,3 +26,37 @@ def isoformat(value: datetime | None) -> str | None:
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
     return value.astimezone(UTC).isoformat()
+
+
+_IDENTIFIER = re.compile(r"[A-Za-z0-9_]{1,32}")
+
+
+def validate_identifier(value: object) -> str:
+    """Check a caller-chosen identifier: 1 to 32 characters of ``[A-Za-z0-9_]``.
+
+    Raises:
+        ConstraintViolationError: naming the value.
+
+    """
+    if not isinstance(value, str) or not _IDENTIFIER.fullmatch(value):
+        raise ConstraintViolationError(
+            f"invalid identifier {value!r}: use 1 to 32 characters of [A-Za-z0-9_]"
+        )
+    return value
+
+
+def validate_name(value: object, what: str, max_length: int = 512) -> str:
+    """Check a name: a non-blank string of at most ``max_length`` characters, trimmed.
+
+    Raises:
+        ConstraintViolationError: naming the value.
+
+    """
+    if not isinstance(value, str) or not value.strip():
+        raise ConstraintViolationError(f"{what} name must not be blank, got {value!r}")
+    name = value.strip()
+    if len(name) > max_length:
+        raise ConstraintViolationError(
+            f"{what} name is longer than {max_length} characters ({len(name)})"
+        )
+    return name

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from flowserv_async.services.base import ServiceContext
+from flowserv_async.services.groups import GroupService
 from flowserv_async.services.server import ServiceDescriptor
+from flowserv_async.services.uploads import UploadService
 from flowserv_async.services.users import UserService
+from flowserv_async.services.workflows import WorkflowService
 
 
 class API:
@@ -17,6 +20,9 @@ class API:
         self._ctx = ctx
         self._username = username
         self._users = UserService(ctx)
+        self._workflows = WorkflowService(ctx)
+        self._groups = GroupService(ctx)
+        self._uploads = UploadService(ctx)
 
     @property
     def user_id(self) -> str | None:
@@ -30,3 +36,15 @@ class API:
     def users(self) -> UserService:
         """The users service."""
         return self._users
+
+    def workflows(self) -> WorkflowService:
+        """The workflows service."""
+        return self._workflows
+
+    def groups(self) -> GroupService:
+        """The groups service."""
+        return self._groups
+
+    def uploads(self) -> UploadService:
+        """The uploads service."""
+        return self._uploads

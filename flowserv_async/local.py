@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from types import MappingProxyType, TracebackType
 from typing import Any
 
@@ -28,6 +28,7 @@ from flowserv_async.errors import (
 )
 from flowserv_async.services.base import ServiceContext, translate_errors
 from flowserv_async.services.users import authenticate
+from flowserv_async.volume import StorageVolume, volume_from_spec
 
 logger = logging.getLogger(__name__)
 
@@ -116,6 +117,7 @@ class LocalAPIFactory:
         self._state = "new"
         self._explicit = False
         self._active_sessions = 0
+        self._volume: StorageVolume | None = None
         self._lock: anyio.Lock | None = None
 
     @property
@@ -136,6 +138,13 @@ class LocalAPIFactory:
         self._check_open()
         assert self._engine is not None
         return self._engine
+
+    @property
+    def volume(self) -> StorageVolume:
+        """The open file store."""
+        self._check_open()
+        assert self._volume is not None
+        return self._volume
 
     @property
     def is_open(self) -> bool:
@@ -160,6 +169,7 @@ class LocalAPIFactory:
                 return
             if self._state == "closed":
                 raise FlowservError("the API factory is closed")
+            self._volume = await volume_from_spec(self.settings.filestore or self.settings.api_dir)
             if self._db is None:
                 self._db = await init_db(self._env)
             try:
@@ -341,21 +351,23 @@ class SessionManager:
             with anyio.CancelScope(shield=True):
                 if not committed:
                     await session.rollback()
+                    await self._run_hooks(self._ctx.on_rollback)
                 await session.close()
                 if not committed:
                     await self._factory._session_ended()
         try:
-            await self._run_after_commit()
+            await self._run_hooks(self._ctx.after_commit)
         finally:
             with anyio.CancelScope(shield=True):
                 await self._factory._session_ended()
 
-    async def _run_after_commit(self) -> None:
-        assert self._ctx is not None
-        for callback in self._ctx.after_commit:
+    @staticmethod
+    async def _run_hooks(hooks: list[Callable[[], Awaitable[None]]]) -> None:
+        for callback in hooks:
             try:
                 await callback()
             except Exception:
-                # The transaction is committed: a failing clean-up must not turn the
-                # caller's success into an error. It is logged for the operator.
-                logger.exception("after-commit action failed")
+                # The transaction is already decided: a failing clean-up (a file that
+                # cannot be removed) must not change the caller's outcome. It is logged
+                # for the operator.
+                logger.exception("clean-up after the transaction failed")

@@ -65,6 +65,19 @@ class ServiceContext:
     user_id: str | None
     token_given: bool
     after_commit: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    on_rollback: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+    async def commit(self) -> None:
+        """Commit the work so far (used where an outside party must see it now).
+
+        The after-commit actions run at once; rollback actions of the committed work
+        are dropped.
+        """
+        await self.session.commit()
+        self.on_rollback.clear()
+        hooks, self.after_commit = self.after_commit, []
+        for hook in hooks:
+            await hook()
 
     def require_user(self) -> str:
         """Return the caller's user id, or raise if the caller is anonymous."""

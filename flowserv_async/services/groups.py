@@ -1,0 +1,233 @@
+"""The groups service: user groups (submissions) of a workflow and their members."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
+
+from flowserv_async._util import new_id, validate_identifier, validate_name
+from flowserv_async.db.models import Group, GroupMember, Run, UploadedFile, User, Workflow
+from flowserv_async.errors import (
+    ConstraintViolationError,
+    UnknownUserError,
+    UnknownWorkflowError,
+    UnknownWorkflowGroupError,
+)
+from flowserv_async.services import serialize
+from flowserv_async.services.base import Service
+from flowserv_async.services.workflows import template_of
+from flowserv_async.states import ACTIVE_STATES
+from flowserv_async.volume import join_key
+
+
+def group_prefix(workflow_id: str, group_id: str) -> str:
+    """The file store folder of a group."""
+    return join_key(workflow_id, "groups", group_id)
+
+
+class GroupService(Service):
+    """Create, read, update and delete the groups of a workflow."""
+
+    async def create_group(
+        self,
+        workflow_id: str,
+        name: str,
+        members: list[str] | None = None,
+        parameters: list[dict[str, Any]] | None = None,
+        engine_config: dict[str, Any] | None = None,
+        identifier: str | None = None,
+    ) -> dict[str, Any]:
+        """Create a group; the caller is always a member.
+
+        The group keeps a copy of the workflow spec and of its parameters, extended or
+        overridden by ``parameters``; ``engine_config`` defaults to the workflow's.
+
+        Raises:
+            UnauthenticatedAccessError: the caller is anonymous.
+            UnknownWorkflowError: no such workflow.
+            ConstraintViolationError: bad identifier, blank/long/taken name, bad config.
+            UnknownUserError: a member who is not an active user.
+            InvalidTemplateError, InvalidParameterError: bad parameter declarations.
+
+        """
+        user_id = self.ctx.require_user()
+        if identifier is not None:
+            validate_identifier(identifier)
+        group_name = validate_name(name, "group")
+        if engine_config is not None and not isinstance(engine_config, dict):
+            raise ConstraintViolationError(f"engine_config must be a mapping: {engine_config!r}")
+        wf = await self.session.get(Workflow, workflow_id)
+        if wf is None:
+            raise UnknownWorkflowError(workflow_id)
+        merged = template_of(wf).merge_parameters(parameters or [])
+        member_ids = await self._active_users([user_id, *(members or [])])
+        await self._check_name_free(workflow_id, group_name)
+        group_id = identifier or new_id()
+        if identifier is not None and await self.session.get(Group, identifier) is not None:
+            raise ConstraintViolationError(f"group '{identifier}' exists")
+        group = Group(
+            group_id=group_id,
+            workflow_id=workflow_id,
+            name=group_name,
+            owner_id=user_id,
+            workflow_spec=wf.workflow_spec,
+            parameters=merged.to_list(),
+            engine_config=engine_config if engine_config is not None else wf.engine_config,
+        )
+        self.session.add(group)
+        self.session.add_all(GroupMember(group_id=group_id, user_id=u) for u in member_ids)
+        try:
+            await self.session.flush()
+        except IntegrityError as exc:
+            raise ConstraintViolationError(
+                f"group '{group_name}' or identifier '{group_id}' exists"
+            ) from exc
+        return await self._handle(group, with_private=True)
+
+    async def get_group(self, group_id: str) -> dict[str, Any]:
+        """Return the group handle; files and runs are shown to members only.
+
+        Raises:
+            UnknownWorkflowGroupError: no such group.
+
+        """
+        group = await self._get(group_id)
+        return await self._handle(group, with_private=await self.ctx.is_member(group_id))
+
+    async def list_groups(
+        self, workflow_id: str | None = None, limit: int | None = None, offset: int | None = None
+    ) -> dict[str, Any]:
+        """List the caller's groups (all groups for an anonymous caller)."""
+        stmt = select(Group)
+        if workflow_id is not None:
+            stmt = stmt.where(Group.workflow_id == workflow_id)
+        if self.ctx.user_id is not None:
+            stmt = stmt.join(GroupMember, GroupMember.group_id == Group.group_id).where(
+                GroupMember.user_id == self.ctx.user_id
+            )
+        stmt = stmt.order_by(Group.created_at, Group.group_id).limit(limit).offset(offset)
+        groups = (await self.session.scalars(stmt)).all()
+        return {"groups": [serialize.group_descriptor(g) for g in groups]}
+
+    async def update_group(
+        self, group_id: str, name: str | None = None, members: list[str] | None = None
+    ) -> dict[str, Any]:
+        """Rename a group or replace its members (members only).
+
+        Raises:
+            UnknownWorkflowGroupError: no such group.
+            UnauthorizedAccessError: the caller is not a member.
+            ConstraintViolationError: blank, long or taken name; empty member list.
+            UnknownUserError: a member who is not an active user.
+
+        """
+        group = await self._get(group_id)
+        await self.ctx.require_member(group_id)
+        if name is not None:
+            new_name = validate_name(name, "group")
+            if new_name != group.name:
+                await self._check_name_free(group.workflow_id, new_name)
+                group.name = new_name
+        if members is not None:
+            if not members:
+                raise ConstraintViolationError("a group needs at least one member")
+            member_ids = await self._active_users(members)
+            await self.session.execute(delete(GroupMember).where(GroupMember.group_id == group_id))
+            self.session.add_all(GroupMember(group_id=group_id, user_id=u) for u in member_ids)
+        try:
+            await self.session.flush()
+        except IntegrityError as exc:
+            raise ConstraintViolationError(f"group name '{name}' is taken") from exc
+        return await self._handle(group, with_private=True)
+
+    async def delete_group(self, group_id: str) -> None:
+        """Delete a group with its runs, uploads and files (members only).
+
+        Active runs are cancelled and files removed once the deletion is committed.
+
+        Raises:
+            UnknownWorkflowGroupError: no such group.
+            UnauthorizedAccessError: the caller is not a member.
+
+        """
+        group = await self._get(group_id)
+        await self.ctx.require_member(group_id)
+        active = await self.session.scalars(
+            select(Run.run_id).where(Run.group_id == group_id, Run.state.in_(ACTIVE_STATES))
+        )
+        run_ids = list(active.all())
+        run_keys = [
+            join_key(group.workflow_id, "runs", r)
+            for r in (
+                await self.session.scalars(select(Run.run_id).where(Run.group_id == group_id))
+            ).all()
+        ]
+        await self.session.delete(group)
+        await self.session.flush()
+        factory, prefix = self.ctx.factory, group_prefix(group.workflow_id, group_id)
+
+        async def clean_up() -> None:
+            for run_id in run_ids:
+                await factory.engine.cancel_run(run_id)
+            for key in [prefix, *run_keys]:
+                await factory.volume.delete(key)
+
+        self.ctx.after_commit.append(clean_up)
+
+    async def _get(self, group_id: str) -> Group:
+        group = await self.session.get(Group, group_id)
+        if group is None:
+            raise UnknownWorkflowGroupError(group_id)
+        return group
+
+    async def _check_name_free(self, workflow_id: str, name: str) -> None:
+        stmt = select(Group.group_id).where(Group.workflow_id == workflow_id, Group.name == name)
+        if await self.session.scalar(stmt) is not None:
+            raise ConstraintViolationError(f"group name '{name}' is taken for this workflow")
+
+    async def _active_users(self, user_ids: Iterable[Any]) -> list[str]:
+        wanted = list(dict.fromkeys(user_ids))
+        for user_id in wanted:
+            if not isinstance(user_id, str):
+                raise UnknownUserError(user_id)
+        stmt = select(User.user_id).where(User.user_id.in_(wanted), User.active.is_(True))
+        found = set((await self.session.scalars(stmt)).all())
+        for user_id in wanted:
+            if user_id not in found:
+                raise UnknownUserError(user_id)
+        return wanted
+
+    async def _handle(self, group: Group, with_private: bool) -> dict[str, Any]:
+        members = (
+            await self.session.scalars(
+                select(User)
+                .join(GroupMember, GroupMember.user_id == User.user_id)
+                .where(GroupMember.group_id == group.group_id)
+                .order_by(User.name)
+            )
+        ).all()
+        files: list[UploadedFile] = []
+        runs: list[Run] | None = None
+        if with_private:
+            files = list(
+                (
+                    await self.session.scalars(
+                        select(UploadedFile)
+                        .where(UploadedFile.group_id == group.group_id)
+                        .order_by(UploadedFile.created_at, UploadedFile.file_id)
+                    )
+                ).all()
+            )
+            runs = list(
+                (
+                    await self.session.scalars(
+                        select(Run)
+                        .where(Run.group_id == group.group_id)
+                        .order_by(Run.created_at, Run.run_id)
+                    )
+                ).all()
+            )
+        return serialize.group_handle(group, list(members), files, runs)

@@ -1,0 +1,140 @@
+"""The uploads service: files that a group uploads for its runs."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from sqlalchemy import select
+
+from flowserv_async._util import new_id
+from flowserv_async.db.models import Group, UploadedFile
+from flowserv_async.errors import (
+    ConstraintViolationError,
+    InvalidArgumentError,
+    UnknownFileError,
+    UnknownWorkflowGroupError,
+)
+from flowserv_async.services import serialize
+from flowserv_async.services.base import Service
+from flowserv_async.volume import DownloadHandle, guess_mime_type, join_key, validate_key
+
+
+def upload_key(workflow_id: str, group_id: str, file_id: str) -> str:
+    """The file store key of an uploaded file."""
+    return join_key(workflow_id, "groups", group_id, "files", file_id)
+
+
+def check_file_name(name: Any) -> str:
+    """Check an upload name: a file name or relative path, without ``..``.
+
+    Raises:
+        InvalidArgumentError: naming the value.
+
+    """
+    if not isinstance(name, str):
+        raise InvalidArgumentError(f"invalid file name {name!r}: not a string")
+    try:
+        return validate_key(name)
+    except ConstraintViolationError as exc:
+        raise InvalidArgumentError(f"invalid file name {name!r}: {exc.message}") from exc
+
+
+class UploadService(Service):
+    """Upload, list, download and delete a group's files (members only)."""
+
+    async def upload_file(self, group_id: str, file: Any, name: str) -> dict[str, Any]:
+        """Store a file for a group.
+
+        ``file`` is ``bytes``, a local path (``str`` or ``os.PathLike``), a binary file
+        object, or an async iterable of ``bytes`` (streamed in chunks). With
+        ``FLOWSERV_MAX_UPLOAD_SIZE`` set, a larger file is refused and nothing is kept.
+
+        Raises:
+            UnknownWorkflowGroupError: no such group.
+            UnauthorizedAccessError: the caller is not a member.
+            InvalidArgumentError: a bad file name.
+            ConstraintViolationError: the file exceeds the size limit.
+            UnknownFileError: a local path that does not exist.
+
+        """
+        group = await self._group(group_id)
+        await self.ctx.require_member(group_id)
+        file_name = check_file_name(name)
+        file_id = new_id()
+        key = upload_key(group.workflow_id, group_id, file_id)
+        volume = self.ctx.factory.volume
+        limit = self.ctx.settings.max_upload_size or None
+        self.ctx.on_rollback.append(lambda: volume.delete(key))
+        if isinstance(file, str | os.PathLike):
+            size = await volume.store_file(key, file, max_size=limit)
+        else:
+            size = await volume.store(key, file, max_size=limit)
+        row = UploadedFile(
+            file_id=file_id,
+            group_id=group_id,
+            name=file_name,
+            mime_type=guess_mime_type(file_name),
+            size=size,
+            key=key,
+        )
+        self.session.add(row)
+        await self.session.flush()
+        return serialize.file_handle(row)
+
+    async def list_uploaded_files(
+        self, group_id: str, limit: int | None = None, offset: int | None = None
+    ) -> dict[str, Any]:
+        """List a group's files in upload order."""
+        await self._group(group_id)
+        await self.ctx.require_member(group_id)
+        stmt = (
+            select(UploadedFile)
+            .where(UploadedFile.group_id == group_id)
+            .order_by(UploadedFile.created_at, UploadedFile.file_id)
+            .limit(limit)
+            .offset(offset)
+        )
+        files = (await self.session.scalars(stmt)).all()
+        return {"files": [serialize.file_handle(f) for f in files]}
+
+    async def get_uploaded_file(self, group_id: str, file_id: str) -> DownloadHandle:
+        """Return a download handle for a group's file.
+
+        The handle has ``name``, ``mime_type``, ``size``, ``read()`` and ``iter_bytes()``.
+
+        Raises:
+            UnknownWorkflowGroupError, UnauthorizedAccessError, UnknownFileError.
+
+        """
+        row = await self._file(group_id, file_id)
+        return await DownloadHandle.from_key(
+            self.ctx.factory.volume, row.key, name=row.name, mime_type=row.mime_type
+        )
+
+    async def delete_file(self, group_id: str, file_id: str) -> None:
+        """Delete a group's file; the stored file is removed once the deletion commits.
+
+        Raises:
+            UnknownWorkflowGroupError, UnauthorizedAccessError, UnknownFileError.
+
+        """
+        row = await self._file(group_id, file_id)
+        await self.session.delete(row)
+        await self.session.flush()
+        volume, key = self.ctx.factory.volume, row.key
+        self.ctx.after_commit.append(lambda: volume.delete(key))
+
+    async def _group(self, group_id: str) -> Group:
+        group = await self.session.get(Group, group_id)
+        if group is None:
+            raise UnknownWorkflowGroupError(group_id)
+        return group
+
+    async def _file(self, group_id: str, file_id: str) -> UploadedFile:
+        await self._group(group_id)
+        await self.ctx.require_member(group_id)
+        row = await self.session.get(UploadedFile, file_id)
+        if row is None or row.group_id != group_id:
+            raise UnknownFileError(file_id)
+        return row

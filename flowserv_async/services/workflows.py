@@ -1,0 +1,274 @@
+"""The workflows service: install, read, update and delete workflow templates."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.to_thread
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from flowserv_async._util import new_id, validate_identifier, validate_name
+from flowserv_async.db.models import Group, GroupMember, Run, Workflow
+from flowserv_async.errors import (
+    ConstraintViolationError,
+    InvalidManifestError,
+    UnknownWorkflowError,
+)
+from flowserv_async.services import serialize
+from flowserv_async.services.base import Service
+from flowserv_async.states import ACTIVE_STATES
+from flowserv_async.template import WorkflowTemplate, load_template
+from flowserv_async.template.manifest import Manifest, read_manifest
+from flowserv_async.volume import join_key
+
+
+def static_prefix(workflow_id: str) -> str:
+    """The file store folder of a workflow's static files."""
+    return join_key(workflow_id, "static")
+
+
+def template_of(wf: Workflow) -> WorkflowTemplate:
+    """Rebuild the validated template of a stored workflow."""
+    doc: dict[str, Any] = {"workflow": wf.workflow_spec, "parameters": wf.parameters}
+    if wf.parameter_groups:
+        doc["parameterGroups"] = wf.parameter_groups
+    if wf.outputs is not None:
+        doc["outputs"] = wf.outputs
+    if wf.result_schema is not None:
+        doc["results"] = wf.result_schema
+    if wf.postproc_spec is not None:
+        doc["postproc"] = wf.postproc_spec
+    return WorkflowTemplate.from_dict(doc)
+
+
+def _resolve_source(source: Any, repository: str | None) -> Path:
+    """A local folder, or the folder of a key in the repository index (no network)."""
+    import json
+
+    path = Path(str(source)).expanduser()
+    if path.is_dir():
+        return path
+    text = str(source)
+    if "://" in text:
+        raise InvalidManifestError(
+            f"cannot install from {text!r}: only local folders (and repository keys that"
+            " name local folders) are supported"
+        )
+    if repository is not None:
+        try:
+            entries = json.loads(Path(repository).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise InvalidManifestError(f"cannot read repository index {repository!r}") from exc
+        for entry in entries if isinstance(entries, list) else []:
+            if isinstance(entry, dict) and entry.get("id") == text:
+                url = str(entry.get("url", ""))
+                folder = Path(url.removeprefix("file://"))
+                if not folder.is_absolute():
+                    folder = Path(repository).parent / folder
+                if not folder.is_dir():
+                    raise InvalidManifestError(
+                        f"repository entry {text!r} points to {url!r}, which is no local folder"
+                    )
+                return folder
+    raise InvalidManifestError(f"workflow source {text!r} is neither a folder nor a known key")
+
+
+def _prepare(
+    source: Any, repository: str | None, **options: Any
+) -> tuple[Manifest, WorkflowTemplate]:
+    folder = _resolve_source(source, repository)
+    manifest = read_manifest(folder, **options)
+    return manifest, load_template(manifest.specfile, manifest.specfile.parent)
+
+
+class WorkflowService(Service):
+    """Install, list, read, update and delete workflows."""
+
+    async def create_workflow(
+        self,
+        source: Any,
+        identifier: str | None = None,
+        name: str | None = None,
+        description: str | None = None,
+        instructions: str | None = None,
+        specfile: str | None = None,
+        manifestfile: str | None = None,
+        engine_config: dict[str, Any] | None = None,
+        ignore_postproc: bool = False,
+    ) -> dict[str, Any]:
+        """Install a workflow from a local folder or a repository key (SPEC 5.5).
+
+        Raises:
+            InvalidManifestError: bad source, manifest, or missing name or specfile.
+            InvalidTemplateError, InvalidParameterError, UnknownParameterError: bad
+                template.
+            ConstraintViolationError: bad or taken identifier, or a file that leaves the
+                source folder.
+
+        """
+        await self.ctx.require_admin()
+        if identifier is not None:
+            validate_identifier(identifier)
+            if await self.session.get(Workflow, identifier) is not None:
+                raise ConstraintViolationError(f"workflow '{identifier}' exists")
+        if name is not None:
+            name = validate_name(name, "workflow")
+        if engine_config is not None and not isinstance(engine_config, dict):
+            raise ConstraintViolationError(f"engine_config must be a mapping: {engine_config!r}")
+        manifest, template = await anyio.to_thread.run_sync(
+            lambda: _prepare(
+                source,
+                self.ctx.settings.repository,
+                manifestfile=manifestfile,
+                name=name,
+                description=description,
+                instructions=instructions,
+                specfile=specfile,
+            )
+        )
+        workflow_id = identifier or new_id()
+        doc = template.to_dict()
+        wf = Workflow(
+            workflow_id=workflow_id,
+            name=await self._unique_name(validate_name(manifest.name, "workflow")),
+            description=manifest.description,
+            instructions=manifest.instructions,
+            workflow_spec=doc["workflow"],
+            parameters=doc["parameters"],
+            parameter_groups=doc.get("parameterGroups"),
+            outputs=doc.get("outputs"),
+            result_schema=doc.get("results"),
+            postproc_spec=doc.get("postproc"),
+            ignore_postproc=bool(ignore_postproc),
+            engine_config=engine_config,
+        )
+        self.session.add(wf)
+        try:
+            await self.session.flush()
+        except IntegrityError as exc:
+            raise ConstraintViolationError(f"workflow '{workflow_id}' exists") from exc
+        volume = self.ctx.factory.volume
+        prefix = static_prefix(workflow_id)
+        self.ctx.on_rollback.append(lambda: volume.delete(workflow_id))
+        await volume.copy_from_local(manifest.source, prefix, manifest.files)
+        return serialize.workflow_handle(wf, groups=[])
+
+    async def get_workflow(self, workflow_id: str) -> dict[str, Any]:
+        """Return the workflow handle, with the caller's groups and the postproc run.
+
+        Raises:
+            UnknownWorkflowError: no such workflow.
+
+        """
+        wf = await self._get(workflow_id)
+        groups: list[Group] = []
+        if self.ctx.user_id is not None:
+            stmt = (
+                select(Group)
+                .join(GroupMember, GroupMember.group_id == Group.group_id)
+                .where(Group.workflow_id == workflow_id, GroupMember.user_id == self.ctx.user_id)
+                .order_by(Group.created_at, Group.group_id)
+            )
+            groups = list((await self.session.scalars(stmt)).all())
+        postproc = None
+        if wf.postproc_run_id is not None:
+            run = await self.session.get(Run, wf.postproc_run_id)
+            if run is not None:
+                postproc = serialize.run_handle(run)
+        return serialize.workflow_handle(wf, groups=groups, postproc=postproc)
+
+    async def list_workflows(
+        self, limit: int | None = None, offset: int | None = None
+    ) -> dict[str, Any]:
+        """List workflows in creation order."""
+        stmt = (
+            select(Workflow)
+            .order_by(Workflow.created_at, Workflow.workflow_id)
+            .limit(limit)
+            .offset(offset)
+        )
+        workflows = (await self.session.scalars(stmt)).all()
+        return {"workflows": [serialize.workflow_descriptor(wf) for wf in workflows]}
+
+    async def update_workflow(
+        self,
+        workflow_id: str,
+        name: str | None = None,
+        description: str | None = None,
+        instructions: str | None = None,
+    ) -> dict[str, Any]:
+        """Change a workflow's name (validated, unique), description or instructions.
+
+        Raises:
+            UnknownWorkflowError: no such workflow.
+            ConstraintViolationError: a blank, too long or taken name.
+
+        """
+        await self.ctx.require_admin()
+        wf = await self._get(workflow_id)
+        if name is not None:
+            new_name = validate_name(name, "workflow")
+            if new_name != wf.name:
+                taken = await self.session.scalar(
+                    select(Workflow.workflow_id).where(Workflow.name == new_name)
+                )
+                if taken is not None:
+                    raise ConstraintViolationError(f"workflow name '{new_name}' is taken")
+                wf.name = new_name
+        if description is not None:
+            wf.description = description
+        if instructions is not None:
+            wf.instructions = instructions
+        try:
+            await self.session.flush()
+        except IntegrityError as exc:
+            raise ConstraintViolationError(f"workflow name '{name}' is taken") from exc
+        return await self.get_workflow(workflow_id)
+
+    async def delete_workflow(self, workflow_id: str) -> None:
+        """Delete a workflow with its groups, uploads, runs and files.
+
+        Active runs are cancelled and files removed once the deletion is committed.
+
+        Raises:
+            UnknownWorkflowError: no such workflow.
+
+        """
+        await self.ctx.require_admin()
+        wf = await self._get(workflow_id)
+        active = await self.session.scalars(
+            select(Run.run_id).where(Run.workflow_id == workflow_id, Run.state.in_(ACTIVE_STATES))
+        )
+        run_ids = list(active.all())
+        # The workflow row points at its post-processing run and the run at the
+        # workflow: break the cycle first so that every backend can delete in order.
+        wf.postproc_run_id = None
+        await self.session.flush()
+        await self.session.delete(wf)
+        await self.session.flush()
+        factory = self.ctx.factory
+
+        async def clean_up() -> None:
+            for run_id in run_ids:
+                await factory.engine.cancel_run(run_id)
+            await factory.volume.delete(workflow_id)
+
+        self.ctx.after_commit.append(clean_up)
+
+    async def _unique_name(self, name: str) -> str:
+        stmt = select(Workflow.name).where(Workflow.name.startswith(name, autoescape=True))
+        taken = set((await self.session.scalars(stmt)).all())
+        candidate, count = name, 0
+        while candidate in taken:
+            count += 1
+            candidate = f"{name} ({count})"
+        return candidate
+
+    async def _get(self, workflow_id: str) -> Workflow:
+        wf = await self.session.get(Workflow, workflow_id)
+        if wf is None:
+            raise UnknownWorkflowError(workflow_id)
+        return wf

@@ -1,0 +1,295 @@
+"""Local processes of container steps: command templates, spawning, output, killing.
+
+Each command runs as one process in a new session (its own process group), without a
+shell unless the command uses shell syntax. stdout and stderr are read concurrently as
+they come and written line by line to the run log.
+
+No process of a command outlives it: when the command's main process exits, whatever
+it left running in its process group is terminated, and when the task running the
+command is cancelled (run cancelled, step timeout, sibling step failed) the whole group
+gets SIGTERM, then SIGKILL after the grace period. That cleanup is shielded from
+cancellation and bounded in time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import contextlib
+import os
+import shlex
+import signal
+import string
+import sys
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from flowserv_async.engine.log import RunLog
+
+#: Longest line, in characters, written to the log; longer lines are split.
+MAX_LINE_CHARS = 8192
+#: How many stderr lines of a failed command its error message quotes.
+STDERR_TAIL_LINES = 20
+
+_CHUNK = 1 << 16
+_POLL = 0.02
+# After SIGKILL the kernel ends the group at once; this only bounds the wait for it.
+_KILL_WAIT = 2.0
+# How long output is still read after the process group ended: a process that left the
+# group (setsid) may hold the pipes open forever.
+_DRAIN_WAIT = 1.0
+_UNQUOTED_SHELL_CHARS = frozenset("|&;<>()$`\\*?[]{}~#!\n")
+_QUOTED_SHELL_CHARS = frozenset("$`\\")
+_SHELL_WORDS = frozenset(
+    {
+        ".", ":", "!", "{", "}", "[[", "alias", "bg", "break", "case", "cd", "command",
+        "continue", "do", "done", "elif", "else", "esac", "eval", "exec", "exit", "export",
+        "fg", "fi", "for", "function", "getopts", "hash", "if", "jobs", "local", "read",
+        "readonly", "return", "select", "set", "shift", "source", "then", "time", "times",
+        "trap", "type", "ulimit", "umask", "unalias", "unset", "until", "wait", "while",
+    }
+)  # fmt: skip
+
+
+class _Placeholders(dict[str, str]):
+    """Template values where an unknown name stands for itself (flowserv behaviour)."""
+
+    def __missing__(self, key: str) -> str:
+        return key
+
+
+def expand_command(template: str, variables: Mapping[str, Any]) -> str:
+    """Fill ``${name}`` (and ``$name``) placeholders; ``$$`` is a literal ``$``.
+
+    An unknown ``${x}`` becomes ``x``, as in flowserv. Values are converted with ``str``.
+    """
+    values = _Placeholders({key: str(value) for key, value in variables.items()})
+    return string.Template(template).safe_substitute(values).strip()
+
+
+def needs_shell(command: str) -> bool:
+    """True when the command uses shell syntax and must run under ``/bin/sh -c``.
+
+    Conservative: quoting, redirection, pipes, expansions, globs, variable assignments
+    and shell builtins all count; plain ``program arg 'quoted arg'`` does not.
+    """
+    quote: str | None = None
+    for char in command:
+        if quote == "'":
+            if char == "'":
+                quote = None
+        elif quote == '"':
+            if char == '"':
+                quote = None
+            elif char in _QUOTED_SHELL_CHARS:
+                return True
+        elif char in "'\"":
+            quote = char
+        elif char in _UNQUOTED_SHELL_CHARS:
+            return True
+    if quote is not None:
+        return True
+    words = shlex.split(command)
+    if not words:
+        return True
+    head = words[0]
+    return head in _SHELL_WORDS or ("=" in head and head.partition("=")[0].isidentifier())
+
+
+@dataclass(frozen=True, slots=True)
+class CommandResult:
+    """Exit status of a command and the last lines it wrote to stderr."""
+
+    returncode: int
+    stderr_tail: tuple[str, ...]
+
+
+async def run_command(
+    command: str,
+    *,
+    cwd: Path,
+    env: Mapping[str, str],
+    log: RunLog,
+    step: str,
+    grace: float,
+) -> CommandResult:
+    """Run one expanded command in its own process group and capture its output.
+
+    Args:
+        command: The command line (placeholders already expanded).
+        cwd: Working directory (the run folder).
+        env: The complete environment of the process.
+        log: Receives the stdout and stderr lines.
+        step: Step name recorded with each log line.
+        grace: Seconds between SIGTERM and SIGKILL when the process group is ended.
+
+    Returns:
+        The exit code (negative: killed by that signal; 126/127: could not be started).
+
+    """
+    argv = ["/bin/sh", "-c", command] if needs_shell(command) else shlex.split(command)
+    loop = asyncio.get_running_loop()
+    try:
+        # Shielded so that a cancellation can never lose the handle of a started process.
+        with anyio.CancelScope(shield=True):
+            transport, protocol = await loop.subprocess_exec(
+                lambda: _ProcessProtocol(loop),
+                *argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                cwd=cwd,
+                env=dict(env),
+                start_new_session=True,
+            )
+    except OSError as exc:
+        reason = f"cannot run {argv[0]!r}: {exc}"
+        log.append(step, "stderr", reason)
+        return CommandResult(126 if isinstance(exc, PermissionError) else 127, (reason,))
+    pgid = transport.get_pid()
+    capture = _OutputCapture(log, step)
+    try:
+        async with anyio.create_task_group() as tg:
+            readers = anyio.CancelScope()
+            tg.start_soon(capture.read_all, protocol, readers)
+            await protocol.exited.wait()
+            # Processes left in the group would hold the pipes open: end them.
+            await terminate_process_group(pgid, grace)
+            readers.deadline = anyio.current_time() + _DRAIN_WAIT
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            await terminate_process_group(pgid, grace)
+            with anyio.move_on_after(_KILL_WAIT):
+                await protocol.exited.wait()
+            transport.close()
+        raise
+    transport.close()
+    returncode = transport.get_returncode()
+    assert returncode is not None, "set before process_exited() is called"
+    return CommandResult(returncode, tuple(capture.stderr_tail))
+
+
+async def terminate_process_group(pgid: int, grace: float) -> None:
+    """End a process group: SIGTERM, then SIGKILL if anything lives after ``grace`` s.
+
+    Returns at once when no live process is left in the group. Not shielded: callers
+    that clean up after a cancellation shield it.
+    """
+    if not await process_group_alive(pgid):
+        return
+    _signal_group(pgid, signal.SIGTERM)
+    with anyio.move_on_after(grace):
+        await _wait_until_gone(pgid)
+        return
+    _signal_group(pgid, signal.SIGKILL)
+    with anyio.move_on_after(_KILL_WAIT):
+        await _wait_until_gone(pgid)
+
+
+async def process_group_alive(pgid: int) -> bool:
+    """True while the process group has a member that is not a zombie."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    if sys.platform != "linux":
+        return True
+    # Exited members stay zombies until reaped, which no parent may ever do for
+    # orphans when PID 1 is not an init; only /proc tells them apart.
+    return await anyio.to_thread.run_sync(_has_live_member, pgid)
+
+
+async def _wait_until_gone(pgid: int) -> None:
+    # Members are not our children, so nothing notifies us when they exit: poll.
+    while True:
+        if not await process_group_alive(pgid):
+            return
+        await anyio.sleep(_POLL)
+
+
+def _has_live_member(pgid: int) -> bool:
+    with os.scandir("/proc") as entries:
+        pids = [entry.name for entry in entries if entry.name.isdigit()]
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as stat:
+                data = stat.read()
+        except OSError:
+            continue
+        # Format: "pid (comm) state ppid pgrp ..."; comm may hold spaces and parens.
+        fields = data[data.rfind(b")") + 2 :].split()
+        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
+            return True
+    return False
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    # PermissionError: a member changed its user id (setuid); nothing more can be done.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+class _ProcessProtocol(asyncio.subprocess.SubprocessStreamProtocol):
+    """asyncio's stream protocol, plus an event set when the main process exits.
+
+    ``asyncio.subprocess.Process.wait()`` also waits for the pipes to close, which a
+    process left running in the background can delay forever.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(limit=_CHUNK, loop=loop)
+        self.exited = asyncio.Event()
+
+    def process_exited(self) -> None:
+        super().process_exited()
+        self.exited.set()
+
+
+class _OutputCapture:
+    """Reads a process's stdout and stderr into the run log, line by line."""
+
+    def __init__(self, log: RunLog, step: str) -> None:
+        self.log = log
+        self.step = step
+        self.stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
+
+    async def read_all(self, protocol: _ProcessProtocol, scope: anyio.CancelScope) -> None:
+        assert protocol.stdout is not None
+        assert protocol.stderr is not None
+        with scope:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self.read_stream, protocol.stdout, "stdout")
+                tg.start_soon(self.read_stream, protocol.stderr, "stderr")
+
+    async def read_stream(self, reader: asyncio.StreamReader, stream: str) -> None:
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        pending = ""
+        while chunk := await reader.read(_CHUNK):
+            pending = self._write_lines(stream, pending + decoder.decode(chunk))
+        pending += decoder.decode(b"", final=True)
+        if pending:
+            self._write_lines(stream, pending + "\n")
+
+    def _write_lines(self, stream: str, text: str) -> str:
+        """Write the complete lines of ``text``; return the incomplete rest."""
+        *lines, rest = text.split("\n")
+        for line in lines:
+            self._write(stream, line.removesuffix("\r"))
+        while len(rest) > MAX_LINE_CHARS:
+            self._write(stream, rest[:MAX_LINE_CHARS])
+            rest = rest[MAX_LINE_CHARS:]
+        return rest
+
+    def _write(self, stream: str, line: str) -> None:
+        for start in range(0, max(len(line), 1), MAX_LINE_CHARS):
+            part = line[start : start + MAX_LINE_CHARS]
+            self.log.append(self.step, stream, part)
+            if stream == "stderr":
+                self.stderr_tail.append(part)

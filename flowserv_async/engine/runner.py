@@ -1,0 +1,284 @@
+"""Run a serial workflow as a DAG of steps in one anyio task group.
+
+Step B depends on an earlier step A when their declared files overlap in a way that
+orders them: one of B's inputs equals or lies under one of A's outputs (or contains
+it), or B writes where A reads or writes. A step that declares no files depends on
+every earlier step and every later step depends on it, so templates that declare
+nothing run exactly as in flowserv: one step after another.
+
+Independent steps run concurrently. When a step fails (non-zero exit, exception, time
+limit), the other steps are cancelled, their processes killed, and the run fails.
+Cancelling the task that awaits :func:`run_workflow` cancels every step the same way
+and propagates; the caller records the run as CANCELED.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from flowserv_async.engine.config import EngineConfig
+from flowserv_async.engine.log import RunLog
+from flowserv_async.engine.spec import (
+    CodeAction,
+    WorkflowSpec,
+    WorkflowStep,
+    normalize_path,
+    parse_workflow,
+)
+from flowserv_async.engine.workers import (
+    CodeWorker,
+    StepOutcome,
+    StepRun,
+    Worker,
+    bind_workers,
+    import_function,
+)
+
+#: Default seconds between SIGTERM and SIGKILL (``FLOWSERV_CANCEL_GRACE``).
+DEFAULT_GRACE = 5.0
+
+
+class StepState(StrEnum):
+    """Where a step ended up."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCESS = "success"
+    ERROR = "error"
+    CANCELED = "canceled"
+    SKIPPED = "skipped"
+
+
+@dataclass(slots=True)
+class StepResult:
+    """State, error message and timings of one step.
+
+    ``started_at``/``ended_at`` are ``time.monotonic()`` values for comparing steps;
+    ``started``/``ended`` are UTC wall-clock times. Steps that never started have none.
+    """
+
+    name: str
+    state: StepState = StepState.PENDING
+    returncode: int | None = None
+    message: str | None = None
+    started_at: float | None = None
+    ended_at: float | None = None
+    started: datetime | None = None
+    ended: datetime | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form; times as ISO strings."""
+        return {
+            "name": self.name,
+            "state": str(self.state),
+            "returncode": self.returncode,
+            "message": self.message,
+            "started": self.started.isoformat() if self.started else None,
+            "ended": self.ended.isoformat() if self.ended else None,
+        }
+
+    def _start(self) -> None:
+        self.state = StepState.RUNNING
+        self.started_at = time.monotonic()
+        self.started = datetime.now(UTC)
+
+    def _end(self, state: StepState, outcome: StepOutcome | None = None) -> None:
+        self.state = state
+        self.ended_at = time.monotonic()
+        self.ended = datetime.now(UTC)
+        if outcome is not None:
+            self.returncode = outcome.returncode
+            self.message = outcome.error
+
+
+@dataclass(slots=True)
+class WorkflowResult:
+    """Outcome of a run that was not cancelled.
+
+    Attributes:
+        success: True when every step succeeded and the declared outputs exist.
+        messages: Why the run failed (empty on success).
+        steps: Result of every step, in workflow order.
+        context: The final context, including results of code steps.
+
+    """
+
+    success: bool
+    messages: list[str]
+    steps: dict[str, StepResult]
+    context: dict[str, Any] = field(default_factory=dict)
+
+
+def dependencies(spec: WorkflowSpec) -> dict[str, frozenset[str]]:
+    """The earlier steps each step waits for (steps that are skipped are left out)."""
+    steps = [step for step in spec.steps if not step.skipped]
+    deps: dict[str, frozenset[str]] = {}
+    for index, step in enumerate(steps):
+        deps[step.name] = frozenset(
+            earlier.name for earlier in steps[:index] if _ordered(earlier, step)
+        )
+    return deps
+
+
+async def run_workflow(
+    workflow: WorkflowSpec | Mapping[str, Any],
+    *,
+    rundir: Path,
+    log: RunLog,
+    config: EngineConfig | None = None,
+    context: Mapping[str, Any] | None = None,
+    step_timeout: float | None = None,
+    grace: float = DEFAULT_GRACE,
+) -> WorkflowResult:
+    """Execute the workflow's steps in ``rundir`` and check its declared outputs.
+
+    Args:
+        workflow: A parsed spec, or the ``workflow`` section with references expanded.
+        rundir: The staged run folder: working directory of commands, ``rundir``
+            context variable.
+        log: Receives the steps' output lines.
+        config: Engine configuration (workers); default workers when ``None``.
+        context: Extra context values, layered over the workflow ``parameters``.
+        step_timeout: Time limit of steps without their own ``timeout``
+            (``None`` or 0: none).
+        grace: Seconds between SIGTERM and SIGKILL when processes are ended.
+
+    Returns:
+        The result; failed steps make ``success`` False with their messages.
+
+    Raises:
+        InvalidTemplateError: the workflow section is malformed.
+        InvalidConfigurationError: a step is mapped to a worker of the wrong kind.
+
+    """
+    spec = workflow if isinstance(workflow, WorkflowSpec) else parse_workflow(workflow)
+    workers = bind_workers(spec, config if config is not None else EngineConfig())
+    run = StepRun(
+        context={**spec.parameters, **(context or {}), "rundir": rundir},
+        rundir=rundir,
+        log=log,
+        grace=grace,
+    )
+    results = {step.name: StepResult(step.name) for step in spec.steps}
+    for step in spec.steps:
+        if step.skipped:
+            results[step.name].state = StepState.SKIPPED
+    funcs: dict[str, Callable[..., Any]] = {}
+    for step in spec.steps:
+        if isinstance(step.action, CodeAction):
+            try:
+                funcs[step.name] = await anyio.to_thread.run_sync(import_function, step.action.func)
+            except Exception as exc:
+                message = (
+                    f"step '{step.name}': cannot import function '{step.action.func}': "
+                    f"{type(exc).__name__}: {exc}"
+                )
+                results[step.name].state = StepState.ERROR
+                results[step.name].message = message
+                return WorkflowResult(False, [message], results, run.context)
+    limit = step_timeout if step_timeout else None
+    await _StepGraph(spec, workers, funcs, run, results, limit).run()
+    messages = [r.message for r in results.values() if r.state is StepState.ERROR and r.message]
+    if not messages:
+        missing = await find_missing_files(rundir, spec.outputs)
+        messages = [f"declared output '{path}' is missing" for path in missing]
+    return WorkflowResult(not messages, messages, results, run.context)
+
+
+async def find_missing_files(rundir: Path, paths: Iterable[str]) -> list[str]:
+    """The paths (relative to ``rundir``) that do not exist, in the given order.
+
+    Raises:
+        InvalidTemplateError: a path is absolute or leaves ``rundir``.
+
+    """
+    missing = []
+    for path in paths:
+        if not await anyio.Path(rundir, normalize_path(path, "output")).exists():
+            missing.append(path)
+    return missing
+
+
+class _StepGraph:
+    """One execution of the step DAG."""
+
+    def __init__(
+        self,
+        spec: WorkflowSpec,
+        workers: Mapping[str, Worker],
+        funcs: Mapping[str, Callable[..., Any]],
+        run: StepRun,
+        results: dict[str, StepResult],
+        default_timeout: float | None,
+    ) -> None:
+        self.spec = spec
+        self.workers = workers
+        self.funcs = funcs
+        self.run_state = run
+        self.results = results
+        self.default_timeout = default_timeout
+        self.deps = dependencies(spec)
+        self.done = {name: anyio.Event() for name in self.deps}
+
+    async def run(self) -> None:
+        async with anyio.create_task_group() as tg:
+            for step in self.spec.steps:
+                if not step.skipped:
+                    tg.start_soon(self.run_step, step, tg.cancel_scope, name=step.name)
+
+    async def run_step(self, step: WorkflowStep, run_scope: anyio.CancelScope) -> None:
+        for dep in sorted(self.deps[step.name]):
+            await self.done[dep].wait()
+        result = self.results[step.name]
+        result._start()
+        try:
+            outcome = await self.execute(step)
+        except anyio.get_cancelled_exc_class():
+            result._end(StepState.CANCELED)
+            raise
+        if outcome.ok:
+            result._end(StepState.SUCCESS, outcome)
+            self.done[step.name].set()
+        else:
+            result._end(StepState.ERROR, outcome)
+            run_scope.cancel()
+
+    async def execute(self, step: WorkflowStep) -> StepOutcome:
+        limit = step.timeout if step.timeout is not None else self.default_timeout
+        worker = self.workers[step.name]
+        with anyio.move_on_after(limit):
+            if isinstance(worker, CodeWorker):
+                return await worker.run(step, self.funcs[step.name], self.run_state)
+            return await worker.run(step, self.run_state)
+        # Only reached when the time limit cancelled the step (its processes are gone).
+        return StepOutcome(None, f"step '{step.name}' exceeded its time limit of {limit:g} s")
+
+
+def _ordered(earlier: WorkflowStep, later: WorkflowStep) -> bool:
+    """True when ``later`` must wait for ``earlier``."""
+    if not earlier.declares_files or not later.declares_files:
+        return True
+    return any(
+        _overlap(a, b)
+        for a, b in (
+            *((out, inp) for out in earlier.outputs for inp in later.inputs),
+            *((out, out2) for out in earlier.outputs for out2 in later.outputs),
+            *((inp, out) for inp in earlier.inputs for out in later.outputs),
+        )
+    )
+
+
+def _overlap(a: str, b: str) -> bool:
+    """True when one path equals the other or lies under it."""
+    if a == "." or b == ".":
+        return True
+    return a == b or posixpath.commonpath([a, b]) in (a, b)

@@ -1,0 +1,211 @@
+"""Commands of container steps: templates, exec vs shell, env, cwd, output capture."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import anyio
+import pytest
+
+from flowserv_async.engine import (
+    RunLog,
+    expand_command,
+    needs_shell,
+    parse_engine_config,
+    run_command,
+    run_workflow,
+)
+from flowserv_async.engine.process import MAX_LINE_CHARS
+
+if TYPE_CHECKING:
+    from .conftest import ProcessProbe
+
+PY = sys.executable
+
+
+async def run(command: str, rundir: Path, log: RunLog | None = None) -> tuple[int, RunLog]:
+    log = log if log is not None else RunLog()
+    result = await run_command(
+        command, cwd=rundir, env=dict(os.environ), log=log, step="s", grace=0.5
+    )
+    return result.returncode, log
+
+
+def texts(log: RunLog, stream: str = "stdout") -> list[str]:
+    return [e.text for e in log.lines().lines if e.stream == stream]
+
+
+@pytest.mark.parametrize(
+    ("template", "expected"),
+    [
+        ("echo ${name} $name", "echo Ada Ada"),
+        ("${python} run.py --n ${n}", f"{PY} run.py --n 3"),
+        ("cat ${unknown}/x.txt", "cat unknown/x.txt"),
+        ("echo $$HOME costs $$5", "echo $HOME costs $5"),
+        ("echo $1 ${bad-name}", "echo $1 ${bad-name}"),
+        ("  padded  ", "padded"),
+    ],
+)
+def test_expand_command(template: str, expected: str) -> None:
+    assert expand_command(template, {"name": "Ada", "n": 3, "python": PY}) == expected
+
+
+@pytest.mark.parametrize(
+    ("command", "shell"),
+    [
+        ("python run.py --n 3", False),
+        ("python -c \"import sys; print(sys.argv[1:])\" 'a b' 'c;d'", False),
+        ("sh -c 'sleep 1 & exit 0'", False),
+        ("echo a | tr a b", True),
+        ("echo a > out.txt", True),
+        ("ls *.txt", True),
+        ("echo $HOME", True),
+        ('echo "$HOME"', True),
+        ("cd data", True),
+        ("A=1 env", True),
+        ("a && b", True),
+        ("echo 'unterminated", True),
+        ("", True),
+    ],
+)
+def test_needs_shell(command: str, shell: bool) -> None:
+    assert needs_shell(command) is shell
+
+
+async def test_plain_command_is_exec_directly_as_one_process(tmp_path: Path) -> None:
+    code, log = await run(f'{PY} -c "import os; print(os.getppid())"', tmp_path)
+    assert code == 0
+    assert texts(log) == [str(os.getpid())]
+
+
+async def test_shell_syntax_runs_under_sh(tmp_path: Path) -> None:
+    code, log = await run(
+        f'{PY} -c "import os; print(os.getppid())" | tr 0-9 x && echo hi > out.txt', tmp_path
+    )
+    assert code == 0
+    # The python process was started by the shell, not by us.
+    assert texts(log) != [str(os.getpid())]
+    assert await anyio.Path(tmp_path / "out.txt").read_text() == "hi\n"
+
+
+async def test_runs_in_the_run_folder_with_os_env_and_worker_env(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FLOWSERV_TEST_FROM_OS", "os-value")
+    monkeypatch.setenv("FLOWSERV_TEST_OVERRIDE", "os-value")
+    log = RunLog()
+    config = parse_engine_config(
+        {
+            "workers": [
+                {
+                    "name": "w",
+                    "type": "subprocess",
+                    "env": {"FLOWSERV_TEST_OVERRIDE": "worker-value"},
+                    "variables": {"greeting": "from-worker"},
+                }
+            ],
+            "workflow": [{"step": "env", "worker": "w"}],
+        }
+    )
+    script = (
+        "import os; print(os.getcwd()); "
+        "print(os.environ['FLOWSERV_TEST_FROM_OS'], os.environ['FLOWSERV_TEST_OVERRIDE'])"
+    )
+    result = await run_workflow(
+        {
+            "parameters": {"greeting": "from-parameters", "who": "world"},
+            "steps": [
+                {
+                    "name": "env",
+                    "action": {
+                        "commands": [f'${{python}} -c "{script}"', "echo ${greeting} ${who}"]
+                    },
+                }
+            ],
+        },
+        rundir=tmp_path,
+        log=log,
+        config=config,
+    )
+    assert result.success, result.messages
+    assert texts(log) == [
+        str(tmp_path),
+        "os-value worker-value",
+        "from-worker world",
+    ]
+
+
+async def test_output_lines_keep_their_order_and_stream(tmp_path: Path) -> None:
+    script = (
+        "import sys\n"
+        "for i in range(3):\n"
+        "    print('out', i, flush=True)\n"
+        "    print('err', i, file=sys.stderr, flush=True)\n"
+        "sys.stdout.write('no newline at end')\n"
+    )
+    await anyio.Path(tmp_path / "script.py").write_text(script)
+    code, log = await run(f"{PY} script.py", tmp_path)
+    assert code == 0
+    assert texts(log) == ["out 0", "out 1", "out 2", "no newline at end"]
+    assert texts(log, "stderr") == ["err 0", "err 1", "err 2"]
+    assert {e.step for e in log.lines().lines} == {"s"}
+    positions = [e.pos for e in log.lines().lines]
+    assert positions == sorted(positions)
+
+
+async def test_large_output_on_both_streams_does_not_deadlock(tmp_path: Path) -> None:
+    # 5 MB on each stream, more than any pipe buffer; the log keeps a bounded tail.
+    script = (
+        "import sys\n"
+        "line = 'x' * 99 + '\\n'\n"
+        "for i in range(50_000):\n"
+        "    sys.stdout.write(line)\n"
+        "    sys.stderr.write(line)\n"
+        "print('last line', flush=True)\n"
+    )
+    await anyio.Path(tmp_path / "big.py").write_text(script)
+    log = RunLog(max_bytes=100_000)
+    with anyio.fail_after(30):
+        code, _ = await run(f"{PY} big.py", tmp_path, log)
+    assert code == 0
+    assert log.next == 100_001
+    assert log.dropped > 99_000
+    page = log.lines()
+    assert page.lines[0].stream == "engine"
+    assert "earlier line(s) dropped" in page.lines[0].text
+    assert texts(log)[-1] == "last line"
+
+
+async def test_long_lines_are_split_and_bad_bytes_replaced(tmp_path: Path) -> None:
+    script = (
+        "import sys\n"
+        f"sys.stdout.write('a' * {2 * MAX_LINE_CHARS + 5} + '\\n')\n"
+        "sys.stdout.flush()\n"
+        "sys.stdout.buffer.write(b'caf\\xc3\\xa9 \\xff end\\n')\n"
+    )
+    await anyio.Path(tmp_path / "long.py").write_text(script)
+    code, log = await run(f"{PY} long.py", tmp_path)
+    assert code == 0
+    assert [len(t) for t in texts(log)[:3]] == [MAX_LINE_CHARS, MAX_LINE_CHARS, 5]
+    assert texts(log)[3] == "café \ufffd end"
+
+
+async def test_missing_program_fails_with_127(tmp_path: Path) -> None:
+    code, log = await run("no-such-program-flowserv --help", tmp_path)
+    assert code == 127
+    assert "no-such-program-flowserv" in texts(log, "stderr")[0]
+
+
+async def test_processes_left_behind_by_a_finished_command_are_ended(
+    tmp_path: Path, probe: ProcessProbe
+) -> None:
+    start = time.monotonic()
+    # The background sleep keeps the output pipes open; "$!" is its pid.
+    code, log = await run("sh -c 'sleep 60 & echo $!'", tmp_path)
+    assert code == 0
+    assert time.monotonic() - start < 30
+    assert not await probe.alive(int(texts(log)[0]))

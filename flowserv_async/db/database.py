@@ -54,13 +54,18 @@ def async_url(url: str) -> URL:
     return parsed.set(drivername=driver)
 
 
-def _configure_sqlite(engine: AsyncEngine) -> None:
-    """WAL, a busy timeout, foreign keys, and write-ready transactions on SQLite.
+WRITE_OPTION = "flowserv_write"
+"""Execution option that makes a SQLite transaction begin as ``BEGIN IMMEDIATE``."""
 
-    Every transaction starts with ``BEGIN IMMEDIATE``: a deferred transaction that reads
-    and then writes can fail at once with "database is locked" when another connection
-    wrote in between (the busy timeout does not apply to that upgrade), whereas an
-    immediate one simply waits its turn.
+
+def _configure_sqlite(engine: AsyncEngine) -> None:
+    """WAL, a busy timeout, foreign keys, and write transactions that wait their turn.
+
+    Reading transactions begin deferred: in WAL mode they neither wait for writers nor
+    block them. Writing transactions begin with ``BEGIN IMMEDIATE`` (see
+    :meth:`DB.begin_write`): a deferred transaction that reads and then writes fails at
+    once with "database is locked" when another connection wrote in between (the busy
+    timeout does not apply to that upgrade), whereas an immediate one waits for the lock.
     """
 
     @event.listens_for(engine.sync_engine, "connect")
@@ -76,7 +81,8 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        write = conn.get_execution_options().get(WRITE_OPTION, False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
 
 class DB:
@@ -109,17 +115,49 @@ class DB:
         async with self.session_factory() as session:
             yield session
 
+    @asynccontextmanager
+    async def write_session(self) -> AsyncIterator[AsyncSession]:
+        """Yield a session in a write transaction; commit on success, else roll back."""
+        async with self.session_factory() as session:
+            await self.begin_write(session)
+            try:
+                yield session
+            except BaseException:
+                with anyio.CancelScope(shield=True):
+                    await session.rollback()
+                raise
+            await session.commit()
+
+    async def begin_write(self, session: AsyncSession) -> None:
+        """Make sure the session's transaction may write without a lock upgrade.
+
+        On SQLite a transaction that has only read so far is committed (it wrote
+        nothing) and a new one begins with ``BEGIN IMMEDIATE``, waiting for the write
+        lock. Elsewhere, and for a transaction that already writes, this does nothing.
+        """
+        if not self.is_sqlite:
+            return
+        if session.in_transaction():
+            conn = await session.connection()
+            if (
+                conn.sync_connection is not None
+                and conn.sync_connection.get_execution_options().get(WRITE_OPTION, False)
+            ):
+                return
+            await session.commit()
+        await session.connection(execution_options={WRITE_OPTION: True})
+
     async def create_schema(self) -> None:
         """Create the tables that are missing and the default user."""
         if self.is_sqlite and self.url.database not in (None, "", ":memory:"):
             await anyio.Path(self.url.database).parent.mkdir(parents=True, exist_ok=True)
-        async with self.engine.begin() as conn:
+        async with self.engine.execution_options(**{WRITE_OPTION: True}).begin() as conn:
             await conn.run_sync(Base.metadata.create_all)
         await self._create_default_user()
 
     async def init(self) -> None:
         """Drop and recreate all tables. This erases all data."""
-        async with self.engine.begin() as conn:
+        async with self.engine.execution_options(**{WRITE_OPTION: True}).begin() as conn:
             await conn.run_sync(Base.metadata.drop_all)
         await self.create_schema()
 
@@ -135,7 +173,7 @@ class DB:
                 return
         secret = await hash_password(secrets.token_urlsafe(32))
         try:
-            async with self.session() as session, session.begin():
+            async with self.write_session() as session:
                 if await session.get(User, DEFAULT_USER) is None:
                     session.add(
                         User(user_id=DEFAULT_USER, name=DEFAULT_USER, secret=secret, active=True)

@@ -67,6 +67,14 @@ class ServiceContext:
     after_commit: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     on_rollback: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
+    async def begin_write(self) -> None:
+        """Called by every service method that writes, before its first statement.
+
+        On SQLite this makes the transaction wait for the write lock up front instead
+        of failing on a lock upgrade; reading sessions never take the lock.
+        """
+        await self.factory.db.begin_write(self.session)
+
     async def commit(self) -> None:
         """Commit the work so far (used where an outside party must see it now).
 

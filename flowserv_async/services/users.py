@@ -95,6 +95,7 @@ class UserService(Service):
         # Hash before the first query: on SQLite the first statement takes the write
         # lock, which should not be held while scrypt runs.
         secret = await hash_password(password)
+        await self.ctx.begin_write()
         if await self._find_by_name(name) is not None:
             raise DuplicateUserError(name)
         user = User(user_id=new_id(), name=name, secret=secret, active=not verify)
@@ -114,6 +115,7 @@ class UserService(Service):
 
         """
         await self.ctx.require_admin()
+        await self.ctx.begin_write()
         user = await self.session.get(User, user_id)
         if user is None:
             raise UnknownUserError(user_id)
@@ -152,6 +154,8 @@ class UserService(Service):
         )
         if user is None or not valid:
             raise UnknownUserError(name)
+        # Verified while only reading; now take the write lock for the token.
+        await self.ctx.begin_write()
         now = utc_now()
         expires = now + timedelta(seconds=self.ctx.settings.auth_ttl)
         key = await self.session.get(APIKey, user.user_id)
@@ -174,6 +178,7 @@ class UserService(Service):
             UnauthenticatedAccessError: the token is unknown or expired.
 
         """
+        await self.ctx.begin_write()
         user = await authenticate(self.session, api_key)
         if user is None:
             raise UnauthenticatedAccessError("invalid or expired access token")
@@ -199,6 +204,7 @@ class UserService(Service):
         answer is the same for unknown names, so accounts cannot be probed.
         """
         request_id = new_id()
+        await self.ctx.begin_write()
         name = username.strip() if isinstance(username, str) else ""
         user = await self._find_by_name(name) if name else None
         if user is not None and user.active:
@@ -222,6 +228,7 @@ class UserService(Service):
         """
         _check_password(password)
         secret = await hash_password(password)
+        await self.ctx.begin_write()
         request = await self.session.get(PasswordRequest, request_id)
         if request is None or request.expires_at <= utc_now():
             raise UnknownRequestError(request_id)

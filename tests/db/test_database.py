@@ -89,3 +89,42 @@ async def test_unreachable_database_is_a_configuration_error(tmp_path: Path) -> 
     url = "postgresql+asyncpg://nobody@127.0.0.1:1/none"
     with pytest.raises(InvalidConfigurationError, match=r"127\.0\.0\.1:1"):
         await init_db({"FLOWSERV_DATABASE": url, "FLOWSERV_API_DIR": str(tmp_path)})
+
+
+async def test_sqlite_read_modify_write_sessions_serialize_without_errors(
+    tmp_path: Path,
+) -> None:
+    # SQLite only: write transactions there take the database lock up front. (On
+    # PostgreSQL the services rely on constraints and conditional updates instead.)
+    database = DB(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    await database.create_schema()
+    async with database.write_session() as s:
+        s.add(User(user_id="counter", name="0", secret="x"))
+
+    async def increment() -> None:
+        async with database.session() as s:
+            await database.begin_write(s)
+            user = await s.get(User, "counter")
+            assert user is not None
+            await anyio.sleep(0.005)
+            user.name = str(int(user.name) + 1)
+            await s.commit()
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(20):
+            tg.start_soon(increment)
+    async with database.session() as s:
+        assert (await s.get(User, "counter")).name == "20"  # type: ignore[union-attr]
+    await database.dispose()
+
+
+async def test_readers_do_not_wait_for_an_open_write_transaction(database: DB) -> None:
+    async with database.session() as writer:
+        await database.begin_write(writer)
+        writer.add(User(user_id="w", name="pending", secret="x"))
+        await writer.flush()
+        with anyio.fail_after(5):
+            async with database.session() as reader:
+                names = set((await reader.scalars(select(User.name))).all())
+        assert names == {DEFAULT_USER}
+        await writer.commit()

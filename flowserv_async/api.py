@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flowserv_async.services.base import ServiceContext
 from flowserv_async.services.groups import GroupService
+from flowserv_async.services.runs import RunService
 from flowserv_async.services.server import ServiceDescriptor
 from flowserv_async.services.uploads import UploadService
 from flowserv_async.services.users import UserService
@@ -23,6 +24,7 @@ class API:
         self._workflows = WorkflowService(ctx)
         self._groups = GroupService(ctx)
         self._uploads = UploadService(ctx)
+        self._runs = RunService(ctx)
 
     @property
     def user_id(self) -> str | None:
@@ -48,3 +50,7 @@ class API:
     def uploads(self) -> UploadService:
         """The uploads service."""
         return self._uploads
+
+    def runs(self) -> RunService:
+        """The runs service."""
+        return self._runs

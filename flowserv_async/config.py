@@ -32,6 +32,8 @@ FLOWSERV_STEP_TIMEOUT = "FLOWSERV_STEP_TIMEOUT"
 FLOWSERV_CANCEL_GRACE = "FLOWSERV_CANCEL_GRACE"
 FLOWSERV_SERIAL_ENGINECONFIG = "FLOWSERV_SERIAL_ENGINECONFIG"
 FLOWSERV_MAX_UPLOAD_SIZE = "FLOWSERV_MAX_UPLOAD_SIZE"
+FLOWSERV_HEARTBEAT = "FLOWSERV_HEARTBEAT"
+FLOWSERV_RUN_LEASE = "FLOWSERV_RUN_LEASE"
 FLOWSERV_REPOSITORY = "FLOWSERV_REPOSITORY"
 FLOWSERV_API_NAME = "FLOWSERV_API_NAME"
 FLOWSERV_API_HOST = "FLOWSERV_API_HOST"
@@ -127,6 +129,8 @@ _VARIABLES: dict[str, tuple[Callable[[str, Any], Any], Any]] = {
     FLOWSERV_CANCEL_GRACE: (_seconds, 5.0),
     FLOWSERV_SERIAL_ENGINECONFIG: (_optional_text, None),
     FLOWSERV_MAX_UPLOAD_SIZE: (_count, 0),
+    FLOWSERV_HEARTBEAT: (_seconds, 5.0),
+    FLOWSERV_RUN_LEASE: (_seconds, 30.0),
     FLOWSERV_REPOSITORY: (_optional_text, None),
     FLOWSERV_API_NAME: (_text, DEFAULT_API_NAME),
     FLOWSERV_API_HOST: (_text, "localhost"),
@@ -165,6 +169,8 @@ class Settings:
     cancel_grace: float
     engine_config: str | None
     max_upload_size: int
+    heartbeat: float
+    run_lease: float
     repository: str | None
     api_name: str
     api_host: str
@@ -180,6 +186,14 @@ class Settings:
             raw = env.get(name)
             values[name] = default if raw is None else parse(name, raw)
         api_dir = values[FLOWSERV_API_DIR] or default_api_dir()
+        if (
+            values[FLOWSERV_HEARTBEAT] <= 0
+            or values[FLOWSERV_RUN_LEASE] <= values[FLOWSERV_HEARTBEAT]
+        ):
+            raise InvalidConfigurationError(
+                f"{FLOWSERV_RUN_LEASE} ({values[FLOWSERV_RUN_LEASE]}) must be longer than"
+                f" {FLOWSERV_HEARTBEAT} ({values[FLOWSERV_HEARTBEAT]}), which must be positive"
+            )
         return cls(
             api_dir=Path(api_dir).expanduser().absolute(),
             database=values[FLOWSERV_DATABASE],
@@ -195,6 +209,8 @@ class Settings:
             cancel_grace=values[FLOWSERV_CANCEL_GRACE],
             engine_config=values[FLOWSERV_SERIAL_ENGINECONFIG],
             max_upload_size=values[FLOWSERV_MAX_UPLOAD_SIZE],
+            heartbeat=values[FLOWSERV_HEARTBEAT],
+            run_lease=values[FLOWSERV_RUN_LEASE],
             repository=values[FLOWSERV_REPOSITORY],
             api_name=values[FLOWSERV_API_NAME],
             api_host=values[FLOWSERV_API_HOST],

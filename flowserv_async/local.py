@@ -20,38 +20,24 @@ from flowserv_async.config import (
 )
 from flowserv_async.controller import WorkflowController
 from flowserv_async.db import DB, init_db
-from flowserv_async.db.models import User
+from flowserv_async.db.models import Run, User
+from flowserv_async.engine.controller import AsyncioEngine
 from flowserv_async.errors import (
     FlowservError,
     InvalidConfigurationError,
     MissingConfigurationError,
+    UnknownRunError,
 )
 from flowserv_async.services.base import ServiceContext, translate_errors
+from flowserv_async.services.runs import load_run_handle
 from flowserv_async.services.users import authenticate
+from flowserv_async.states import FINAL_STATES
 from flowserv_async.volume import StorageVolume, volume_from_spec
 
 logger = logging.getLogger(__name__)
 
-
-class UnavailableEngine(WorkflowController):
-    """Stands in until the asyncio engine lands: refuses to run anything, loudly."""
-
-    async def exec_workflow(
-        self,
-        run: Any,
-        template: Any,
-        arguments: dict[str, Any],
-        staticfs: Any,
-        config: dict[str, Any] | None = None,
-    ) -> tuple[str, Any]:
-        """Refuse: no engine can execute runs in this version."""
-        raise MissingConfigurationError(
-            "no workflow engine is available: set FLOWSERV_BACKEND_MODULE and"
-            " FLOWSERV_BACKEND_CLASS"
-        )
-
-    async def cancel_run(self, run_id: str) -> None:
-        """Nothing runs, so there is nothing to cancel."""
+# How often wait_run looks at a run that no engine of this process notifies about.
+_POLL_INTERVAL = 0.25
 
 
 def init_backend(api: LocalAPIFactory) -> WorkflowController:
@@ -67,7 +53,7 @@ def init_backend(api: LocalAPIFactory) -> WorkflowController:
     """
     module_name, class_name = api.settings.backend_module, api.settings.backend_class
     if module_name is None and class_name is None:
-        return UnavailableEngine(service=api)
+        return AsyncioEngine(service=api)
     if module_name is None or class_name is None:
         missing = "FLOWSERV_BACKEND_MODULE" if module_name is None else "FLOWSERV_BACKEND_CLASS"
         raise MissingConfigurationError(f"{missing} must be set with the other backend variable")
@@ -128,8 +114,8 @@ class LocalAPIFactory:
     @property
     def db(self) -> DB:
         """The open database."""
-        self._check_open()
-        assert self._db is not None
+        if self._db is None or self._state == "closed":
+            raise FlowservError(f"the API factory is {self._state}: it has no database")
         return self._db
 
     @property
@@ -142,8 +128,8 @@ class LocalAPIFactory:
     @property
     def volume(self) -> StorageVolume:
         """The open file store."""
-        self._check_open()
-        assert self._volume is not None
+        if self._volume is None or self._state == "closed":
+            raise FlowservError(f"the API factory is {self._state}: it has no file store")
         return self._volume
 
     @property
@@ -262,10 +248,41 @@ class LocalAPIFactory:
             self._env[FLOWSERV_ACCESS_TOKEN] = token
         self.settings = dataclasses.replace(self.settings, access_token=token)
 
-    async def cancel_run(self, run_id: str) -> None:
-        """Ask the engine to cancel a run."""
+    async def cancel_run(self, run_id: str, reason: str | None = None) -> None:
+        """Ask the engine to cancel a run; the engine records it CANCELED."""
         await self.open()
-        await self.engine.cancel_run(run_id)
+        await self.engine.cancel_run(run_id, reason=reason)
+
+    async def wait_run(
+        self,
+        run_id: str,
+        timeout: float | None = None,  # noqa: ASYNC109 - the spec's signature
+    ) -> dict[str, Any]:
+        """Return the run handle once the run is in a final state.
+
+        Waits on the engine's notification for runs that this factory's engine
+        executes; a run of another process is watched in the database.
+
+        Raises:
+            UnknownRunError: no such run.
+            TimeoutError: the run did not end within ``timeout`` seconds.
+
+        """
+        await self.open()
+        with anyio.fail_after(timeout):
+            while not await self.engine.wait(run_id):
+                async with self.db.session() as session:
+                    run = await session.get(Run, run_id)
+                    if run is None:
+                        raise UnknownRunError(run_id)
+                    if run.state in FINAL_STATES:
+                        break
+                await anyio.sleep(_POLL_INTERVAL)
+        async with self.db.session() as session:
+            run = await session.get(Run, run_id)
+            if run is None:
+                raise UnknownRunError(run_id)
+            return await load_run_handle(session, run)
 
     async def exec_workflow(
         self,

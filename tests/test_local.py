@@ -41,7 +41,7 @@ class RecordingEngine(WorkflowController):
         self.calls.append(f"exec:{run}")
         return "PENDING", None
 
-    async def cancel_run(self, run_id: str) -> None:
+    async def cancel_run(self, run_id: str, reason: str | None = None) -> None:
         self.calls.append(f"cancel:{run_id}")
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import codecs
 import contextlib
+import ctypes
 import os
 import shlex
 import signal
@@ -101,6 +102,21 @@ def needs_shell(command: str) -> bool:
     return head in _SHELL_WORDS or ("=" in head and head.partition("=")[0].isidentifier())
 
 
+_PR_SET_PDEATHSIG = 1
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: get SIGKILL when the engine's process dies.
+
+    A step process sits in a session of its own, so a SIGKILL of the engine would
+    otherwise leave it running forever. (Processes that a shell step starts in the
+    background are not covered; recovery marks their run as interrupted.)
+    """
+    if _LIBC is not None:
+        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
 @dataclass(frozen=True, slots=True)
 class CommandResult:
     """Exit status of a command and the last lines it wrote to stderr."""
@@ -146,6 +162,7 @@ async def run_command(
                 cwd=cwd,
                 env=dict(env),
                 start_new_session=True,
+                preexec_fn=_die_with_parent,
             )
     except OSError as exc:
         reason = f"cannot run {argv[0]!r}: {exc}"

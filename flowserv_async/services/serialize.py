@@ -113,8 +113,6 @@ def run_handle(
             for key in ("title", "caption", "format", "widget"):
                 if key in info:
                     item[key] = info[key]
-            if "key" in info:
-                item["key"] = info["key"]
             listed.append(item)
         doc["files"] = listed
     return doc

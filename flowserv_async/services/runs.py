@@ -1,0 +1,587 @@
+"""The runs service, and the run-state bookkeeping that the engine shares with it.
+
+State changes go through :func:`set_state`, a conditional ``UPDATE`` that only moves a
+run along an allowed transition (SPEC 4), so two writers can never move a run out of a
+final state.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.to_thread
+from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from flowserv_async._util import new_id, utc_now
+from flowserv_async.db.models import (
+    Group,
+    Ranking,
+    Run,
+    RunFile,
+    RunLogLine,
+    UploadedFile,
+    Workflow,
+)
+from flowserv_async.engine.config import load_engine_config
+from flowserv_async.engine.job import RunJob
+from flowserv_async.engine.log import DEFAULT_MAX_LINES, ENGINE_STREAM, LogEntry
+from flowserv_async.engine.spec import parse_workflow
+from flowserv_async.errors import (
+    ConstraintViolationError,
+    InvalidArgumentError,
+    InvalidRunStateError,
+    UnknownFileError,
+    UnknownRunError,
+    UnknownWorkflowGroupError,
+)
+from flowserv_async.services import serialize
+from flowserv_async.services.base import Service
+from flowserv_async.services.uploads import upload_key
+from flowserv_async.services.workflows import static_prefix, template_of
+from flowserv_async.states import ACTIVE_STATES, FINAL_STATES, RunState, allowed_sources
+from flowserv_async.template import (
+    InputFile,
+    ParameterIndex,
+    WorkflowTemplate,
+    input_files,
+    parse_arguments,
+    replace_references,
+)
+from flowserv_async.volume import DownloadHandle, StorageVolume, join_key
+
+CANCELED_BY_USER = "canceled at user request"
+
+
+def run_prefix(workflow_id: str, run_id: str) -> str:
+    """The file store folder of a run's result files."""
+    return join_key(workflow_id, "runs", run_id)
+
+
+# -- State bookkeeping (shared with the engine) ------------------------------------
+
+
+async def set_state(
+    session: AsyncSession,
+    run_id: str,
+    state: RunState,
+    messages: Sequence[str] | None = None,
+) -> bool:
+    """Move a run to ``state`` if that is an allowed transition; True when it moved.
+
+    RUNNING sets ``startedAt``; a final state sets ``finishedAt`` (and ``startedAt`` for
+    a run that never ran) and the messages.
+    """
+    now = utc_now()
+    values: dict[str, Any] = {"state": str(state), "heartbeat_at": now}
+    if state == RunState.RUNNING:
+        values["started_at"] = now
+    elif state in FINAL_STATES:
+        values["ended_at"] = now
+        values["started_at"] = func.coalesce(Run.started_at, now)
+        values["messages"] = list(messages or [])
+    sources = [str(s) for s in allowed_sources(state)]
+    if not sources:
+        return False
+    stmt = (
+        update(Run)
+        .where(Run.run_id == run_id, Run.state.in_(sources))
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    result = await session.execute(stmt)
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def complete_run(
+    session: AsyncSession,
+    volume: StorageVolume,
+    run_id: str,
+    rundir: Path,
+    files: Sequence[str],
+) -> bool:
+    """Record a successful run: results, result files, state; True when recorded.
+
+    The files must already be in the file store under :func:`run_prefix`. A run whose
+    result file does not fit the workflow's result schema becomes ERROR instead, with a
+    message saying why (it is not silently left unranked).
+    """
+    run = await session.get(Run, run_id)
+    if run is None:
+        return False
+    wf = await session.get(Workflow, run.workflow_id)
+    ranking: dict[str, Any] | None = None
+    if wf is not None and wf.result_schema is not None and run.group_id is not None:
+        schema = template_of(wf).result_schema
+        assert schema is not None
+        try:
+            doc = await _read_json(rundir / schema.result_file)
+            ranking = schema.extract(doc)
+        except ConstraintViolationError as exc:
+            return await set_state(session, run_id, RunState.ERROR, [exc.message])
+    if not await set_state(session, run_id, RunState.SUCCESS):
+        return False
+    prefix = run_prefix(run.workflow_id, run_id)
+    for name in files:
+        key = join_key(prefix, name)
+        session.add(
+            RunFile(
+                file_id=new_id(),
+                run_id=run_id,
+                key=name,
+                name=name,
+                mime_type=None,
+                size=await volume.size(key),
+            )
+        )
+    if ranking is not None:
+        assert run.group_id is not None
+        session.add(
+            Ranking(
+                run_id=run_id, workflow_id=run.workflow_id, group_id=run.group_id, values=ranking
+            )
+        )
+    await session.flush()
+    return True
+
+
+async def _read_json(path: Path) -> Any:
+    try:
+        text = await anyio.Path(path).read_text(encoding="utf-8")
+        return json.loads(text)
+    except FileNotFoundError:
+        raise ConstraintViolationError(f"result file {path.name} is missing") from None
+    except (OSError, ValueError) as exc:
+        raise ConstraintViolationError(f"result file {path.name} is not valid JSON: {exc}") from exc
+
+
+async def append_log(session: AsyncSession, run_id: str, entries: Sequence[LogEntry]) -> None:
+    """Store log lines of a run, keeping at most the newest ``DEFAULT_MAX_LINES``."""
+    if not entries:
+        return
+    session.add_all(
+        RunLogLine(run_id=run_id, pos=e.pos, step=e.step, stream=e.stream, text=e.text)
+        for e in entries
+    )
+    await session.flush()
+    cutoff = entries[-1].pos - DEFAULT_MAX_LINES
+    if cutoff > 0:
+        await session.execute(
+            delete(RunLogLine).where(RunLogLine.run_id == run_id, RunLogLine.pos <= cutoff)
+        )
+
+
+async def heartbeat(session: AsyncSession, engine_id: str, run_ids: Sequence[str]) -> None:
+    """Tell that this engine still executes these runs."""
+    if run_ids:
+        await session.execute(
+            update(Run)
+            .where(Run.run_id.in_(run_ids), Run.engine_id == engine_id)
+            .values(heartbeat_at=utc_now())
+            .execution_options(synchronize_session=False)
+        )
+
+
+async def fail_stale_runs(session: AsyncSession, engine_id: str, lease: float) -> list[str]:
+    """Set active runs that no live engine has reported for ``lease`` seconds to ERROR.
+
+    Runs of ``engine_id`` (the caller) are never stale. Returns the failed run ids.
+    """
+    limit = utc_now() - timedelta(seconds=lease)
+    stale = or_(Run.heartbeat_at.is_(None), Run.heartbeat_at < limit)
+    stmt = select(Run.run_id).where(
+        Run.state.in_([str(s) for s in ACTIVE_STATES]),
+        or_(Run.engine_id.is_(None), Run.engine_id != engine_id),
+        stale,
+    )
+    run_ids = list((await session.scalars(stmt)).all())
+    message = f"the run was interrupted: its engine stopped reporting for over {lease:g} s"
+    failed = [r for r in run_ids if await set_state(session, r, RunState.ERROR, [message])]
+    return failed
+
+
+async def load_run_handle(session: AsyncSession, run: Run) -> dict[str, Any]:
+    """The RunHandle of a run, with its result files and the outputs' display data."""
+    files: list[RunFile] = []
+    outputs: list[dict[str, Any]] | None = None
+    parameters: list[dict[str, Any]] | None = None
+    if run.state == RunState.SUCCESS:
+        stmt = select(RunFile).where(RunFile.run_id == run.run_id).order_by(RunFile.key)
+        files = list((await session.scalars(stmt)).all())
+        wf = await session.get(Workflow, run.workflow_id)
+        if wf is not None:
+            outputs = _outputs_of(wf, run)
+    if run.group_id is not None:
+        group = await session.get(Group, run.group_id)
+        parameters = list(group.parameters) if group is not None else None
+    return serialize.run_handle(run, files=files, outputs=outputs, parameters=parameters)
+
+
+def _outputs_of(wf: Workflow, run: Run) -> list[dict[str, Any]] | None:
+    if run.group_id is None:
+        spec = wf.postproc_spec or {}
+        return list(spec.get("outputs") or []) or None
+    return list(wf.outputs) if wf.outputs is not None else None
+
+
+def _result_files(template: WorkflowTemplate, declared: Sequence[str]) -> tuple[str, ...]:
+    if template.outputs is not None:
+        return tuple(o.source for o in template.outputs)
+    return tuple(declared)
+
+
+def _context_value(value: Any) -> Any:
+    if isinstance(value, InputFile):
+        return value.target
+    return value
+
+
+async def prepare_job(
+    session: AsyncSession,
+    settings_engine_config: str | None,
+    run_id: str,
+    wf: Workflow,
+    group: Group | None,
+    template: WorkflowTemplate,
+    values: dict[str, Any],
+    config: dict[str, Any] | None,
+    input_keys: tuple[tuple[str, str], ...] = (),
+    generated: tuple[tuple[str, bytes], ...] = (),
+) -> RunJob:
+    """Validate and assemble everything the engine needs for a run (nothing is written).
+
+    Raises:
+        MissingArgumentError, InvalidArgumentError: references without values.
+        InvalidTemplateError: a malformed workflow section.
+        InvalidConfigurationError: a malformed engine configuration.
+
+    """
+    section = replace_references(template.workflow, values, template.parameters)
+    spec = parse_workflow(section)
+    engine_config = await load_engine_config(
+        settings_engine_config,
+        wf.engine_config,
+        group.engine_config if group is not None else None,
+        config,
+    )
+    context = {k: _context_value(v) for k, v in values.items() if k not in spec.parameters}
+    return RunJob(
+        run_id=run_id,
+        workflow_id=wf.workflow_id,
+        group_id=group.group_id if group is not None else None,
+        workflow=spec,
+        context=context,
+        static_prefix=static_prefix(wf.workflow_id),
+        input_files=input_keys,
+        generated_files=generated,
+        result_files=_result_files(template, spec.outputs),
+        config=engine_config,
+    )
+
+
+class RunService(Service):
+    """Start, watch, cancel and delete runs, and download their results."""
+
+    async def start_run(
+        self, group_id: str, arguments: list[dict[str, Any]], config: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Start a run of the group's workflow with the given arguments.
+
+        Everything is validated before anything is written. The new run is committed
+        before it is handed to the engine (so the engine's own sessions see it): work
+        done earlier in the same session is committed with it. With
+        ``FLOWSERV_ASYNCENGINE=false`` the call returns once the run has ended; if the
+        caller is cancelled meanwhile, the run is cancelled.
+
+        Raises:
+            UnknownWorkflowGroupError, UnauthorizedAccessError, UnauthenticatedAccessError.
+            DuplicateArgumentError, UnknownParameterError, InvalidArgumentError,
+            MissingArgumentError: bad arguments.
+            UnknownFileError: a file argument that is no upload of the group.
+            InvalidConfigurationError: a bad engine configuration.
+
+        """
+        group = await self.session.get(Group, group_id)
+        if group is None:
+            raise UnknownWorkflowGroupError(group_id)
+        await self.ctx.require_member(group_id)
+        wf = await self.session.get(Workflow, group.workflow_id)
+        assert wf is not None, "groups are deleted with their workflow"
+        if config is not None and not isinstance(config, dict):
+            raise InvalidArgumentError(f"run config must be a mapping, got {config!r}")
+        base = template_of(wf)
+        parameters = ParameterIndex.from_list(group.parameters)
+        template = WorkflowTemplate(
+            workflow=dict(group.workflow_spec),
+            parameters=parameters,
+            parameter_groups=base.parameter_groups,
+            outputs=base.outputs,
+            result_schema=base.result_schema,
+            postproc=base.postproc,
+        )
+        values = parse_arguments(parameters, arguments)
+        inputs: list[tuple[str, str]] = []
+        for item in input_files(values):
+            upload = await self.session.get(UploadedFile, item.file_id)
+            if upload is None or upload.group_id != group_id:
+                raise UnknownFileError(item.file_id)
+            inputs.append((upload_key(wf.workflow_id, group_id, upload.file_id), item.target))
+        run_id = new_id()
+        job = await prepare_job(
+            self.session,
+            self.ctx.settings.engine_config,
+            run_id,
+            wf,
+            group,
+            template,
+            values,
+            config,
+            input_keys=tuple(inputs),
+        )
+        engine = self.ctx.factory.engine
+        await self.ctx.begin_write()
+        run = Run(
+            run_id=run_id,
+            workflow_id=wf.workflow_id,
+            group_id=group_id,
+            state=str(RunState.PENDING),
+            arguments=_serializable(arguments),
+            engine_id=engine.engine_id,
+            heartbeat_at=utc_now(),
+        )
+        self.session.add(run)
+        await self.session.flush()
+        await self.ctx.commit()
+        await engine.exec_workflow(job, template, values, self.ctx.factory.volume, config)
+        if not self.ctx.settings.async_engine:
+            try:
+                await engine.wait(run_id)
+            except anyio.get_cancelled_exc_class():
+                with anyio.CancelScope(shield=True):
+                    await engine.cancel_run(run_id, reason="the caller of start_run was cancelled")
+                raise
+        return await self.get_run(run_id)
+
+    async def get_run(self, run_id: str) -> dict[str, Any]:
+        """Return the run handle (group runs: members only).
+
+        Raises:
+            UnknownRunError, UnauthorizedAccessError.
+
+        """
+        run = await self._readable(run_id)
+        return await load_run_handle(self.session, run)
+
+    async def list_runs(
+        self,
+        group_id: str,
+        state: str | Sequence[str] | None = None,
+        limit: int | None = None,
+        offset: int | None = None,
+    ) -> dict[str, Any]:
+        """List a group's runs in creation order, optionally only those in ``state``.
+
+        Raises:
+            UnknownWorkflowGroupError, UnauthorizedAccessError, InvalidArgumentError (an
+            unknown state).
+
+        """
+        if await self.session.get(Group, group_id) is None:
+            raise UnknownWorkflowGroupError(group_id)
+        await self.ctx.require_member(group_id)
+        stmt = select(Run).where(Run.group_id == group_id)
+        if state is not None:
+            states = [state] if isinstance(state, str) else list(state)
+            for s in states:
+                if s not in RunState.__members__:
+                    raise InvalidArgumentError(f"unknown run state {s!r}")
+            stmt = stmt.where(Run.state.in_(states))
+        stmt = stmt.order_by(Run.created_at, Run.run_id).limit(limit).offset(offset)
+        runs = (await self.session.scalars(stmt)).all()
+        return {"runs": [serialize.run_descriptor(r) for r in runs]}
+
+    async def cancel_run(self, run_id: str, reason: str | None = None) -> dict[str, Any]:
+        """Cancel an active run; its processes are gone when this returns.
+
+        Raises:
+            UnknownRunError, UnauthorizedAccessError.
+            InvalidRunStateError: the run is not PENDING or RUNNING.
+
+        """
+        run = await self._readable(run_id, write=True)
+        if run.state not in ACTIVE_STATES:
+            raise InvalidRunStateError(f"run '{run_id}' is {run.state}, not active")
+        message = reason if reason is not None else CANCELED_BY_USER
+        # Before this session takes the write lock: the engine records CANCELED (with
+        # the reason) in its own session once the run's processes are gone.
+        await self.ctx.factory.engine.cancel_run(run_id, reason=message)
+        await self.ctx.begin_write()
+        if not await set_state(self.session, run_id, RunState.CANCELED, [message]):
+            await self.session.refresh(run)
+            if run.state != RunState.CANCELED:
+                raise InvalidRunStateError(f"run '{run_id}' is {run.state}, not active")
+        await self.session.refresh(run)
+        return await load_run_handle(self.session, run)
+
+    async def delete_run(self, run_id: str) -> None:
+        """Delete a run that is not active, with its files (removed after the commit).
+
+        Raises:
+            UnknownRunError, UnauthorizedAccessError.
+            InvalidRunStateError: the run is PENDING or RUNNING.
+
+        """
+        run = await self._readable(run_id, write=True)
+        await self.ctx.begin_write()
+        await self.session.refresh(run)
+        if run.state in ACTIVE_STATES:
+            raise InvalidRunStateError(f"run '{run_id}' is {run.state}: cancel it first")
+        await self.session.execute(
+            update(Workflow)
+            .where(Workflow.postproc_run_id == run_id)
+            .values(postproc_run_id=None)
+            .execution_options(synchronize_session=False)
+        )
+        await self.session.delete(run)
+        await self.session.flush()
+        volume, prefix = self.ctx.factory.volume, run_prefix(run.workflow_id, run_id)
+        self.ctx.after_commit.append(lambda: volume.delete(prefix))
+
+    async def get_result_file(self, run_id: str, file_id: str) -> DownloadHandle:
+        """Return a download handle for one result file of a successful run.
+
+        Raises:
+            UnknownRunError, UnauthorizedAccessError, UnknownFileError.
+
+        """
+        run = await self._readable(run_id)
+        row = await self.session.get(RunFile, file_id)
+        if row is None or row.run_id != run_id:
+            raise UnknownFileError(file_id)
+        key = join_key(run_prefix(run.workflow_id, run_id), row.key)
+        return await DownloadHandle.from_key(
+            self.ctx.factory.volume, key, name=row.name.rsplit("/", 1)[-1]
+        )
+
+    async def get_result_archive(self, run_id: str) -> DownloadHandle:
+        """Return a download handle streaming ``run.{id}.tar.gz`` of the run's files.
+
+        Raises:
+            UnknownRunError: no such run, or the run is not SUCCESS.
+            UnauthorizedAccessError.
+
+        """
+        run = await self._readable(run_id)
+        if run.state != RunState.SUCCESS:
+            raise UnknownRunError(run_id)
+        return await result_archive(self.session, self.ctx.factory.volume, run)
+
+    async def get_log(self, run_id: str, offset: int = 0) -> dict[str, Any]:
+        """Return ``{runId, state, lines: [{pos, step, stream, text}], next}``.
+
+        Lines are captured while the run goes, so this works for RUNNING runs too.
+
+        Raises:
+            UnknownRunError, UnauthorizedAccessError, InvalidArgumentError (bad offset).
+
+        """
+        if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
+            raise InvalidArgumentError(f"log offset must be a non-negative integer: {offset!r}")
+        run = await self._readable(run_id)
+        stmt = (
+            select(RunLogLine)
+            .where(RunLogLine.run_id == run_id, RunLogLine.pos >= offset)
+            .order_by(RunLogLine.pos)
+        )
+        rows = (await self.session.scalars(stmt)).all()
+        lines = [{"pos": r.pos, "step": r.step, "stream": r.stream, "text": r.text} for r in rows]
+        first = rows[0].pos if rows else None
+        if first is not None and first > offset:
+            lines.insert(
+                0,
+                {
+                    "pos": offset,
+                    "step": None,
+                    "stream": ENGINE_STREAM,
+                    "text": f"[{first - offset} earlier lines were dropped: the log keeps"
+                    f" the last {DEFAULT_MAX_LINES} lines]",
+                },
+            )
+        next_pos = rows[-1].pos + 1 if rows else offset
+        return {"runId": run_id, "state": run.state, "lines": lines, "next": next_pos}
+
+    async def update_run(
+        self,
+        run_id: str,
+        state: str,
+        runstore: str | Path | None = None,
+        messages: Sequence[str] | None = None,
+        files: Sequence[str] | None = None,
+    ) -> dict[str, Any]:
+        """Engine callback (no authorization): apply a state transition.
+
+        On SUCCESS the result ``files`` (default: the workflow's outputs) are copied
+        from the local folder ``runstore`` into the run's folder of the file store and
+        the results are read. A transition that is not allowed is ignored.
+
+        Raises:
+            UnknownRunError: no such run.
+            InvalidArgumentError: an unknown state, or SUCCESS without ``runstore``.
+
+        """
+        try:
+            target = RunState(state)
+        except ValueError:
+            raise InvalidArgumentError(f"unknown run state {state!r}") from None
+        run = await self.session.get(Run, run_id)
+        if run is None:
+            raise UnknownRunError(run_id)
+        await self.ctx.begin_write()
+        if target != RunState.SUCCESS:
+            await set_state(self.session, run_id, target, messages)
+        else:
+            if runstore is None:
+                raise InvalidArgumentError("update_run: SUCCESS needs the runstore folder")
+            wf = await self.session.get(Workflow, run.workflow_id)
+            assert wf is not None
+            template = template_of(wf)
+            keep = list(files) if files is not None else list(_result_files(template, []))
+            volume, prefix = self.ctx.factory.volume, run_prefix(run.workflow_id, run_id)
+            self.ctx.on_rollback.append(lambda: volume.delete(prefix))
+            await volume.copy_from_local(Path(runstore), prefix, [(f, None) for f in keep])
+            if not await complete_run(self.session, volume, run_id, Path(runstore), keep):
+                await volume.delete(prefix)
+        await self.session.refresh(run)
+        return await load_run_handle(self.session, run)
+
+    async def _readable(self, run_id: str, write: bool = False) -> Run:
+        """The run, if the caller may see it (and act on it when ``write``)."""
+        run = await self.session.get(Run, run_id)
+        if run is None:
+            raise UnknownRunError(run_id)
+        if run.group_id is not None:
+            await self.ctx.require_member(run.group_id)
+        elif write:
+            await self.ctx.require_admin()
+        return run
+
+
+async def result_archive(session: AsyncSession, volume: StorageVolume, run: Run) -> DownloadHandle:
+    """A streamed ``run.{id}.tar.gz`` of a run's result files."""
+    stmt = select(RunFile.key).where(RunFile.run_id == run.run_id).order_by(RunFile.key)
+    keys = (await session.scalars(stmt)).all()
+    prefix = run_prefix(run.workflow_id, run.run_id)
+    return await DownloadHandle.from_archive(
+        volume, [(join_key(prefix, k), k) for k in keys], name=f"run.{run.run_id}.tar.gz"
+    )
+
+
+def _serializable(arguments: Any) -> list[Any]:
+    """The arguments as submitted, as JSON (they were validated already)."""
+    doc: list[Any] = json.loads(json.dumps(arguments, default=str))
+    return doc

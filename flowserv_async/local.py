@@ -372,6 +372,8 @@ class SessionManager:
                 await session.close()
                 if not committed:
                     await self._factory._session_ended()
+        if not committed:
+            return
         try:
             await self._run_hooks(self._ctx.after_commit)
         finally:

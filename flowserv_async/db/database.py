@@ -100,8 +100,9 @@ class DB:
         self, url: str, *, connect_args: Mapping[str, Any] | None = None, echo: bool = False
     ) -> None:
         self.url = async_url(url)
+        self.connect_args = dict(connect_args or {})
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
-        kwargs: dict[str, Any] = {"echo": echo, "connect_args": dict(connect_args or {})}
+        kwargs: dict[str, Any] = {"echo": echo, "connect_args": self.connect_args}
         if not self.is_sqlite:
             kwargs["pool_pre_ping"] = True
         self.engine = create_async_engine(self.url, **kwargs)

@@ -56,7 +56,6 @@ class _ActiveRun:
     job: RunJob
     scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
     log: RunLog = field(default_factory=RunLog)
-    stopped: anyio.Event = field(default_factory=anyio.Event)
     done: anyio.Event = field(default_factory=anyio.Event)
     reason: str | None = None
 
@@ -148,7 +147,11 @@ class AsyncioEngine(WorkflowController):
         return str(RunState.PENDING), self._volume
 
     async def cancel_run(self, run_id: str, reason: str | None = None) -> None:
-        """Cancel a run; return once its processes are gone (no-op for unknown runs)."""
+        """Cancel a run; return once its processes are gone and it is recorded CANCELED.
+
+        A no-op for runs that this engine does not execute. Waits at most the cancel
+        grace period plus a margin.
+        """
         active = self._runs.get(run_id)
         if active is None:
             return
@@ -156,7 +159,7 @@ class AsyncioEngine(WorkflowController):
         active.scope.cancel()
         grace = self._factory.settings.cancel_grace
         with anyio.CancelScope(shield=True), anyio.move_on_after(grace + _STOP_MARGIN):
-            await active.stopped.wait()
+            await active.done.wait()
 
     async def wait(self, run_id: str) -> bool:
         """Wait until a run of this engine has ended and is recorded; False if unknown."""
@@ -187,7 +190,6 @@ class AsyncioEngine(WorkflowController):
             with anyio.CancelScope(shield=True):
                 await self._record(run_id, RunState.ERROR, [f"engine failure: {exc}"])
         finally:
-            active.stopped.set()
             with anyio.CancelScope(shield=True):
                 if active.scope.cancel_called:
                     message = active.reason or CANCELED_BY_USER

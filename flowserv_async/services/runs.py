@@ -561,7 +561,8 @@ class RunService(Service):
 
     async def _readable(self, run_id: str, write: bool = False) -> Run:
         """The run, if the caller may see it (and act on it when ``write``)."""
-        run = await self.session.get(Run, run_id)
+        # The engine changes runs in its own sessions: never trust the identity map.
+        run = await self.session.get(Run, run_id, populate_existing=True)
         if run is None:
             raise UnknownRunError(run_id)
         if run.group_id is not None:

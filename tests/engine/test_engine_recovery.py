@@ -1,0 +1,94 @@
+"""A crashed engine's runs are failed by the next engine, and its steps die with it."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+import psutil
+from runs_helpers import install, step, wait_for_process
+
+from flowserv_async import DB, LocalAPIFactory
+
+CHILD = """
+import json, sys, anyio
+from flowserv_async import DB, LocalAPIFactory
+
+async def main(cfg):
+    db = DB(cfg["url"], connect_args=cfg["connect_args"])
+    env = {"FLOWSERV_API_DIR": cfg["api_dir"], "FLOWSERV_AUTH": "open",
+           "FLOWSERV_HEARTBEAT": "0.2", "FLOWSERV_RUN_LEASE": "1"}
+    async with LocalAPIFactory(env=env, db=db) as factory:
+        async with factory() as api:
+            run = await api.runs().start_run(cfg["group_id"], [])
+        print(run["id"], flush=True)
+        await anyio.sleep_forever()
+
+anyio.run(main, json.loads(sys.argv[1]))
+"""
+
+
+async def _read_line(proc: anyio.abc.Process) -> str:
+    assert proc.stdout is not None
+    data = b""
+    with anyio.fail_after(20):
+        while not data.endswith(b"\n"):
+            data += await proc.stdout.receive()
+    return data.decode().strip()
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+async def test_killed_engine_run_becomes_error_and_its_step_dies(
+    make_factory: Callable[..., LocalAPIFactory], database: DB, basedir: Path, tmp_path: Path
+) -> None:
+    env = {"FLOWSERV_AUTH": "open", "FLOWSERV_HEARTBEAT": "0.2", "FLOWSERV_RUN_LEASE": "1"}
+    factory = make_factory(env)
+    await factory.open()
+    _, group_id = await install(factory, tmp_path / "crash", [step("s", "sleep 60")])
+    cfg: dict[str, Any] = {
+        "url": database.url.render_as_string(hide_password=False),
+        "connect_args": database.connect_args,
+        "api_dir": str(basedir),
+        "group_id": group_id,
+    }
+    async with await anyio.open_process([sys.executable, "-c", CHILD, json.dumps(cfg)]) as child:
+        run_id = await _read_line(child)
+        sleeper = await wait_for_process(lambda cmd: cmd == ["sleep", "60"])
+        child.send_signal(signal.SIGKILL)
+        await child.wait()
+    # The step process dies with its engine (PR_SET_PDEATHSIG).
+    with anyio.fail_after(5):
+        while not await anyio.to_thread.run_sync(_gone, sleeper.pid):
+            await anyio.sleep(0.05)
+    # This factory's engine notices the missing heartbeats within the lease.
+    final = await factory.wait_run(run_id, timeout=10)
+    assert final["state"] == "ERROR"
+    assert "interrupted" in final["messages"][0]
+
+
+async def test_runs_of_a_live_engine_are_not_failed(
+    make_factory: Callable[..., LocalAPIFactory], tmp_path: Path
+) -> None:
+    env = {"FLOWSERV_AUTH": "open", "FLOWSERV_HEARTBEAT": "0.1", "FLOWSERV_RUN_LEASE": "0.5"}
+    first = make_factory(env)
+    await first.open()
+    _, group_id = await install(first, tmp_path / "live", [step("s", "sleep 2")])
+    async with first() as api:
+        run = await api.runs().start_run(group_id, [])
+    second = make_factory(env)
+    await second.open()
+    await anyio.sleep(1.2)
+    async with second() as api:
+        assert (await api.runs().get_run(run["id"]))["state"] == "RUNNING"
+    assert (await first.wait_run(run["id"], timeout=10))["state"] == "SUCCESS"

@@ -1,0 +1,113 @@
+"""Helpers for tests that install small workflows and run them."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import anyio
+import psutil
+
+from flowserv_async import LocalAPIFactory
+
+PY = sys.executable
+
+
+def step(
+    name: str,
+    *commands: str,
+    inputs: list[str] | None = None,
+    outputs: list[str] | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """A container step running ``commands``."""
+    doc: dict[str, Any] = {
+        "name": name,
+        "action": {"environment": "python", "commands": list(commands)},
+        **extra,
+    }
+    if inputs is not None or outputs is not None:
+        doc["files"] = {"inputs": inputs or [], "outputs": outputs or []}
+    return doc
+
+
+async def install(
+    factory: LocalAPIFactory,
+    folder: Path,
+    steps: list[dict[str, Any]],
+    parameters: list[dict[str, Any]] | None = None,
+    outputs: list[str] | None = None,
+    extra: dict[str, Any] | None = None,
+    group: str = "team",
+) -> tuple[str, str]:
+    """Install a workflow made of ``steps`` and create a group; return their ids."""
+    workflow: dict[str, Any] = {"steps": steps}
+    if outputs is not None:
+        workflow["files"] = {"inputs": [], "outputs": outputs}
+    template = {"workflow": workflow, "parameters": parameters or [], **(extra or {})}
+    await anyio.Path(folder).mkdir(parents=True, exist_ok=True)
+    await anyio.Path(folder, "spec.json").write_text(json.dumps(template))
+    async with factory() as api:
+        wf = await api.workflows().create_workflow(
+            source=str(folder), name=folder.name, specfile="spec.json"
+        )
+        grp = await api.groups().create_group(wf["id"], group)
+    return wf["id"], grp["id"]
+
+
+async def start(
+    factory: LocalAPIFactory,
+    group_id: str,
+    arguments: list[dict[str, Any]] | None = None,
+    **kwargs: Any,
+) -> dict[str, Any]:
+    """Start a run in its own session."""
+    async with factory() as api:
+        return await api.runs().start_run(group_id, arguments or [], **kwargs)
+
+
+def step_processes() -> list[psutil.Process]:
+    """The live processes started by this test process (its descendants)."""
+    me = psutil.Process(os.getpid())
+    return [p for p in me.children(recursive=True) if _alive(p)]
+
+
+def _alive(p: psutil.Process) -> bool:
+    try:
+        return p.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def group_alive(pgid: int) -> bool:
+    """True while a non-zombie process of the process group exists."""
+    for p in psutil.process_iter():
+        try:
+            if os.getpgid(p.pid) == pgid and p.status() != psutil.STATUS_ZOMBIE:
+                return True
+        except (psutil.NoSuchProcess, ProcessLookupError, PermissionError):
+            continue
+    return False
+
+
+def _find(predicate: Any) -> psutil.Process | None:
+    for p in step_processes():
+        try:
+            if predicate(p.cmdline()):
+                return p
+        except psutil.NoSuchProcess:
+            continue
+    return None
+
+
+async def wait_for_process(predicate: Any, timeout: float = 10) -> psutil.Process:
+    """Wait until a descendant process matching ``predicate(cmdline)`` runs."""
+    with anyio.fail_after(timeout):
+        while True:
+            found = await anyio.to_thread.run_sync(_find, predicate)
+            if found is not None:
+                return found
+            await anyio.sleep(0.05)

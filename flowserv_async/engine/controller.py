@@ -28,15 +28,16 @@ from flowserv_async.engine.job import RunJob
 from flowserv_async.engine.log import RunLog
 from flowserv_async.engine.runner import find_missing_files, run_workflow
 from flowserv_async.errors import FlowservError
+from flowserv_async.services.postproc import start_postproc
 from flowserv_async.services.runs import (
     CANCELED_BY_USER,
     append_log,
     complete_run,
     fail_stale_runs,
     heartbeat,
-    run_prefix,
     set_state,
 )
+from flowserv_async.services.stored import run_prefix
 from flowserv_async.states import RunState
 
 if TYPE_CHECKING:
@@ -251,6 +252,25 @@ class AsyncioEngine(WorkflowController):
                 )
             if not done:
                 await self._volume.delete(prefix)
+            elif job.group_id is not None:
+                await self._start_postproc(job.workflow_id)
+
+    async def _start_postproc(self, workflow_id: str) -> None:
+        """Start a post-processing run when the ranking has changed (SPEC 7)."""
+        try:
+            async with self._db.write_session() as session:
+                job = await start_postproc(
+                    session, workflow_id, self.engine_id, self._factory.settings.engine_config
+                )
+        except Exception:
+            logger.exception("cannot start post-processing of workflow %s", workflow_id)
+            return
+        if job is None:
+            return
+        if self._closed:
+            await self._record(job.run_id, RunState.CANCELED, [SHUTDOWN_REASON])
+            return
+        await self.exec_workflow(job, None, {}, self._volume)
 
     async def _record(
         self, run_id: str, state: RunState, messages: list[str] | None = None

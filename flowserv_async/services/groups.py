@@ -18,14 +18,9 @@ from flowserv_async.errors import (
 )
 from flowserv_async.services import serialize
 from flowserv_async.services.base import Service
-from flowserv_async.services.workflows import template_of
+from flowserv_async.services.stored import group_prefix, template_of
 from flowserv_async.states import ACTIVE_STATES
 from flowserv_async.volume import join_key
-
-
-def group_prefix(workflow_id: str, group_id: str) -> str:
-    """The file store folder of a group."""
-    return join_key(workflow_id, "groups", group_id)
 
 
 class GroupService(Service):
@@ -59,6 +54,7 @@ class GroupService(Service):
         group_name = validate_name(name, "group")
         if engine_config is not None and not isinstance(engine_config, dict):
             raise ConstraintViolationError(f"engine_config must be a mapping: {engine_config!r}")
+        await self.ctx.begin_write()
         wf = await self.session.get(Workflow, workflow_id)
         if wf is None:
             raise UnknownWorkflowError(workflow_id)
@@ -124,6 +120,7 @@ class GroupService(Service):
             UnknownUserError: a member who is not an active user.
 
         """
+        await self.ctx.begin_write()
         group = await self._get(group_id)
         await self.ctx.require_member(group_id)
         if name is not None:
@@ -153,6 +150,7 @@ class GroupService(Service):
             UnauthorizedAccessError: the caller is not a member.
 
         """
+        await self.ctx.begin_write()
         group = await self._get(group_id)
         await self.ctx.require_member(group_id)
         active = await self.session.scalars(

@@ -42,8 +42,7 @@ from flowserv_async.errors import (
 )
 from flowserv_async.services import serialize
 from flowserv_async.services.base import Service
-from flowserv_async.services.uploads import upload_key
-from flowserv_async.services.workflows import static_prefix, template_of
+from flowserv_async.services.stored import run_prefix, static_prefix, template_of, upload_key
 from flowserv_async.states import ACTIVE_STATES, FINAL_STATES, RunState, allowed_sources
 from flowserv_async.template import (
     InputFile,
@@ -56,11 +55,6 @@ from flowserv_async.template import (
 from flowserv_async.volume import DownloadHandle, StorageVolume, join_key
 
 CANCELED_BY_USER = "canceled at user request"
-
-
-def run_prefix(workflow_id: str, run_id: str) -> str:
-    """The file store folder of a run's result files."""
-    return join_key(workflow_id, "runs", run_id)
 
 
 # -- State bookkeeping (shared with the engine) ------------------------------------

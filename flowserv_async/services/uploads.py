@@ -17,12 +17,8 @@ from flowserv_async.errors import (
 )
 from flowserv_async.services import serialize
 from flowserv_async.services.base import Service
-from flowserv_async.volume import DownloadHandle, guess_mime_type, join_key, validate_key
-
-
-def upload_key(workflow_id: str, group_id: str, file_id: str) -> str:
-    """The file store key of an uploaded file."""
-    return join_key(workflow_id, "groups", group_id, "files", file_id)
+from flowserv_async.services.stored import upload_key
+from flowserv_async.volume import DownloadHandle, guess_mime_type, validate_key
 
 
 def check_file_name(name: Any) -> str:
@@ -70,6 +66,10 @@ class UploadService(Service):
             size = await volume.store_file(key, file, max_size=limit)
         else:
             size = await volume.store(key, file, max_size=limit)
+        # Only now, with the file stored, wait for the write lock (SQLite).
+        await self.ctx.begin_write()
+        if await self.session.get(Group, group_id) is None:
+            raise UnknownWorkflowGroupError(group_id)
         row = UploadedFile(
             file_id=file_id,
             group_id=group_id,
@@ -119,6 +119,7 @@ class UploadService(Service):
             UnknownWorkflowGroupError, UnauthorizedAccessError, UnknownFileError.
 
         """
+        await self.ctx.begin_write()
         row = await self._file(group_id, file_id)
         await self.session.delete(row)
         await self.session.flush()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -11,46 +12,33 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from flowserv_async._util import new_id, validate_identifier, validate_name
-from flowserv_async.db.models import Group, GroupMember, Run, Workflow
+from flowserv_async.db.models import Group, GroupMember, Run, RunFile, Workflow
 from flowserv_async.errors import (
     ConstraintViolationError,
     InvalidManifestError,
+    UnknownFileError,
+    UnknownRunError,
     UnknownWorkflowError,
 )
 from flowserv_async.services import serialize
 from flowserv_async.services.base import Service
-from flowserv_async.states import ACTIVE_STATES
+from flowserv_async.services.ranking import leaderboard, ranked_runs, sort_columns
+from flowserv_async.services.runs import load_run_handle, result_archive
+from flowserv_async.services.stored import run_prefix, static_prefix, template_of
+from flowserv_async.states import ACTIVE_STATES, RunState
 from flowserv_async.template import WorkflowTemplate, load_template
 from flowserv_async.template.manifest import Manifest, read_manifest
-from flowserv_async.volume import join_key
+from flowserv_async.volume import DownloadHandle, join_key
 
 
-def static_prefix(workflow_id: str) -> str:
-    """The file store folder of a workflow's static files."""
-    return join_key(workflow_id, "static")
+def _resolve_source(source: Any, repository: str | None) -> tuple[Path, str | None]:
+    """A local folder, or the folder of a key in the repository index (no network).
 
-
-def template_of(wf: Workflow) -> WorkflowTemplate:
-    """Rebuild the validated template of a stored workflow."""
-    doc: dict[str, Any] = {"workflow": wf.workflow_spec, "parameters": wf.parameters}
-    if wf.parameter_groups:
-        doc["parameterGroups"] = wf.parameter_groups
-    if wf.outputs is not None:
-        doc["outputs"] = wf.outputs
-    if wf.result_schema is not None:
-        doc["results"] = wf.result_schema
-    if wf.postproc_spec is not None:
-        doc["postproc"] = wf.postproc_spec
-    return WorkflowTemplate.from_dict(doc)
-
-
-def _resolve_source(source: Any, repository: str | None) -> Path:
-    """A local folder, or the folder of a key in the repository index (no network)."""
-    import json
-
+    Returns the folder and the manifest file named by the repository entry, if any.
+    """
     path = Path(str(source)).expanduser()
     if path.is_dir():
-        return path
+        return path, None
     text = str(source)
     if "://" in text:
         raise InvalidManifestError(
@@ -72,14 +60,28 @@ def _resolve_source(source: Any, repository: str | None) -> Path:
                     raise InvalidManifestError(
                         f"repository entry {text!r} points to {url!r}, which is no local folder"
                     )
-                return folder
+                manifest = entry.get("manifest")
+                if manifest is not None and not isinstance(manifest, str):
+                    raise InvalidManifestError(
+                        f"repository entry {text!r}: manifest must be a path, got {manifest!r}"
+                    )
+                return folder, manifest
     raise InvalidManifestError(f"workflow source {text!r} is neither a folder nor a known key")
+
+
+def _relative(path: str) -> str:
+    if Path(path).is_absolute():
+        raise InvalidManifestError(f"repository manifest {path!r} must be a relative path")
+    return path
 
 
 def _prepare(
     source: Any, repository: str | None, **options: Any
 ) -> tuple[Manifest, WorkflowTemplate]:
-    folder = _resolve_source(source, repository)
+    folder, entry_manifest = _resolve_source(source, repository)
+    if options.get("manifestfile") is None and entry_manifest is not None:
+        # The entry's manifest is a path in the source: it must stay inside it.
+        options["manifestfile"] = _relative(entry_manifest)
     manifest = read_manifest(folder, **options)
     return manifest, load_template(manifest.specfile, manifest.specfile.parent)
 
@@ -112,8 +114,6 @@ class WorkflowService(Service):
         await self.ctx.require_admin()
         if identifier is not None:
             validate_identifier(identifier)
-            if await self.session.get(Workflow, identifier) is not None:
-                raise ConstraintViolationError(f"workflow '{identifier}' exists")
         if name is not None:
             name = validate_name(name, "workflow")
         if engine_config is not None and not isinstance(engine_config, dict):
@@ -129,6 +129,9 @@ class WorkflowService(Service):
                 specfile=specfile,
             )
         )
+        await self.ctx.begin_write()
+        if identifier is not None and await self.session.get(Workflow, identifier) is not None:
+            raise ConstraintViolationError(f"workflow '{identifier}' exists")
         workflow_id = identifier or new_id()
         doc = template.to_dict()
         wf = Workflow(
@@ -208,6 +211,7 @@ class WorkflowService(Service):
 
         """
         await self.ctx.require_admin()
+        await self.ctx.begin_write()
         wf = await self._get(workflow_id)
         if name is not None:
             new_name = validate_name(name, "workflow")
@@ -238,6 +242,7 @@ class WorkflowService(Service):
 
         """
         await self.ctx.require_admin()
+        await self.ctx.begin_write()
         wf = await self._get(workflow_id)
         active = await self.session.scalars(
             select(Run.run_id).where(Run.workflow_id == workflow_id, Run.state.in_(ACTIVE_STATES))
@@ -258,6 +263,69 @@ class WorkflowService(Service):
 
         self.ctx.after_commit.append(clean_up)
 
+    async def get_ranking(
+        self, workflow_id: str, order_by: Any = None, include_all: bool = False
+    ) -> dict[str, Any] | None:
+        """Return the workflow's leaderboard, or None when it has no result schema.
+
+        ``order_by`` is ``[{name, sortDesc?}]`` (default: the template's order); missing
+        values sort last; without ``include_all`` only the best run of each group.
+
+        Raises:
+            UnknownWorkflowError: no such workflow.
+            InvalidArgumentError: an unknown column or malformed ``order_by``.
+
+        """
+        wf = await self._get(workflow_id)
+        schema = template_of(wf).result_schema
+        if schema is None:
+            return None
+        order = sort_columns(schema, order_by)
+        rows = await ranked_runs(self.session, workflow_id, schema, order, include_all)
+        postproc = None
+        if wf.postproc_run_id is not None:
+            run = await self.session.get(Run, wf.postproc_run_id, populate_existing=True)
+            if run is not None:
+                postproc = await load_run_handle(self.session, run)
+        return leaderboard(schema, rows, postproc)
+
+    async def get_result_archive(self, workflow_id: str) -> DownloadHandle:
+        """Stream the files of the current post-processing run as a tar.gz archive.
+
+        Raises:
+            UnknownWorkflowError: no such workflow.
+            UnknownRunError: there is no successful post-processing run.
+
+        """
+        run = await self._postproc_run(workflow_id)
+        return await result_archive(self.session, self.ctx.factory.volume, run)
+
+    async def get_result_file(self, workflow_id: str, file_id: str) -> DownloadHandle:
+        """Return a download handle for a file of the current post-processing run.
+
+        Raises:
+            UnknownWorkflowError, UnknownRunError, UnknownFileError.
+
+        """
+        run = await self._postproc_run(workflow_id)
+        row = await self.session.get(RunFile, file_id)
+        if row is None or row.run_id != run.run_id:
+            raise UnknownFileError(file_id)
+        return await DownloadHandle.from_key(
+            self.ctx.factory.volume,
+            join_key(run_prefix(workflow_id, run.run_id), row.key),
+            name=row.name.rsplit("/", 1)[-1],
+        )
+
+    async def _postproc_run(self, workflow_id: str) -> Run:
+        wf = await self._get(workflow_id)
+        run = None
+        if wf.postproc_run_id is not None:
+            run = await self.session.get(Run, wf.postproc_run_id, populate_existing=True)
+        if run is None or run.state != RunState.SUCCESS:
+            raise UnknownRunError(f"post-processing of workflow {workflow_id}")
+        return run
+
     async def _unique_name(self, name: str) -> str:
         stmt = select(Workflow.name).where(Workflow.name.startswith(name, autoescape=True))
         taken = set((await self.session.scalars(stmt)).all())
@@ -265,7 +333,8 @@ class WorkflowService(Service):
         while candidate in taken:
             count += 1
             candidate = f"{name} ({count})"
-        return candidate
+        # The suffix may push a long name over the limit (as flowserv, check again).
+        return validate_name(candidate, "workflow")
 
     async def _get(self, workflow_id: str) -> Workflow:
         wf = await self.session.get(Workflow, workflow_id)

@@ -4,8 +4,9 @@ A manifest is ``flowserv.json``, ``flowserv.yaml`` or ``flowserv.yml`` in the so
 folder (or a file named by the caller), with the keys ``name``, ``description``,
 ``instructions`` (a file whose text is loaded, ``{{other.md}}`` includes expanded),
 ``files`` (``[{source, target?}]``, static files to copy) and ``specfile``. The caller's
-arguments override the manifest's values. Everything here reads files: async code calls
-:func:`read_manifest` in a worker thread.
+arguments override the manifest's values; as in flowserv, the ``instructions`` argument
+names a file too. Everything here reads files: async code calls :func:`read_manifest` in
+a worker thread.
 """
 
 from __future__ import annotations
@@ -65,7 +66,14 @@ def _text(value: Any, what: str) -> str | None:
     return value
 
 
-def _files(value: Any) -> list[tuple[str, str | None]] | None:
+def _read_text(path: Path, what: str) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeError) as exc:
+        raise InvalidManifestError(f"{what}: cannot read {path.name!r}: {exc}") from exc
+
+
+def _files(value: Any, base: Path) -> list[tuple[str, str | None]] | None:
     if value is None:
         return None
     if not isinstance(value, list):
@@ -81,6 +89,9 @@ def _files(value: Any) -> list[tuple[str, str | None]] | None:
             parts = path.split("/") if isinstance(path, str) else []
             if not parts or path.startswith("/") or ".." in parts or "\x00" in path:
                 raise InvalidManifestError(f"files: invalid path {path!r}")
+        # Resolved, so that a symbolic link out of the source is refused here too.
+        if not _inside(base, source, "files").exists():
+            raise InvalidManifestError(f"files: source {source!r} not found")
         result.append((source, target))
     return result
 
@@ -93,7 +104,7 @@ def _expand_includes(text: str, base: Path, depth: int = 0) -> str:
         path = _inside(base, match.group(1), "instructions include")
         if not path.is_file():
             raise InvalidManifestError(f"instructions include {match.group(1)!r} not found")
-        return _expand_includes(path.read_text(encoding="utf-8"), base, depth + 1)
+        return _expand_includes(_read_text(path, "instructions include"), base, depth + 1)
 
     return _INCLUDE.sub(include, text)
 
@@ -108,8 +119,9 @@ def read_manifest(
 ) -> Manifest:
     """Read the manifest of a source folder and apply the caller's overrides.
 
-    ``manifestfile`` and ``specfile`` given by the caller may be absolute; relative ones,
-    and every path in a manifest, are resolved under ``source`` and must stay inside it.
+    ``manifestfile``, ``specfile`` and ``instructions`` (a file name, as in the manifest)
+    given by the caller may be absolute; relative ones, and every path in a manifest, are
+    resolved under ``source`` and must stay inside it.
 
     Raises:
         InvalidManifestError: the source is no folder, the manifest is malformed, a path
@@ -148,12 +160,18 @@ def read_manifest(
         spec_path = _inside(base, str(spec), "specfile")
     if not spec_path.is_file():
         raise InvalidManifestError(f"specfile {str(spec)!r} not found")
-    text = instructions
-    if text is None and doc.get("instructions") is not None:
-        file = _inside(base, _text(doc["instructions"], "instructions") or "", "instructions")
+    text = None
+    if instructions is not None and Path(instructions).is_absolute():
+        file: Path | None = Path(instructions)
+    elif instructions is not None or doc.get("instructions") is not None:
+        value = instructions if instructions is not None else doc["instructions"]
+        file = _inside(base, _text(value, "instructions") or "", "instructions")
+    else:
+        file = None
+    if file is not None:
         if not file.is_file():
-            raise InvalidManifestError(f"instructions file {doc['instructions']!r} not found")
-        text = _expand_includes(file.read_text(encoding="utf-8"), base)
+            raise InvalidManifestError(f"instructions file {str(file.name)!r} not found")
+        text = _expand_includes(_read_text(file, "instructions"), base)
     return Manifest(
         source=base,
         name=wf_name.strip(),
@@ -162,5 +180,5 @@ def read_manifest(
         ),
         instructions=text,
         specfile=spec_path,
-        files=_files(doc.get("files")),
+        files=_files(doc.get("files"), base),
     )

@@ -1,17 +1,18 @@
 """Count the most frequent character 3-grams in the greetings of each ranked run.
 
-Reads ``{runs}/runs.json`` (``[{id, name, files: [keys]}]`` in rank order) and the
-files ``{runs}/{id}/results/greetings.txt``; writes a CSV with the columns ``rank``,
-``run``, ``group``, ``ngram`` and ``count``.
+Reads the post-processing input folder with :class:`flowserv_async.postproc.Runs`
+(``runs.json`` in rank order and ``{id}/results/greetings.txt`` of each run); writes a
+CSV with the columns ``rank``, ``run``, ``group``, ``ngram`` and ``count``.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
-import json
 from collections import Counter
 from pathlib import Path
+
+from flowserv_async.postproc import Runs
 
 GREETINGS = "results/greetings.txt"
 TOP_K = 5
@@ -27,17 +28,16 @@ def ngrams(text: str, size: int = 3) -> Counter[str]:
 
 def postproc(runsdir: Path, outputfile: Path) -> None:
     """Write the top 3-grams of every run listed in ``runs.json``."""
-    runs = json.loads((runsdir / "runs.json").read_text(encoding="utf-8"))
     outputfile.parent.mkdir(parents=True, exist_ok=True)
     with outputfile.open("w", encoding="utf-8", newline="") as out:
         writer = csv.writer(out)
         writer.writerow(["rank", "run", "group", "ngram", "count"])
-        for rank, run in enumerate(runs, start=1):
-            if GREETINGS not in run["files"]:
+        for rank, run in enumerate(Runs(runsdir), start=1):
+            if GREETINGS not in run.files:
                 continue
-            text = (runsdir / run["id"] / GREETINGS).read_text(encoding="utf-8")
+            text = run.get_file(GREETINGS).read_text(encoding="utf-8")
             for ngram, count in ngrams(text).most_common(TOP_K):
-                writer.writerow([rank, run["id"], run["name"], ngram, count])
+                writer.writerow([rank, run.id, run.name, ngram, count])
 
 
 def main() -> None:

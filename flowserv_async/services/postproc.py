@@ -1,0 +1,120 @@
+"""Post-processing: a workflow-level run over the current ranking (SPEC 7).
+
+When a ranked run succeeds and the set of ranked runs (the best run of each group)
+differs from the inputs of the workflow's last post-processing run, a new one starts.
+Its run folder has ``runs/{run_id}/{file}`` for the ``inputs.files`` of every ranked run
+and ``runs/runs.json`` = ``[{id, name, files}]`` in rank order: flowserv's layout, so
+existing post-processing scripts keep working. The ranking's digest is unique per
+workflow in the database, so concurrent successes start at most one run per ranking.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from flowserv_async._util import new_id, utc_now
+from flowserv_async.db.models import Run, RunFile, Workflow
+from flowserv_async.engine.config import load_engine_config
+from flowserv_async.engine.job import RunJob
+from flowserv_async.engine.spec import parse_workflow
+from flowserv_async.errors import FlowservError
+from flowserv_async.services.ranking import ranked_runs, sort_columns
+from flowserv_async.services.runs import set_state
+from flowserv_async.services.stored import run_prefix, static_prefix, template_of
+from flowserv_async.states import RunState
+from flowserv_async.template import ParameterIndex, replace_references
+from flowserv_async.volume import join_key
+
+RUNS_FILE = "runs.json"
+
+
+def ranking_key(run_ids: list[str]) -> str:
+    """The digest of a set of ranked runs (order does not matter)."""
+    return hashlib.sha256("\n".join(sorted(run_ids)).encode()).hexdigest()
+
+
+async def start_postproc(
+    session: AsyncSession, workflow_id: str, engine_id: str, engine_config: str | None
+) -> RunJob | None:
+    """Create the post-processing run for the current ranking, if one is due.
+
+    Returns the job to hand to the engine once the session commits, or None when the
+    workflow has no post-processing, ignores it, has no ranked run, or its last
+    post-processing run already had this ranking as input.
+    """
+    wf = await session.get(Workflow, workflow_id, populate_existing=True)
+    if wf is None or wf.postproc_spec is None or wf.ignore_postproc or wf.result_schema is None:
+        return None
+    template = template_of(wf)
+    schema, postproc = template.result_schema, template.postproc
+    assert schema is not None
+    assert postproc is not None
+    rows = await ranked_runs(session, workflow_id, schema, sort_columns(schema, None))
+    if not rows:
+        return None
+    run_ids = [run.run_id for _, run, _ in rows]
+    key = ranking_key(run_ids)
+    if wf.postproc_run_id is not None:
+        last = await session.get(Run, wf.postproc_run_id)
+        if last is not None and last.postproc_key == key:
+            return None
+    run_id = new_id()
+    try:
+        async with session.begin_nested():
+            session.add(
+                Run(
+                    run_id=run_id,
+                    workflow_id=workflow_id,
+                    group_id=None,
+                    state=str(RunState.PENDING),
+                    arguments=[],
+                    engine_id=engine_id,
+                    heartbeat_at=utc_now(),
+                    postproc_key=key,
+                )
+            )
+    except IntegrityError:
+        return None  # another engine started the run for this ranking
+    wf.postproc_run_id = run_id
+    await session.flush()
+    stored = await session.execute(
+        select(RunFile.run_id, RunFile.key).where(RunFile.run_id.in_(run_ids))
+    )
+    results: dict[str, set[str]] = {}
+    for rid, file_key in stored.tuples():
+        results.setdefault(rid, set()).add(file_key)
+    listing: list[dict[str, Any]] = []
+    inputs: list[tuple[str, str]] = []
+    for _, run, group in rows:
+        files = [f for f in postproc.files if f in results.get(run.run_id, set())]
+        listing.append({"id": run.run_id, "name": group.name, "files": files})
+        for f in files:
+            source = join_key(run_prefix(workflow_id, run.run_id), f)
+            inputs.append((source, join_key(postproc.runs, run.run_id, f)))
+    try:
+        section = replace_references(postproc.workflow, {"runs": postproc.runs}, ParameterIndex())
+        spec = parse_workflow(section)
+        config = await load_engine_config(engine_config, wf.engine_config)
+    except FlowservError as exc:
+        await set_state(session, run_id, RunState.ERROR, [f"post-processing: {exc.message}"])
+        return None
+    outputs = postproc.outputs
+    result_files = tuple(o.source for o in outputs) if outputs is not None else spec.outputs
+    return RunJob(
+        run_id=run_id,
+        workflow_id=workflow_id,
+        group_id=None,
+        workflow=spec,
+        context={},
+        static_prefix=static_prefix(workflow_id),
+        input_files=tuple(inputs),
+        generated_files=((join_key(postproc.runs, RUNS_FILE), json.dumps(listing).encode()),),
+        result_files=tuple(result_files),
+        config=config,
+    )

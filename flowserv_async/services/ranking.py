@@ -1,0 +1,131 @@
+"""Leaderboards: the ranked results of a workflow's successful runs, sorted in SQL.
+
+Each ranked run has one row in ``rankings`` with its typed result values as JSON; the
+sort keys are JSON fields cast to the column type, so ordering, "missing values last"
+and "best run per group" (a window function) all happen in the database.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import ColumnElement, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from flowserv_async._util import isoformat
+from flowserv_async.db.models import Group, Ranking, Run
+from flowserv_async.errors import InvalidArgumentError
+from flowserv_async.states import RunState
+from flowserv_async.template import ResultSchema, SortColumn
+
+
+def sort_columns(schema: ResultSchema, order_by: Any) -> list[SortColumn]:
+    """Validate ``order_by`` (``[{name, sortDesc?}]``) against the schema.
+
+    ``None`` means the template's order (default: first column descending).
+
+    Raises:
+        InvalidArgumentError: naming an unknown column or a malformed entry.
+
+    """
+    if order_by is None:
+        return list(schema.order_by) or schema.default_order()
+    if not isinstance(order_by, list | tuple):
+        raise InvalidArgumentError(f"order_by must be a list of {{name, sortDesc}}: {order_by!r}")
+    names = {column.name for column in schema.columns}
+    columns: list[SortColumn] = []
+    for item in order_by:
+        if isinstance(item, SortColumn):
+            column = item
+        elif isinstance(item, dict) and isinstance(item.get("name"), str):
+            desc = item.get("sortDesc", True)
+            if not isinstance(desc, bool) or set(item) - {"name", "sortDesc"}:
+                raise InvalidArgumentError(f"malformed order_by entry {item!r}")
+            column = SortColumn(item["name"], desc)
+        else:
+            raise InvalidArgumentError(f"malformed order_by entry {item!r}")
+        if column.name not in names:
+            raise InvalidArgumentError(f"unknown result column '{column.name}' in order_by")
+        columns.append(column)
+    return columns
+
+
+def _sort_keys(schema: ResultSchema, order: Sequence[SortColumn]) -> list[ColumnElement[Any]]:
+    keys: list[ColumnElement[Any]] = []
+    for sort in order:
+        field = Ranking.values[sort.name]
+        dtype = schema.column(sort.name).dtype
+        value = (
+            field.as_integer()
+            if dtype == "int"
+            else field.as_float()
+            if dtype == "float"
+            else field.as_string()
+        )
+        keys.append((value.desc() if sort.sort_desc else value.asc()).nulls_last())
+    # Ties: the earlier run first, then by id, so the order is stable.
+    keys.extend([Run.created_at.asc(), Run.run_id.asc()])
+    return keys
+
+
+async def ranked_runs(
+    session: AsyncSession,
+    workflow_id: str,
+    schema: ResultSchema,
+    order: Sequence[SortColumn],
+    include_all: bool = False,
+) -> list[tuple[Ranking, Run, Group]]:
+    """The successful ranked runs in rank order; the best run per group by default."""
+    keys = _sort_keys(schema, order)
+    ranked = (Ranking.workflow_id == workflow_id, Run.state == str(RunState.SUCCESS))
+    stmt = (
+        select(Ranking, Run, Group)
+        .join(Run, Run.run_id == Ranking.run_id)
+        .join(Group, Group.group_id == Ranking.group_id)
+        .where(*ranked)
+    )
+    if not include_all:
+        position = func.row_number().over(partition_by=Ranking.group_id, order_by=keys)
+        window = (
+            select(Ranking.run_id, position.label("position"))
+            .join(Run, Run.run_id == Ranking.run_id)
+            .where(*ranked)
+            .subquery()
+        )
+        best = select(window.c.run_id).where(window.c.position == 1)
+        stmt = stmt.where(Ranking.run_id.in_(best))
+    stmt = stmt.order_by(*keys)
+    rows = (await session.execute(stmt)).tuples().all()
+    return [(r, x, g) for r, x, g in rows]
+
+
+def leaderboard(
+    schema: ResultSchema,
+    rows: Sequence[tuple[Ranking, Run, Group]],
+    postproc: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The Leaderboard shape: ``{schema, ranking, postproc?}``."""
+    doc: dict[str, Any] = {
+        "schema": [{"name": c.name, "label": c.label, "dtype": c.dtype} for c in schema.columns],
+        "ranking": [
+            {
+                "run": {
+                    "id": run.run_id,
+                    "createdAt": isoformat(run.created_at),
+                    "startedAt": isoformat(run.started_at),
+                    "finishedAt": isoformat(run.ended_at),
+                },
+                "group": {"id": group.group_id, "name": group.name},
+                "results": [
+                    {"name": c.name, "value": ranking.values.get(c.name)}
+                    for c in schema.columns
+                    if ranking.values.get(c.name) is not None
+                ],
+            }
+            for ranking, run, group in rows
+        ],
+    }
+    if postproc is not None:
+        doc["postproc"] = postproc
+    return doc

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.to_thread
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from flowserv_async.controller import WorkflowController
 from flowserv_async.engine.job import RunJob
@@ -250,27 +251,31 @@ class AsyncioEngine(WorkflowController):
                 done = await complete_run(
                     session, self._volume, job.run_id, rundir, job.result_files
                 )
+                postproc = None
+                if done and job.group_id is not None:
+                    postproc = await self._prepare_postproc(session, job.workflow_id)
             if not done:
                 await self._volume.delete(prefix)
-            elif job.group_id is not None:
-                await self._start_postproc(job.workflow_id)
+            elif postproc is not None:
+                if self._closed:
+                    await self._record(postproc.run_id, RunState.CANCELED, [SHUTDOWN_REASON])
+                else:
+                    await self.exec_workflow(postproc, None, {}, self._volume)
 
-    async def _start_postproc(self, workflow_id: str) -> None:
-        """Start a post-processing run when the ranking has changed (SPEC 7)."""
+    async def _prepare_postproc(self, session: AsyncSession, workflow_id: str) -> RunJob | None:
+        """Create a post-processing run if the ranking changed (SPEC 7).
+
+        Runs in the transaction that records the ranked run, inside a savepoint: a
+        failure here is logged and never undoes the run's success.
+        """
         try:
-            async with self._db.write_session() as session:
-                job = await start_postproc(
+            async with session.begin_nested():
+                return await start_postproc(
                     session, workflow_id, self.engine_id, self._factory.settings.engine_config
                 )
         except Exception:
             logger.exception("cannot start post-processing of workflow %s", workflow_id)
-            return
-        if job is None:
-            return
-        if self._closed:
-            await self._record(job.run_id, RunState.CANCELED, [SHUTDOWN_REASON])
-            return
-        await self.exec_workflow(job, None, {}, self._volume)
+            return None
 
     async def _record(
         self, run_id: str, state: RunState, messages: list[str] | None = None

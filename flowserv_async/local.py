@@ -20,7 +20,7 @@ from flowserv_async.config import (
 )
 from flowserv_async.controller import WorkflowController
 from flowserv_async.db import DB, init_db
-from flowserv_async.db.models import Run, User
+from flowserv_async.db.models import Run
 from flowserv_async.engine.controller import AsyncioEngine
 from flowserv_async.errors import (
     FlowservError,
@@ -270,19 +270,18 @@ class LocalAPIFactory:
         """
         await self.open()
         with anyio.fail_after(timeout):
-            while not await self.engine.wait(run_id):
+            await self.engine.wait(run_id)
+            while True:
                 async with self.db.session() as session:
                     run = await session.get(Run, run_id)
                     if run is None:
                         raise UnknownRunError(run_id)
                     if run.state in FINAL_STATES:
-                        break
-                await anyio.sleep(_POLL_INTERVAL)
-        async with self.db.session() as session:
-            run = await session.get(Run, run_id)
-            if run is None:
-                raise UnknownRunError(run_id)
-            return await load_run_handle(session, run)
+                        return await load_run_handle(session, run)
+                # Not (or no longer) notified by this factory's engine: a run of another
+                # process, or one handed to the engine just now.
+                if not await self.engine.wait(run_id):
+                    await anyio.sleep(_POLL_INTERVAL)
 
     async def exec_workflow(
         self,
@@ -333,9 +332,6 @@ class SessionManager:
                         user_id, username = user.user_id, user.name
                 if user_id is None and factory.settings.open_access:
                     user_id = DEFAULT_USER
-                if user_id is not None and username is None:
-                    user = await session.get(User, user_id)
-                    username = user.name if user is not None else None
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await session.close()

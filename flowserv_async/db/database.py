@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.orm import Session, SessionTransaction
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from flowserv_async.config import DEFAULT_USER, FLOWSERV_DATABASE, Settings, merge_env
@@ -85,6 +86,28 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
 
+_WRITER_KEY = "flowserv_writer"
+
+
+class _Session(Session):
+    """The sync session behind every AsyncSession.
+
+    It frees the writer slot when a write transaction ends (commit, rollback, close).
+    """
+
+
+def _release_writer(session: Session) -> None:
+    writer = session.info.pop(_WRITER_KEY, None)
+    if writer is not None:
+        writer.release()
+
+
+@event.listens_for(_Session, "after_transaction_end")
+def _after_transaction_end(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.parent is None:
+        _release_writer(session)
+
+
 class DB:
     """An async database: the engine, its session factory and the schema.
 
@@ -108,7 +131,13 @@ class DB:
         self.engine = create_async_engine(self.url, **kwargs)
         if self.is_sqlite:
             _configure_sqlite(self.engine)
-        self.session_factory = async_sessionmaker(self.engine, expire_on_commit=False)
+        self.session_factory = async_sessionmaker(
+            self.engine, expire_on_commit=False, sync_session_class=_Session
+        )
+        # SQLite has one writer at a time. Writers of this process queue here, in the
+        # event loop, instead of in SQLite's busy handler, which sleeps in steps of up
+        # to 100 ms. Held from BEGIN IMMEDIATE to the end of that transaction.
+        self._writer = anyio.Semaphore(1)
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
@@ -146,7 +175,13 @@ class DB:
             ):
                 return
             await session.commit()
-        await session.connection(execution_options={WRITE_OPTION: True})
+        await self._writer.acquire()
+        session.sync_session.info[_WRITER_KEY] = self._writer
+        try:
+            await session.connection(execution_options={WRITE_OPTION: True})
+        except BaseException:
+            _release_writer(session.sync_session)
+            raise
 
     async def create_schema(self) -> None:
         """Create the tables that are missing and the default user."""

@@ -33,9 +33,10 @@ from flowserv_async.services.postproc import start_postproc
 from flowserv_async.services.runs import (
     CANCELED_BY_USER,
     append_log,
-    complete_run,
+    collect_outcome,
     fail_stale_runs,
     heartbeat,
+    record_success,
     set_state,
 )
 from flowserv_async.services.stored import run_prefix
@@ -244,15 +245,16 @@ class AsyncioEngine(WorkflowController):
             return
         prefix = run_prefix(job.workflow_id, job.run_id)
         with anyio.CancelScope(shield=True):
+            outcome = await collect_outcome(rundir, job.result_files, job.result_schema)
             await self._volume.copy_from_local(
                 rundir, prefix, [(f, None) for f in job.result_files]
             )
             async with self._db.write_session() as session:
-                done = await complete_run(
-                    session, self._volume, job.run_id, rundir, job.result_files
+                done = await record_success(
+                    session, job.run_id, job.workflow_id, job.group_id, outcome
                 )
                 postproc = None
-                if done and job.group_id is not None:
+                if done and job.has_postproc and outcome.results is not None:
                     postproc = await self._prepare_postproc(session, job.workflow_id)
             if not done:
                 await self._volume.delete(prefix)

@@ -7,6 +7,7 @@ from typing import Any
 
 from flowserv_async.engine.config import EngineConfig
 from flowserv_async.engine.spec import WorkflowSpec
+from flowserv_async.template import ResultSchema
 
 
 @dataclass(frozen=True)
@@ -39,3 +40,5 @@ class RunJob:
     generated_files: tuple[tuple[str, bytes], ...] = ()
     result_files: tuple[str, ...] = ()
     config: EngineConfig = field(default_factory=EngineConfig)
+    result_schema: ResultSchema | None = None
+    has_postproc: bool = False

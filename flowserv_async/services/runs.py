@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,7 @@ from flowserv_async.states import ACTIVE_STATES, FINAL_STATES, RunState, allowed
 from flowserv_async.template import (
     InputFile,
     ParameterIndex,
+    ResultSchema,
     WorkflowTemplate,
     input_files,
     parse_arguments,
@@ -92,52 +94,62 @@ async def set_state(
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-async def complete_run(
+@dataclass(frozen=True)
+class RunOutcome:
+    """What a successful run produced, read from its folder before any transaction.
+
+    Attributes:
+        files: ``(name, size)`` of the result files.
+        results: the typed result values for the leaderboard, or None.
+        error: why the results are invalid (the run then becomes ERROR), or None.
+
+    """
+
+    files: tuple[tuple[str, int], ...]
+    results: dict[str, Any] | None = None
+    error: str | None = None
+
+
+async def collect_outcome(
+    rundir: Path, files: Sequence[str], schema: ResultSchema | None
+) -> RunOutcome:
+    """Read the result file (when ranked) and the sizes of the result files."""
+    sizes = tuple([(name, (await anyio.Path(rundir, name).stat()).st_size) for name in files])
+    if schema is None:
+        return RunOutcome(sizes)
+    try:
+        doc = await _read_json(rundir / schema.result_file)
+        return RunOutcome(sizes, results=schema.extract(doc))
+    except ConstraintViolationError as exc:
+        return RunOutcome(sizes, error=exc.message)
+
+
+async def record_success(
     session: AsyncSession,
-    volume: StorageVolume,
     run_id: str,
-    rundir: Path,
-    files: Sequence[str],
+    workflow_id: str,
+    group_id: str | None,
+    outcome: RunOutcome,
 ) -> bool:
-    """Record a successful run: results, result files, state; True when recorded.
+    """Record a successful run (state, result files, ranking); True when recorded.
 
     The files must already be in the file store under :func:`run_prefix`. A run whose
-    result file does not fit the workflow's result schema becomes ERROR instead, with a
-    message saying why (it is not silently left unranked).
+    results do not fit the workflow's result schema becomes ERROR instead, with the
+    reason (it is not silently left unranked).
     """
-    run = await session.get(Run, run_id)
-    if run is None:
+    if outcome.error is not None:
+        await set_state(session, run_id, RunState.ERROR, [outcome.error])
         return False
-    wf = await session.get(Workflow, run.workflow_id)
-    ranking: dict[str, Any] | None = None
-    if wf is not None and wf.result_schema is not None and run.group_id is not None:
-        schema = template_of(wf).result_schema
-        assert schema is not None
-        try:
-            doc = await _read_json(rundir / schema.result_file)
-            ranking = schema.extract(doc)
-        except ConstraintViolationError as exc:
-            return await set_state(session, run_id, RunState.ERROR, [exc.message])
     if not await set_state(session, run_id, RunState.SUCCESS):
         return False
-    prefix = run_prefix(run.workflow_id, run_id)
-    for name in files:
-        key = join_key(prefix, name)
-        session.add(
-            RunFile(
-                file_id=new_id(),
-                run_id=run_id,
-                key=name,
-                name=name,
-                mime_type=None,
-                size=await volume.size(key),
-            )
-        )
-    if ranking is not None:
-        assert run.group_id is not None
+    session.add_all(
+        RunFile(file_id=new_id(), run_id=run_id, key=name, name=name, size=size)
+        for name, size in outcome.files
+    )
+    if outcome.results is not None and group_id is not None:
         session.add(
             Ranking(
-                run_id=run_id, workflow_id=run.workflow_id, group_id=run.group_id, values=ranking
+                run_id=run_id, workflow_id=workflow_id, group_id=group_id, values=outcome.results
             )
         )
     await session.flush()
@@ -275,6 +287,8 @@ async def prepare_job(
         generated_files=generated,
         result_files=_result_files(template, spec.outputs),
         config=engine_config,
+        result_schema=template.result_schema if group is not None else None,
+        has_postproc=template.postproc is not None and not wf.ignore_postproc,
     )
 
 
@@ -300,6 +314,9 @@ class RunService(Service):
             InvalidConfigurationError: a bad engine configuration.
 
         """
+        # One write transaction for checks and insert: on SQLite that saves moving a
+        # read transaction to a write one, and validation is quick.
+        await self.ctx.begin_write()
         group = await self.session.get(Group, group_id)
         if group is None:
             raise UnknownWorkflowGroupError(group_id)
@@ -338,7 +355,6 @@ class RunService(Service):
             input_keys=tuple(inputs),
         )
         engine = self.ctx.factory.engine
-        await self.ctx.begin_write()
         run = Run(
             run_id=run_id,
             workflow_id=wf.workflow_id,
@@ -352,13 +368,14 @@ class RunService(Service):
         await self.session.flush()
         await self.ctx.commit()
         await engine.exec_workflow(job, template, values, self.ctx.factory.volume, config)
-        if not self.ctx.settings.async_engine:
-            try:
-                await engine.wait(run_id)
-            except anyio.get_cancelled_exc_class():
-                with anyio.CancelScope(shield=True):
-                    await engine.cancel_run(run_id, reason="the caller of start_run was cancelled")
-                raise
+        if self.ctx.settings.async_engine:
+            return serialize.run_handle(run, parameters=list(group.parameters))
+        try:
+            await engine.wait(run_id)
+        except anyio.get_cancelled_exc_class():
+            with anyio.CancelScope(shield=True):
+                await engine.cancel_run(run_id, reason="the caller of start_run was cancelled")
+            raise
         return await self.get_run(run_id)
 
     async def get_run(self, run_id: str) -> dict[str, Any]:
@@ -545,10 +562,14 @@ class RunService(Service):
             assert wf is not None
             template = template_of(wf)
             keep = list(files) if files is not None else list(_result_files(template, []))
+            schema = template.result_schema if run.group_id is not None else None
+            outcome = await collect_outcome(Path(runstore), keep, schema)
             volume, prefix = self.ctx.factory.volume, run_prefix(run.workflow_id, run_id)
             self.ctx.on_rollback.append(lambda: volume.delete(prefix))
             await volume.copy_from_local(Path(runstore), prefix, [(f, None) for f in keep])
-            if not await complete_run(self.session, volume, run_id, Path(runstore), keep):
+            if not await record_success(
+                self.session, run_id, run.workflow_id, run.group_id, outcome
+            ):
                 await volume.delete(prefix)
         await self.session.refresh(run)
         return await load_run_handle(self.session, run)

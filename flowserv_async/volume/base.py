@@ -142,6 +142,21 @@ class StorageVolume(ABC):
             ConstraintViolationError: for an invalid key or target path.
 
         """
+        plan = await self._plan_copy_to_local(prefix, files)
+        root = Path(local_dir)
+        for key, target_path in plan:
+            path = await anyio.to_thread.run_sync(prepare_local_target, root, target_path)
+            async with aclosing(self.iter_bytes(key)) as chunks:
+                with os_errors(str(path), writing=True):
+                    async with await anyio.open_file(path, "wb") as out:
+                        async for chunk in chunks:
+                            await out.write(chunk)
+        return [target_path for _, target_path in plan]
+
+    async def _plan_copy_to_local(
+        self, prefix: str, files: FileCopies | None
+    ) -> list[tuple[str, str]]:
+        """The ``(key, local target)`` pairs of :meth:`copy_to_local`, checked."""
         base = validate_prefix(prefix)
         plan: list[tuple[str, str]] = []
         if files is None:
@@ -156,15 +171,7 @@ class StorageVolume(ABC):
                     raise UnknownFileError(source_key)
                 for key in keys:
                     plan.append((key, join_key(target_path, relative_key(key, source_key))))
-        root = Path(local_dir)
-        for key, target_path in plan:
-            path = await anyio.to_thread.run_sync(_prepare_local_target, root, target_path)
-            async with aclosing(self.iter_bytes(key)) as chunks:
-                with os_errors(str(path), writing=True):
-                    async with await anyio.open_file(path, "wb") as out:
-                        async for chunk in chunks:
-                            await out.write(chunk)
-        return [target_path for _, target_path in plan]
+        return plan
 
     async def copy_from_local(
         self, local_dir: StrPath, prefix: str = "", files: FileCopies | None = None
@@ -204,7 +211,7 @@ class StorageVolume(ABC):
         return written
 
 
-def _prepare_local_target(root: Path, target: str) -> Path:
+def prepare_local_target(root: Path, target: str) -> Path:
     """Return the local path of ``target`` under ``root`` with its parent folders made."""
     path = root / target
     if not is_inside(os.path.realpath(path), os.path.realpath(root)):

@@ -17,7 +17,14 @@ from anyio import AsyncFile
 
 from flowserv_async.errors import ConstraintViolationError, UnknownFileError
 from flowserv_async.volume._util import StoreData, is_inside, iter_data, os_errors
-from flowserv_async.volume.base import CHUNK_SIZE, CLEANUP_TIMEOUT, StorageVolume, StrPath
+from flowserv_async.volume.base import (
+    CHUNK_SIZE,
+    CLEANUP_TIMEOUT,
+    FileCopies,
+    StorageVolume,
+    StrPath,
+    prepare_local_target,
+)
 from flowserv_async.volume.keys import validate_key, validate_prefix
 
 FS_VOLUME = "fs"
@@ -64,6 +71,31 @@ class FileSystemVolume(StorageVolume):
     def to_dict(self) -> dict[str, Any]:
         """Return the volume spec ``{type: "fs", id, args: {basedir}}``."""
         return {"type": FS_VOLUME, "id": self.identifier, "args": {"basedir": str(self._basedir)}}
+
+    async def copy_to_local(
+        self, local_dir: StrPath, prefix: str = "", files: FileCopies | None = None
+    ) -> list[str]:
+        """Copy files into a local folder (see :meth:`StorageVolume.copy_to_local`).
+
+        All files are copied in one worker thread: staging a run folder is on the path
+        of every run, and a thread hop per chunk of every file costs milliseconds.
+        """
+        plan = await self._plan_copy_to_local(prefix, files)
+        await anyio.to_thread.run_sync(self._copy_out, Path(local_dir), plan)
+        return [target for _, target in plan]
+
+    def _copy_out(self, root: Path, plan: list[tuple[str, str]]) -> None:
+        real_root = os.path.realpath(self.basedir)
+        for key, target in plan:
+            source = os.path.realpath(self.path(key))
+            if not is_inside(source, real_root):
+                raise ConstraintViolationError(f"key '{key}' leaves the volume through a link")
+            path = prepare_local_target(root, target)
+            with os_errors(str(path), writing=True):
+                try:
+                    shutil.copyfile(source, path)
+                except FileNotFoundError:
+                    raise UnknownFileError(key) from None
 
     async def store(self, key: str, data: StoreData, *, max_size: int | None = None) -> int:
         """Store ``data`` under ``key``; see :meth:`StorageVolume.store`."""

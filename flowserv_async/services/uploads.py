@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncGenerator, AsyncIterable
 from typing import Any
 
 from sqlalchemy import select
@@ -20,6 +21,9 @@ from flowserv_async.services.base import Service
 from flowserv_async.services.stored import upload_key
 from flowserv_async.volume import DownloadHandle, guess_mime_type, validate_key
 
+MAX_NAME_LENGTH = 1024
+"""Longest upload name (the size of the name column)."""
+
 
 def check_file_name(name: Any) -> str:
     """Check an upload name: a file name or relative path, without ``..``.
@@ -31,9 +35,58 @@ def check_file_name(name: Any) -> str:
     if not isinstance(name, str):
         raise InvalidArgumentError(f"invalid file name {name!r}: not a string")
     try:
-        return validate_key(name)
+        key = validate_key(name)
     except ConstraintViolationError as exc:
         raise InvalidArgumentError(f"invalid file name {name!r}: {exc.message}") from exc
+    if len(key) > MAX_NAME_LENGTH:
+        raise InvalidArgumentError(
+            f"invalid file name {name[:32]!r}...: longer than {MAX_NAME_LENGTH} characters"
+        )
+    return key
+
+
+def _content(file: Any) -> Any:
+    """Check what ``upload_file`` was given; async streams are checked chunk by chunk.
+
+    Raises:
+        InvalidArgumentError: for anything but bytes, a binary file object or an async
+            iterable of bytes.
+
+    """
+    if isinstance(file, bytes | bytearray | memoryview):
+        return file
+    if isinstance(file, AsyncIterable):
+        return _byte_chunks(file)
+    if callable(getattr(file, "read", None)) and not isinstance(
+        getattr(file, "encoding", None), str
+    ):
+        return _BinaryReader(file)
+    raise InvalidArgumentError(
+        f"cannot upload {type(file).__name__}: give bytes, a path, a binary file object"
+        " or an async iterable of bytes"
+    )
+
+
+async def _byte_chunks(chunks: AsyncIterable[Any]) -> AsyncGenerator[bytes, None]:
+    async for chunk in chunks:
+        if not isinstance(chunk, bytes | bytearray | memoryview):
+            raise InvalidArgumentError(f"upload stream yielded {type(chunk).__name__}, not bytes")
+        yield bytes(chunk) if not isinstance(chunk, bytes) else chunk
+
+
+class _BinaryReader:
+    """A file object whose ``read`` must return bytes (a text file is refused)."""
+
+    def __init__(self, file: Any) -> None:
+        self._file = file
+
+    def read(self, size: int = -1) -> bytes:
+        chunk = self._file.read(size)
+        if not isinstance(chunk, bytes | bytearray | memoryview):
+            raise InvalidArgumentError(
+                f"upload file object returned {type(chunk).__name__}, not bytes"
+            )
+        return bytes(chunk)
 
 
 class UploadService(Service):
@@ -49,7 +102,7 @@ class UploadService(Service):
         Raises:
             UnknownWorkflowGroupError: no such group.
             UnauthorizedAccessError: the caller is not a member.
-            InvalidArgumentError: a bad file name.
+            InvalidArgumentError: a bad file name, or content that is not bytes.
             ConstraintViolationError: the file exceeds the size limit.
             UnknownFileError: a local path that does not exist.
 
@@ -65,7 +118,7 @@ class UploadService(Service):
         if isinstance(file, str | os.PathLike):
             size = await volume.store_file(key, file, max_size=limit)
         else:
-            size = await volume.store(key, file, max_size=limit)
+            size = await volume.store(key, _content(file), max_size=limit)
         # Only now, with the file stored, wait for the write lock (SQLite).
         await self.ctx.begin_write()
         if await self.session.get(Group, group_id) is None:

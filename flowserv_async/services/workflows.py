@@ -30,6 +30,9 @@ from flowserv_async.template import WorkflowTemplate, load_template
 from flowserv_async.template.manifest import Manifest, read_manifest
 from flowserv_async.volume import DownloadHandle, join_key
 
+# How often create_workflow chooses a free name again after losing a race for it.
+_INSERT_ATTEMPTS = 10
+
 
 def _resolve_source(source: Any, repository: str | None) -> tuple[Path, str | None]:
     """A local folder, or the folder of a key in the repository index (no network).
@@ -134,25 +137,35 @@ class WorkflowService(Service):
             raise ConstraintViolationError(f"workflow '{identifier}' exists")
         workflow_id = identifier or new_id()
         doc = template.to_dict()
-        wf = Workflow(
-            workflow_id=workflow_id,
-            name=await self._unique_name(validate_name(manifest.name, "workflow")),
-            description=manifest.description,
-            instructions=manifest.instructions,
-            workflow_spec=doc["workflow"],
-            parameters=doc["parameters"],
-            parameter_groups=doc.get("parameterGroups"),
-            outputs=doc.get("outputs"),
-            result_schema=doc.get("results"),
-            postproc_spec=doc.get("postproc"),
-            ignore_postproc=bool(ignore_postproc),
-            engine_config=engine_config,
-        )
-        self.session.add(wf)
-        try:
-            await self.session.flush()
-        except IntegrityError as exc:
-            raise ConstraintViolationError(f"workflow '{workflow_id}' exists") from exc
+        wanted = validate_name(manifest.name, "workflow")
+        for attempt in range(1, _INSERT_ATTEMPTS + 1):
+            wf = Workflow(
+                workflow_id=workflow_id,
+                name=await self._unique_name(wanted),
+                description=manifest.description,
+                instructions=manifest.instructions,
+                workflow_spec=doc["workflow"],
+                parameters=doc["parameters"],
+                parameter_groups=doc.get("parameterGroups"),
+                outputs=doc.get("outputs"),
+                result_schema=doc.get("results"),
+                postproc_spec=doc.get("postproc"),
+                ignore_postproc=bool(ignore_postproc),
+                engine_config=engine_config,
+            )
+            try:
+                # A savepoint, so that losing a race keeps the transaction usable.
+                async with self.session.begin_nested():
+                    self.session.add(wf)
+                break
+            except IntegrityError as exc:
+                if identifier is not None and await self._exists(identifier):
+                    raise ConstraintViolationError(f"workflow '{identifier}' exists") from exc
+                if attempt == _INSERT_ATTEMPTS:
+                    raise ConstraintViolationError(
+                        f"cannot find a free workflow name for '{wanted}'"
+                    ) from exc
+                # A concurrent install took the name since it was chosen: choose again.
         volume = self.ctx.factory.volume
         prefix = static_prefix(workflow_id)
         self.ctx.on_rollback.append(lambda: volume.delete(workflow_id))
@@ -222,6 +235,9 @@ class WorkflowService(Service):
                 if taken is not None:
                     raise ConstraintViolationError(f"workflow name '{new_name}' is taken")
                 wf.name = new_name
+        for what, value in (("description", description), ("instructions", instructions)):
+            if value is not None and not isinstance(value, str):
+                raise ConstraintViolationError(f"workflow {what} must be a string, got {value!r}")
         if description is not None:
             wf.description = description
         if instructions is not None:
@@ -335,6 +351,9 @@ class WorkflowService(Service):
             candidate = f"{name} ({count})"
         # The suffix may push a long name over the limit (as flowserv, check again).
         return validate_name(candidate, "workflow")
+
+    async def _exists(self, workflow_id: str) -> bool:
+        return await self.session.get(Workflow, workflow_id) is not None
 
     async def _get(self, workflow_id: str) -> Workflow:
         wf = await self.session.get(Workflow, workflow_id)

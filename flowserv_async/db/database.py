@@ -202,12 +202,12 @@ class DB:
         await self.engine.dispose()
 
     async def _create_default_user(self) -> None:
-        from flowserv_async.services.passwords import hash_password
-
         async with self.session() as session:
             if await session.get(User, DEFAULT_USER) is not None:
                 return
-        secret = await hash_password(secrets.token_urlsafe(32))
+        # A random secret that is no password hash at all: no password ever matches it,
+        # and creating a database does not spend a scrypt computation on it.
+        secret = f"!{secrets.token_hex(32)}"
         try:
             async with self.write_session() as session:
                 if await session.get(User, DEFAULT_USER) is None:

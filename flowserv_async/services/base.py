@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -22,6 +22,7 @@ from flowserv_async.db.models import GroupMember, User
 from flowserv_async.errors import (
     ConstraintViolationError,
     FlowservError,
+    InvalidArgumentError,
     UnauthenticatedAccessError,
     UnauthorizedAccessError,
 )
@@ -126,6 +127,21 @@ class ServiceContext:
                 f"user '{self.user_id}' is not a member of group '{group_id}'"
             )
         return self.user_id
+
+
+def paged(stmt: Select[Any], limit: int | None, offset: int | None) -> Select[Any]:
+    """Apply a listing's optional ``limit`` and ``offset``.
+
+    Raises:
+        InvalidArgumentError: for a negative or non-integer value.
+
+    """
+    for name, value in (("limit", limit), ("offset", offset)):
+        if value is not None and (
+            not isinstance(value, int) or isinstance(value, bool) or value < 0
+        ):
+            raise InvalidArgumentError(f"{name} must be a non-negative integer, got {value!r}")
+    return stmt.limit(limit).offset(offset)
 
 
 def _translated(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:

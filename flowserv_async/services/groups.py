@@ -17,10 +17,18 @@ from flowserv_async.errors import (
     UnknownWorkflowGroupError,
 )
 from flowserv_async.services import serialize
-from flowserv_async.services.base import Service
+from flowserv_async.services.base import Service, paged
 from flowserv_async.services.stored import group_prefix, template_of
 from flowserv_async.states import ACTIVE_STATES
 from flowserv_async.volume import join_key
+
+
+def _member_list(members: Any) -> list[Any]:
+    if members is None:
+        return []
+    if not isinstance(members, list | tuple):
+        raise ConstraintViolationError(f"members must be a list of user ids, got {members!r}")
+    return list(members)
 
 
 class GroupService(Service):
@@ -59,7 +67,7 @@ class GroupService(Service):
         if wf is None:
             raise UnknownWorkflowError(workflow_id)
         merged = template_of(wf).merge_parameters(parameters or [])
-        member_ids = await self._active_users([user_id, *(members or [])])
+        member_ids = await self._active_users([user_id, *_member_list(members)])
         await self._check_name_free(workflow_id, group_name)
         group_id = identifier or new_id()
         if identifier is not None and await self.session.get(Group, identifier) is not None:
@@ -104,7 +112,7 @@ class GroupService(Service):
             stmt = stmt.join(GroupMember, GroupMember.group_id == Group.group_id).where(
                 GroupMember.user_id == self.ctx.user_id
             )
-        stmt = stmt.order_by(Group.created_at, Group.group_id).limit(limit).offset(offset)
+        stmt = paged(stmt.order_by(Group.created_at, Group.group_id), limit, offset)
         groups = (await self.session.scalars(stmt)).all()
         return {"groups": [serialize.group_descriptor(g) for g in groups]}
 
@@ -131,7 +139,7 @@ class GroupService(Service):
         if members is not None:
             if not members:
                 raise ConstraintViolationError("a group needs at least one member")
-            member_ids = await self._active_users(members)
+            member_ids = await self._active_users(_member_list(members))
             await self.session.execute(delete(GroupMember).where(GroupMember.group_id == group_id))
             self.session.add_all(GroupMember(group_id=group_id, user_id=u) for u in member_ids)
         try:

@@ -42,7 +42,7 @@ from flowserv_async.errors import (
     UnknownWorkflowGroupError,
 )
 from flowserv_async.services import serialize
-from flowserv_async.services.base import Service
+from flowserv_async.services.base import Service, paged
 from flowserv_async.services.stored import run_prefix, static_prefix, template_of, upload_key
 from flowserv_async.states import ACTIVE_STATES, FINAL_STATES, RunState, allowed_sources
 from flowserv_async.template import (
@@ -412,7 +412,7 @@ class RunService(Service):
                 if s not in RunState.__members__:
                     raise InvalidArgumentError(f"unknown run state {s!r}")
             stmt = stmt.where(Run.state.in_(states))
-        stmt = stmt.order_by(Run.created_at, Run.run_id).limit(limit).offset(offset)
+        stmt = paged(stmt.order_by(Run.created_at, Run.run_id), limit, offset)
         runs = (await self.session.scalars(stmt)).all()
         return {"runs": [serialize.run_descriptor(r) for r in runs]}
 

@@ -17,7 +17,7 @@ from flowserv_async.errors import (
     UnknownWorkflowGroupError,
 )
 from flowserv_async.services import serialize
-from flowserv_async.services.base import Service
+from flowserv_async.services.base import Service, paged
 from flowserv_async.services.stored import upload_key
 from flowserv_async.volume import DownloadHandle, guess_mime_type, validate_key
 
@@ -141,12 +141,12 @@ class UploadService(Service):
         """List a group's files in upload order."""
         await self._group(group_id)
         await self.ctx.require_member(group_id)
-        stmt = (
+        stmt = paged(
             select(UploadedFile)
             .where(UploadedFile.group_id == group_id)
-            .order_by(UploadedFile.created_at, UploadedFile.file_id)
-            .limit(limit)
-            .offset(offset)
+            .order_by(UploadedFile.created_at, UploadedFile.file_id),
+            limit,
+            offset,
         )
         files = (await self.session.scalars(stmt)).all()
         return {"files": [serialize.file_handle(f) for f in files]}

@@ -21,7 +21,7 @@ from flowserv_async.errors import (
     UnknownRequestError,
     UnknownUserError,
 )
-from flowserv_async.services.base import Service
+from flowserv_async.services.base import Service, paged
 from flowserv_async.services.passwords import hash_password, verify_password
 
 MAX_NAME_LENGTH = 512
@@ -132,7 +132,7 @@ class UserService(Service):
         if query:
             escaped = query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
             stmt = stmt.where(User.name.like(f"{escaped}%", escape="\\"))
-        stmt = stmt.order_by(User.name, User.user_id).limit(limit).offset(offset)
+        stmt = paged(stmt.order_by(User.name, User.user_id), limit, offset)
         users = (await self.session.scalars(stmt)).all()
         return {"users": [user_dict(u) for u in users]}
 

@@ -21,7 +21,7 @@ from flowserv_async.errors import (
     UnknownWorkflowError,
 )
 from flowserv_async.services import serialize
-from flowserv_async.services.base import Service
+from flowserv_async.services.base import Service, paged
 from flowserv_async.services.ranking import leaderboard, ranked_runs, sort_columns
 from flowserv_async.services.runs import load_run_handle, result_archive
 from flowserv_async.services.stored import run_prefix, static_prefix, template_of
@@ -200,11 +200,8 @@ class WorkflowService(Service):
         self, limit: int | None = None, offset: int | None = None
     ) -> dict[str, Any]:
         """List workflows in creation order."""
-        stmt = (
-            select(Workflow)
-            .order_by(Workflow.created_at, Workflow.workflow_id)
-            .limit(limit)
-            .offset(offset)
+        stmt = paged(
+            select(Workflow).order_by(Workflow.created_at, Workflow.workflow_id), limit, offset
         )
         workflows = (await self.session.scalars(stmt)).all()
         return {"workflows": [serialize.workflow_descriptor(wf) for wf in workflows]}

@@ -11,22 +11,15 @@ where they fail.
 from __future__ import annotations
 
 import inspect
-import os
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from blockbuster import BlockBuster, blockbuster_ctx
-from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError
+from dbutil import backend_database
 
 from flowserv_async import DB, LocalAPIFactory
-
-POSTGRES_URL = os.environ.get(
-    "FLOWSERV_TEST_POSTGRES", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
-)
 
 
 @pytest.fixture
@@ -53,42 +46,11 @@ def blockbuster(request: pytest.FixtureRequest) -> Iterator[BlockBuster | None]:
         yield bb
 
 
-async def _postgres_db() -> AsyncIterator[DB]:
-    schema = f"t_{uuid.uuid4().hex}"
-    admin = DB(POSTGRES_URL)
-    try:
-        async with admin.engine.begin() as conn:
-            await conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    except (OSError, DBAPIError) as exc:
-        await admin.dispose()
-        message = f"PostgreSQL not reachable at {POSTGRES_URL}: {exc!r}"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    db = DB(POSTGRES_URL, connect_args={"server_settings": {"search_path": schema}})
-    try:
-        await db.create_schema()
-        yield db
-    finally:
-        await db.dispose()
-        async with admin.engine.begin() as conn:
-            await conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        await admin.dispose()
-
-
 @pytest.fixture(params=["sqlite", "postgres"])
 async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[DB]:
     """An empty database with the schema and the default user, on each backend."""
-    if request.param == "postgres":
-        async for db in _postgres_db():
-            yield db
-        return
-    db = DB(f"sqlite+aiosqlite:///{tmp_path / 'flowserv.db'}")
-    await db.create_schema()
-    try:
+    async with backend_database(request.param, tmp_path) as db:
         yield db
-    finally:
-        await db.dispose()
 
 
 @pytest.fixture

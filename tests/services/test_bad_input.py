@@ -10,9 +10,7 @@ from __future__ import annotations
 import io
 import json
 import os
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,8 +18,8 @@ from typing import Any
 import anyio
 import anyio.to_thread
 import pytest
-from sqlalchemy import func, select, text
-from sqlalchemy.exc import DBAPIError
+from dbutil import backend_database
+from sqlalchemy import func, select
 
 from flowserv_async import DB, LocalAPIFactory
 from flowserv_async._util import new_id
@@ -521,45 +519,13 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@asynccontextmanager
-async def _database(kind: str, folder: Path) -> AsyncIterator[DB]:
-    if kind == "sqlite":
-        db = DB(f"sqlite+aiosqlite:///{folder / 'flowserv.db'}")
-        await db.create_schema()
-        try:
-            yield db
-        finally:
-            await db.dispose()
-        return
-    schema = f"t_{uuid.uuid4().hex}"
-    admin = DB(POSTGRES_URL)
-    try:
-        async with admin.engine.begin() as conn:
-            await conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    except (OSError, DBAPIError) as exc:
-        await admin.dispose()
-        message = f"PostgreSQL not reachable at {POSTGRES_URL}: {exc!r}"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    db = DB(POSTGRES_URL, connect_args={"server_settings": {"search_path": schema}})
-    try:
-        await db.create_schema()
-        yield db
-    finally:
-        await db.dispose()
-        async with admin.engine.begin() as conn:
-            await conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        await admin.dispose()
-
-
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
 async def existing(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Existing]:
     folder = tmp_path_factory.mktemp(request.param)
     basedir = folder / "api"
-    async with _database(request.param, folder) as database:
+    async with backend_database(request.param, folder) as database:
         env = {
             "FLOWSERV_API_DIR": str(basedir),
             "FLOWSERV_AUTH": "default",

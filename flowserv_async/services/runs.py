@@ -561,7 +561,8 @@ class RunService(Service):
             wf = await self.session.get(Workflow, run.workflow_id)
             assert wf is not None
             template = template_of(wf)
-            keep = list(files) if files is not None else list(_result_files(template, []))
+            declared = (template.workflow.get("files") or {}).get("outputs") or []
+            keep = list(files) if files is not None else list(_result_files(template, declared))
             schema = template.result_schema if run.group_id is not None else None
             outcome = await collect_outcome(Path(runstore), keep, schema)
             volume, prefix = self.ctx.factory.volume, run_prefix(run.workflow_id, run_id)

@@ -504,3 +504,45 @@ async def test_wait_run_errors(open_factory: Callable[..., Any], tmp_path: Path)
         await factory.wait_run(run["id"], timeout=0.2)
     await factory.cancel_run(run["id"])
     assert (await factory.wait_run(run["id"], timeout=10))["state"] == "CANCELED"
+
+
+async def test_update_run_success_copies_files_from_the_runstore(
+    open_factory: Callable[..., Any], tmp_path: Path, database: Any
+) -> None:
+    # A custom engine reports through update_run: RUNNING, then SUCCESS with a folder.
+    factory = await open_factory()
+    _, group_id = await install(
+        factory, tmp_path / "custom", [step("s", "true")], outputs=["out.txt"]
+    )
+    async with database.write_session() as s:
+        s.add(
+            Run(
+                run_id="r1",
+                workflow_id=(await _workflow_of(database, group_id)),
+                group_id=group_id,
+                state="PENDING",
+            )
+        )
+    store = anyio.Path(tmp_path / "store")
+    await store.mkdir()
+    await (store / "out.txt").write_text("result")
+    async with factory() as api:
+        running = await api.runs().update_run("r1", "RUNNING")
+        assert running["state"] == "RUNNING"
+        with pytest.raises(InvalidArgumentError):
+            await api.runs().update_run("r1", "SUCCESS")
+    async with factory() as api:
+        done = await api.runs().update_run("r1", "SUCCESS", runstore=str(store))
+        assert done["state"] == "SUCCESS"
+        assert [f["name"] for f in done["files"]] == ["out.txt"]
+        handle = await api.runs().get_result_file("r1", done["files"][0]["id"])
+        assert await handle.read() == b"result"
+
+
+async def _workflow_of(database: Any, group_id: str) -> str:
+    from flowserv_async.db.models import Group
+
+    async with database.session() as s:
+        group = await s.get(Group, group_id)
+        assert group is not None
+        return group.workflow_id

@@ -87,7 +87,7 @@ async def start_postproc(
         select(RunFile.run_id, RunFile.key).where(RunFile.run_id.in_(run_ids))
     )
     results: dict[str, set[str]] = {}
-    for rid, file_key in stored.tuples():
+    for rid, file_key in stored:
         results.setdefault(rid, set()).add(file_key)
     listing: list[dict[str, Any]] = []
     inputs: list[tuple[str, str]] = []

@@ -96,8 +96,7 @@ async def ranked_runs(
         best = select(window.c.run_id).where(window.c.position == 1)
         stmt = stmt.where(Ranking.run_id.in_(best))
     stmt = stmt.order_by(*keys)
-    rows = (await session.execute(stmt)).tuples().all()
-    return [(r, x, g) for r, x, g in rows]
+    return [(r, x, g) for r, x, g in await session.execute(stmt)]
 
 
 def leaderboard(

@@ -47,6 +47,12 @@ async def main(basedir: Path, names: Path, greeting: str) -> int:
             for message in run.get("messages", []):
                 print(f"  {message}")
             return 1
+        # The success may have started a post-processing run over the new ranking: let it
+        # finish, since closing the factory would cancel it.
+        async with factory() as api:
+            postproc = (await api.workflows().get_workflow(workflow["id"])).get("postproc")
+        if postproc is not None:
+            await factory.wait_run(postproc["id"], timeout=300)
         async with factory() as api:
             for file in run["files"]:
                 handle = await api.runs().get_result_file(run["id"], file["id"])

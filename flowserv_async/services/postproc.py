@@ -58,7 +58,7 @@ async def start_postproc(
     rows = await ranked_runs(session, workflow_id, schema, sort_columns(schema, None))
     if not rows:
         return None
-    run_ids = [run.run_id for _, run, _ in rows]
+    run_ids = [row.run_id for row in rows]
     key = ranking_key(run_ids)
     if wf.postproc_run_id is not None:
         last = await session.get(Run, wf.postproc_run_id)
@@ -91,12 +91,12 @@ async def start_postproc(
         results.setdefault(rid, set()).add(file_key)
     listing: list[dict[str, Any]] = []
     inputs: list[tuple[str, str]] = []
-    for _, run, group in rows:
-        files = [f for f in postproc.files if f in results.get(run.run_id, set())]
-        listing.append({"id": run.run_id, "name": group.name, "files": files})
+    for row in rows:
+        files = [f for f in postproc.files if f in results.get(row.run_id, set())]
+        listing.append({"id": row.run_id, "name": row.group_name, "files": files})
         for f in files:
-            source = join_key(run_prefix(workflow_id, run.run_id), f)
-            inputs.append((source, join_key(postproc.runs, run.run_id, f)))
+            source = join_key(run_prefix(workflow_id, row.run_id), f)
+            inputs.append((source, join_key(postproc.runs, row.run_id, f)))
     try:
         section = replace_references(postproc.workflow, {"runs": postproc.runs}, ParameterIndex())
         spec = parse_workflow(section)

@@ -8,6 +8,8 @@ and "best run per group" (a window function) all happen in the database.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, func, select
@@ -69,18 +71,42 @@ def _sort_keys(schema: ResultSchema, order: Sequence[SortColumn]) -> list[Column
     return keys
 
 
+@dataclass(frozen=True, slots=True)
+class RankedRun:
+    """One row of a leaderboard."""
+
+    run_id: str
+    created_at: datetime
+    started_at: datetime | None
+    ended_at: datetime | None
+    group_id: str
+    group_name: str
+    values: dict[str, Any]
+
+
 async def ranked_runs(
     session: AsyncSession,
     workflow_id: str,
     schema: ResultSchema,
     order: Sequence[SortColumn],
     include_all: bool = False,
-) -> list[tuple[Ranking, Run, Group]]:
-    """The successful ranked runs in rank order; the best run per group by default."""
+) -> list[RankedRun]:
+    """The successful ranked runs in rank order; the best run per group by default.
+
+    Plain columns, not ORM objects: a leaderboard may have many thousand rows.
+    """
     keys = _sort_keys(schema, order)
     ranked = (Ranking.workflow_id == workflow_id, Run.state == str(RunState.SUCCESS))
     stmt = (
-        select(Ranking, Run, Group)
+        select(
+            Run.run_id,
+            Run.created_at,
+            Run.started_at,
+            Run.ended_at,
+            Group.group_id,
+            Group.name,
+            Ranking.values,
+        )
         .join(Run, Run.run_id == Ranking.run_id)
         .join(Group, Group.group_id == Ranking.group_id)
         .where(*ranked)
@@ -96,12 +122,12 @@ async def ranked_runs(
         best = select(window.c.run_id).where(window.c.position == 1)
         stmt = stmt.where(Ranking.run_id.in_(best))
     stmt = stmt.order_by(*keys)
-    return [(r, x, g) for r, x, g in await session.execute(stmt)]
+    return [RankedRun(*row) for row in await session.execute(stmt)]
 
 
 def leaderboard(
     schema: ResultSchema,
-    rows: Sequence[tuple[Ranking, Run, Group]],
+    rows: Sequence[RankedRun],
     postproc: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The Leaderboard shape: ``{schema, ranking, postproc?}``."""
@@ -110,19 +136,19 @@ def leaderboard(
         "ranking": [
             {
                 "run": {
-                    "id": run.run_id,
-                    "createdAt": isoformat(run.created_at),
-                    "startedAt": isoformat(run.started_at),
-                    "finishedAt": isoformat(run.ended_at),
+                    "id": row.run_id,
+                    "createdAt": isoformat(row.created_at),
+                    "startedAt": isoformat(row.started_at),
+                    "finishedAt": isoformat(row.ended_at),
                 },
-                "group": {"id": group.group_id, "name": group.name},
+                "group": {"id": row.group_id, "name": row.group_name},
                 "results": [
-                    {"name": c.name, "value": ranking.values.get(c.name)}
+                    {"name": c.name, "value": row.values.get(c.name)}
                     for c in schema.columns
-                    if ranking.values.get(c.name) is not None
+                    if row.values.get(c.name) is not None
                 ],
             }
-            for ranking, run, group in rows
+            for row in rows
         ],
     }
     if postproc is not None:

@@ -21,6 +21,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 RUNS_FILE = "runs.json"
 
@@ -62,15 +63,25 @@ class Runs:
             raise ValueError(f"cannot read {self.basedir / RUNS_FILE}: {exc}") from exc
         if not isinstance(doc, list):
             raise ValueError(f"{self.basedir / RUNS_FILE} is not a list of runs")  # noqa: TRY004
-        self._runs: list[RunResult] = []
-        for item in doc:
-            try:
-                run_id, name, files = str(item["id"]), str(item["name"]), item["files"]
-            except (KeyError, TypeError) as exc:
-                raise ValueError(f"malformed entry {item!r} in {RUNS_FILE}") from exc
-            self._runs.append(
-                RunResult(run_id, name, tuple(str(f) for f in files), self.basedir / run_id)
+        self._runs = [self._entry(item) for item in doc]
+
+    def _entry(self, item: Any) -> RunResult:
+        """One ``{id, name, files}`` entry; the folder holds ``{id}/{file}``."""
+        run_id = item.get("id") if isinstance(item, dict) else None
+        name = item.get("name") if isinstance(item, dict) else None
+        files = item.get("files") if isinstance(item, dict) else None
+        if (
+            not isinstance(run_id, str)
+            or not run_id
+            or not isinstance(name, str)
+            or not isinstance(files, list)
+            or not all(isinstance(f, str) for f in files)
+        ):
+            raise ValueError(
+                f"malformed entry {item!r} in {self.basedir / RUNS_FILE}: expected"
+                " {id: string, name: string, files: [string]}"
             )
+        return RunResult(run_id, name, tuple(files), self.basedir / run_id)
 
     def __iter__(self) -> Iterator[RunResult]:
         return iter(self._runs)

@@ -45,10 +45,18 @@ async def start_postproc(
     """Create the post-processing run for the current ranking, if one is due.
 
     Returns the job to hand to the engine once the session commits, or None when the
-    workflow has no post-processing, ignores it, has no ranked run, or its last
-    post-processing run already had this ranking as input.
+    workflow has no post-processing, ignores it, has no ranked run, or a
+    post-processing run already had this ranking as input (that run becomes the
+    workflow's current one again: a ranking can return when a run is deleted).
     """
-    wf = await session.get(Workflow, workflow_id, populate_existing=True)
+    # The workflow row is the lock that orders concurrent successes: the ranking is
+    # read after it is taken, so the last transaction to commit sees every ranked run
+    # (under READ COMMITTED a concurrent success is otherwise invisible, and the last
+    # post-processing run would miss it). NO KEY UPDATE does not conflict with the
+    # KEY SHARE locks that inserting rows which reference the workflow takes.
+    wf = await session.get(
+        Workflow, workflow_id, populate_existing=True, with_for_update={"key_share": True}
+    )
     if wf is None or wf.postproc_spec is None or wf.ignore_postproc or wf.result_schema is None:
         return None
     template = template_of(wf)
@@ -60,10 +68,8 @@ async def start_postproc(
         return None
     run_ids = [row.run_id for row in rows]
     key = ranking_key(run_ids)
-    if wf.postproc_run_id is not None:
-        last = await session.get(Run, wf.postproc_run_id)
-        if last is not None and last.postproc_key == key:
-            return None
+    if await _reuse(session, wf, key):
+        return None
     run_id = new_id()
     try:
         async with session.begin_nested():
@@ -80,7 +86,9 @@ async def start_postproc(
                 )
             )
     except IntegrityError:
-        return None  # another engine started the run for this ranking
+        # Another writer started the run for this ranking (a backend without row locks).
+        await _reuse(session, wf, key)
+        return None
     wf.postproc_run_id = run_id
     await session.flush()
     stored = await session.execute(
@@ -118,3 +126,16 @@ async def start_postproc(
         result_files=tuple(result_files),
         config=config,
     )
+
+
+async def _reuse(session: AsyncSession, wf: Workflow, key: str) -> bool:
+    """Make the post-processing run of this ranking current, if there is one."""
+    existing = await session.scalar(
+        select(Run.run_id).where(Run.workflow_id == wf.workflow_id, Run.postproc_key == key)
+    )
+    if existing is None:
+        return False
+    if wf.postproc_run_id != existing:
+        wf.postproc_run_id = existing
+        await session.flush()
+    return True

@@ -25,14 +25,15 @@ from flowserv_async.template import ResultSchema, SortColumn
 def sort_columns(schema: ResultSchema, order_by: Any) -> list[SortColumn]:
     """Validate ``order_by`` (``[{name, sortDesc?}]``) against the schema.
 
-    ``None`` means the template's order (default: first column descending).
+    ``None`` and an empty list mean the template's order (default: first column
+    descending): without a sort column "the best run of a group" would be arbitrary.
 
     Raises:
         InvalidArgumentError: naming an unknown column or a malformed entry.
 
     """
-    if order_by is None:
-        return list(schema.order_by) or schema.default_order()
+    if order_by is None or (isinstance(order_by, list | tuple) and not order_by):
+        return schema.default_order()
     if not isinstance(order_by, list | tuple):
         raise InvalidArgumentError(f"order_by must be a list of {{name, sortDesc}}: {order_by!r}")
     names = {column.name for column in schema.columns}
@@ -94,7 +95,13 @@ async def ranked_runs(
     """The successful ranked runs in rank order; the best run per group by default.
 
     Plain columns, not ORM objects: a leaderboard may have many thousand rows.
+
+    Raises:
+        InvalidArgumentError: ``include_all`` is no bool.
+
     """
+    if not isinstance(include_all, bool):
+        raise InvalidArgumentError(f"include_all must be true or false, got {include_all!r}")
     keys = _sort_keys(schema, order)
     ranked = (Ranking.workflow_id == workflow_id, Run.state == str(RunState.SUCCESS))
     stmt = (

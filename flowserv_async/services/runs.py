@@ -572,8 +572,26 @@ class RunService(Service):
                 self.session, run_id, run.workflow_id, run.group_id, outcome
             ):
                 await volume.delete(prefix)
+            elif outcome.results is not None and template.postproc and not wf.ignore_postproc:
+                await self._start_postproc(run.workflow_id)
         await self.session.refresh(run)
         return await load_run_handle(self.session, run)
+
+    async def _start_postproc(self, workflow_id: str) -> None:
+        """Create the post-processing run of a changed ranking; start it after commit."""
+        # Imported here: the post-processing module builds on this one.
+        from flowserv_async.services.postproc import start_postproc
+
+        factory = self.ctx.factory
+        job = await start_postproc(
+            self.session, workflow_id, factory.engine.engine_id, self.ctx.settings.engine_config
+        )
+        if job is not None:
+
+            async def hand_over() -> None:
+                await factory.exec_workflow(job, None, {}, factory.volume)
+
+            self.ctx.after_commit.append(hand_over)
 
     async def _readable(self, run_id: str, write: bool = False) -> Run:
         """The run, if the caller may see it (and act on it when ``write``)."""

@@ -191,9 +191,9 @@ class WorkflowService(Service):
             groups = list((await self.session.scalars(stmt)).all())
         postproc = None
         if wf.postproc_run_id is not None:
-            run = await self.session.get(Run, wf.postproc_run_id)
+            run = await self.session.get(Run, wf.postproc_run_id, populate_existing=True)
             if run is not None:
-                postproc = serialize.run_handle(run)
+                postproc = await load_run_handle(self.session, run)
         return serialize.workflow_handle(wf, groups=groups, postproc=postproc)
 
     async def list_workflows(

@@ -8,6 +8,7 @@ default: the column name). The default ranking order is the first column, descen
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -69,7 +70,11 @@ class ResultColumn:
             ValueError: with the reason when the value does not convert.
 
         """
-        return _CONVERTERS[self.dtype](value)
+        result = _CONVERTERS[self.dtype](value)
+        # JSON has no infinity: a stored ranking must stay readable on every backend.
+        if isinstance(result, float) and not math.isfinite(result):
+            raise ValueError("not a finite number")
+        return result
 
     def json_path(self) -> list[str]:
         """The keys that lead to the column value in a result document."""

@@ -21,7 +21,6 @@ reported, not counted as done. This is flowserv's best case.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import io
 import json
 import logging
@@ -31,6 +30,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 import flowserv.controller.serial.engine.base as serial_engine
@@ -41,32 +41,15 @@ from flowserv.version import __version__ as flowserv_version
 from flowserv.volume.base import IOBuffer
 from flowserv.volume.fs import FStore
 
+# Run as a script by flowserv's interpreter: make the benchmarks package importable.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.driverlib import alive, kill, mark, names, summary_ms
+
 FINAL_STATES = frozenset({"SUCCESS", "ERROR", "CANCELED"})
 SPECFILE = "benchmark.yaml"
 
 
 # -- Helpers ------------------------------------------------------------------------------
-
-
-def mark(label: str) -> None:
-    print(f"@mark {label}", flush=True)
-
-
-def percentile(values: list[float], pct: float) -> float | None:
-    """Nearest-rank percentile; ``None`` for no values."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = max(0, min(len(ordered) - 1, round(pct / 100 * len(ordered) + 0.5) - 1))
-    return ordered[rank]
-
-
-def summary_ms(prefix: str, seconds: list[float]) -> dict[str, Any]:
-    ms = [s * 1000 for s in seconds]
-    return {
-        f"{prefix}_median_ms": statistics.median(ms) if ms else None,
-        f"{prefix}_p95_ms": percentile(ms, 95),
-    }
 
 
 class Completions:
@@ -167,13 +150,6 @@ class Bench:
         }
 
 
-def alive(proc: psutil.Process) -> bool:
-    try:
-        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
-
-
 def step_processes(command: str, timeout: float = 10.0) -> list[psutil.Process]:
     """The driver's descendants, once a process named ``command`` is among them."""
     me = psutil.Process()
@@ -184,20 +160,6 @@ def step_processes(command: str, timeout: float = 10.0) -> list[psutil.Process]:
             return procs
         time.sleep(0.002)
     raise TimeoutError(f"no {command!r} process appeared within {timeout} s")
-
-
-def names(procs: Iterable[psutil.Process]) -> list[str]:
-    found = []
-    for proc in procs:
-        with contextlib.suppress(psutil.Error):
-            found.append(proc.name())
-    return found
-
-
-def kill(procs: Iterable[psutil.Process]) -> None:
-    for proc in procs:
-        with contextlib.suppress(psutil.Error):
-            proc.kill()
 
 
 # -- Scenarios ----------------------------------------------------------------------------

@@ -15,19 +15,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import logging
 import statistics
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import psutil
 
+from benchmarks.driverlib import alive, kill, mark, names, percentile, summary_ms
 from flowserv_async import LocalAPIFactory, __version__
 
 FINAL_STATES = frozenset({"SUCCESS", "ERROR", "CANCELED"})
@@ -38,27 +38,6 @@ ApiCall = Callable[[Any], Awaitable[Any]]
 
 
 # -- Helpers ------------------------------------------------------------------------------
-
-
-def mark(label: str) -> None:
-    print(f"@mark {label}", flush=True)
-
-
-def percentile(values: list[float], pct: float) -> float | None:
-    """Nearest-rank percentile; ``None`` for no values."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = max(0, min(len(ordered) - 1, round(pct / 100 * len(ordered) + 0.5) - 1))
-    return ordered[rank]
-
-
-def summary_ms(prefix: str, seconds: list[float]) -> dict[str, Any]:
-    ms = [s * 1000 for s in seconds]
-    return {
-        f"{prefix}_median_ms": statistics.median(ms) if ms else None,
-        f"{prefix}_p95_ms": percentile(ms, 95),
-    }
 
 
 class LoopLag:
@@ -156,13 +135,6 @@ class Bench:
         }
 
 
-def alive(proc: psutil.Process) -> bool:
-    try:
-        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
-
-
 async def step_processes(command: str) -> list[psutil.Process]:
     """The driver's descendants, once a process named ``command`` is among them."""
     me = psutil.Process()
@@ -172,20 +144,6 @@ async def step_processes(command: str) -> list[psutil.Process]:
             if command in names(procs):
                 return procs
             await asyncio.sleep(0.002)
-
-
-def names(procs: Iterable[psutil.Process]) -> list[str]:
-    found = []
-    for proc in procs:
-        with contextlib.suppress(psutil.Error):
-            found.append(proc.name())
-    return found
-
-
-def kill(procs: Iterable[psutil.Process]) -> None:
-    for proc in procs:
-        with contextlib.suppress(psutil.Error):
-            proc.kill()
 
 
 # -- Scenarios ----------------------------------------------------------------------------

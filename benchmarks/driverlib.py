@@ -59,3 +59,48 @@ def kill(procs: Iterable[psutil.Process]) -> None:
     for proc in procs:
         with contextlib.suppress(psutil.Error):
             proc.kill()
+
+
+class CancelTally:
+    """The cancel scenario's measurements, added up over the counted runs."""
+
+    def __init__(self, reps: int) -> None:
+        self.reps = reps
+        self.to_canceled: list[float] = []
+        self.to_gone: list[float] = []
+        self.procs_per_run: list[int] = []
+        self.survivors = 0
+        self.runs_with_survivors = 0
+        self.survivor_names: set[str] = set()
+
+    def add(
+        self,
+        procs: int,
+        canceled_after: float | None,
+        gone_after: float | None,
+        survivors: int,
+        survivor_names: Iterable[str],
+    ) -> None:
+        """One run: its step processes, seconds to CANCELED and to all gone, leftovers."""
+        self.procs_per_run.append(procs)
+        if canceled_after is not None:
+            self.to_canceled.append(canceled_after)
+        if gone_after is not None:
+            self.to_gone.append(gone_after)
+        self.survivors += survivors
+        self.runs_with_survivors += bool(survivors)
+        self.survivor_names.update(survivor_names)
+
+    def result(self) -> dict[str, Any]:
+        """The metrics both drivers report for the cancel scenario."""
+        return {
+            "runs": self.reps,
+            **summary_ms("canceled", self.to_canceled),
+            "not_canceled": self.reps - len(self.to_canceled),
+            **summary_ms("procs_gone", self.to_gone),
+            "runs_all_gone": len(self.to_gone),
+            "runs_with_survivors": self.runs_with_survivors,
+            "survivors": self.survivors,
+            "survivor_names": sorted(self.survivor_names),
+            "procs_per_run": (statistics.mean(self.procs_per_run) if self.procs_per_run else None),
+        }

@@ -25,7 +25,6 @@ import io
 import json
 import logging
 import os
-import statistics
 import sys
 import threading
 import time
@@ -43,7 +42,7 @@ from flowserv.volume.fs import FStore
 
 # Run as a script by flowserv's interpreter: make the benchmarks package importable.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.driverlib import alive, kill, mark, names, summary_ms
+from benchmarks.driverlib import CancelTally, alive, kill, mark, names, summary_ms
 
 FINAL_STATES = frozenset({"SUCCESS", "ERROR", "CANCELED"})
 SPECFILE = "benchmark.yaml"
@@ -196,12 +195,7 @@ def scenario_cancel(bench: Bench, template: str, params: dict[str, Any]) -> dict
     _, group_id = bench.install(template, "cancel")
     reps = int(params["reps"])
     grace = float(params.get("grace_s", 1.0))
-    to_canceled: list[float] = []
-    to_gone: list[float] = []
-    procs_per_run: list[int] = []
-    survivors = 0
-    runs_with_survivors = 0
-    survivor_names: set[str] = set()
+    tally = CancelTally(reps)
     for i in range(reps + 1):  # the first cancel warms up and is not counted
         run_id = bench.start(group_id)
         procs = step_processes("sleep")
@@ -225,25 +219,14 @@ def scenario_cancel(bench: Bench, template: str, params: dict[str, Any]) -> dict
         psutil.wait_procs(left, timeout=2)
         if i == 0:
             continue
-        procs_per_run.append(len(procs))
-        if state == "CANCELED":
-            to_canceled.append(t2 - t0)
-        if gone_at is not None:
-            to_gone.append(gone_at - t1)
-        survivors += len(left)
-        runs_with_survivors += bool(left)
-        survivor_names.update(left_names)
-    return {
-        "runs": reps,
-        **summary_ms("canceled", to_canceled),
-        "not_canceled": reps - len(to_canceled),
-        **summary_ms("procs_gone", to_gone),
-        "runs_all_gone": len(to_gone),
-        "runs_with_survivors": runs_with_survivors,
-        "survivors": survivors,
-        "survivor_names": sorted(survivor_names),
-        "procs_per_run": statistics.mean(procs_per_run) if procs_per_run else None,
-    }
+        tally.add(
+            procs=len(procs),
+            canceled_after=t2 - t0 if state == "CANCELED" else None,
+            gone_after=gone_at - t1 if gone_at is not None else None,
+            survivors=len(left),
+            survivor_names=left_names,
+        )
+    return tally.result()
 
 
 def scenario_api(bench: Bench, template: str, params: dict[str, Any]) -> dict[str, Any]:

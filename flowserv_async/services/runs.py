@@ -248,7 +248,6 @@ def _context_value(value: Any) -> Any:
 
 
 async def prepare_job(
-    session: AsyncSession,
     settings_engine_config: str | None,
     run_id: str,
     wf: Workflow,
@@ -257,7 +256,6 @@ async def prepare_job(
     values: dict[str, Any],
     config: dict[str, Any] | None,
     input_keys: tuple[tuple[str, str], ...] = (),
-    generated: tuple[tuple[str, bytes], ...] = (),
 ) -> RunJob:
     """Validate and assemble everything the engine needs for a run (nothing is written).
 
@@ -284,7 +282,6 @@ async def prepare_job(
         context=context,
         static_prefix=static_prefix(wf.workflow_id),
         input_files=input_keys,
-        generated_files=generated,
         result_files=_result_files(template, spec.outputs),
         config=engine_config,
         result_schema=template.result_schema if group is not None else None,
@@ -344,7 +341,6 @@ class RunService(Service):
             inputs.append((upload_key(wf.workflow_id, group_id, upload.file_id), item.target))
         run_id = new_id()
         job = await prepare_job(
-            self.session,
             self.ctx.settings.engine_config,
             run_id,
             wf,

@@ -40,6 +40,8 @@ FLOWSERV_API_HOST = "FLOWSERV_API_HOST"
 FLOWSERV_API_PORT = "FLOWSERV_API_PORT"
 FLOWSERV_API_PATH = "FLOWSERV_API_PATH"
 FLOWSERV_API_PROTOCOL = "FLOWSERV_API_PROTOCOL"
+FLOWSERV_CORS_ORIGINS = "FLOWSERV_CORS_ORIGINS"
+FLOWSERV_ANONYMOUS_DOWNLOADS = "FLOWSERV_ANONYMOUS_DOWNLOADS"
 
 AUTH_DEFAULT = "default"
 AUTH_OPEN = "open"
@@ -103,6 +105,11 @@ def _port(name: str, value: Any) -> int:
     return port
 
 
+def _origins(name: str, value: Any) -> tuple[str, ...]:
+    # A comma list of origins, or "*" for any origin.
+    return tuple(o.strip() for o in str(value).split(",") if o.strip())
+
+
 def _auth(name: str, value: Any) -> str:
     # flowserv: 'open' selects open access, anything else the default policy.
     return AUTH_OPEN if str(value).strip().lower() == AUTH_OPEN else AUTH_DEFAULT
@@ -137,6 +144,8 @@ _VARIABLES: dict[str, tuple[Callable[[str, Any], Any], Any]] = {
     FLOWSERV_API_PORT: (_port, 5000),
     FLOWSERV_API_PATH: (_text, "/flowserv/api/v1"),
     FLOWSERV_API_PROTOCOL: (_text, "http"),
+    FLOWSERV_CORS_ORIGINS: (_origins, ()),
+    FLOWSERV_ANONYMOUS_DOWNLOADS: (_bool, False),
 }
 
 VARIABLES: tuple[str, ...] = tuple(sorted(_VARIABLES))
@@ -177,6 +186,8 @@ class Settings:
     api_port: int
     api_path: str
     api_protocol: str
+    cors_origins: tuple[str, ...]
+    anonymous_downloads: bool
 
     @classmethod
     def from_env(cls, env: Mapping[str, Any]) -> Settings:
@@ -217,6 +228,8 @@ class Settings:
             api_port=values[FLOWSERV_API_PORT],
             api_path=values[FLOWSERV_API_PATH],
             api_protocol=values[FLOWSERV_API_PROTOCOL],
+            cors_origins=values[FLOWSERV_CORS_ORIGINS],
+            anonymous_downloads=values[FLOWSERV_ANONYMOUS_DOWNLOADS],
         )
 
     @property

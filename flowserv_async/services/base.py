@@ -128,6 +128,15 @@ class ServiceContext:
             )
         return self.user_id
 
+    async def require_downloader(self, group_id: str) -> None:
+        """Raise unless the caller may download the group's files.
+
+        Members only, unless ``FLOWSERV_ANONYMOUS_DOWNLOADS`` restores flowserv's
+        downloads by identifier for everyone.
+        """
+        if not self.settings.anonymous_downloads:
+            await self.require_member(group_id)
+
 
 def paged(stmt: Select[Any], limit: int | None, offset: int | None) -> Select[Any]:
     """Apply a listing's optional ``limit`` and ``offset``.

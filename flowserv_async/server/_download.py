@@ -1,0 +1,40 @@
+"""Streamed downloads: a service's download handle as an HTTP response."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from urllib.parse import quote
+
+from fastapi.responses import StreamingResponse
+
+from flowserv_async.volume import DownloadHandle
+
+
+def content_disposition(name: str) -> str:
+    """``attachment`` with the file name, RFC 6266 style for names that are not ASCII."""
+    quoted = quote(name, safe="")
+    if quoted == name:
+        return f'attachment; filename="{name}"'
+    return f"attachment; filename*=utf-8''{quoted}"
+
+
+async def _chunks(handle: DownloadHandle) -> AsyncIterator[bytes]:
+    async with aclosing(handle.iter_bytes()) as chunks:
+        async for chunk in chunks:
+            yield chunk
+
+
+def download_response(handle: DownloadHandle) -> StreamingResponse:
+    """Stream the handle's content, never compressed, as an attachment.
+
+    The body is read from the file store after the request's database session has
+    ended; the handle needs no session.
+    """
+    headers = {
+        "Content-Disposition": content_disposition(handle.name),
+        "Cache-Control": "no-cache",
+    }
+    if handle.size is not None:
+        headers["Content-Length"] = str(handle.size)
+    return StreamingResponse(_chunks(handle), media_type=handle.mime_type, headers=headers)

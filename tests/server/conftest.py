@@ -6,13 +6,14 @@ tests use the real uvicorn server of ``live_server`` (one per test session).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import pytest
-from serverutil import BASE_URL, HELLOWORLD, Login
+from serverutil import BASE_URL, HELLOWORLD, LiveServer, Login
 from sqlalchemy import update
 
 from flowserv_async import LocalAPIFactory
@@ -69,3 +70,27 @@ def login(client: httpx.AsyncClient, factory: LocalAPIFactory) -> Login:
         return user_id, {"api_key": r.json()["token"]}
 
     return login
+
+
+@pytest.fixture(scope="session")
+def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """One real uvicorn server for the whole test session (default policy, anonymous
+    downloads for flowserv's client), with the helloworld workflow installed.
+    """
+    env = {
+        "FLOWSERV_API_DIR": str(tmp_path_factory.mktemp("live")),
+        "FLOWSERV_AUTH": "default",
+        "FLOWSERV_ANONYMOUS_DOWNLOADS": "true",
+    }
+
+    async def install() -> None:
+        async with LocalAPIFactory(env=env) as factory, factory() as api:
+            await api.workflows().create_workflow(source=str(HELLOWORLD))
+
+    anyio.run(install)
+    server = LiveServer(env)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

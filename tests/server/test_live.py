@@ -16,8 +16,7 @@ BOUNDARY = "flowservtestboundary"
 async def multipart_body(data: bytes, chunk: int = 64 * 1024) -> AsyncIterator[bytes]:
     """A multipart body sent in chunks (chunked transfer encoding, no length)."""
     yield (
-        f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"big.bin\""
-        "\r\n\r\n"
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="files"; filename="big.bin"\r\n\r\n'
     ).encode()
     for start in range(0, len(data), chunk):
         yield data[start : start + chunk]

@@ -4,11 +4,22 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import aclosing
+from typing import Any
 from urllib.parse import quote
 
 from fastapi.responses import StreamingResponse
 
 from flowserv_async.volume import DownloadHandle
+
+
+def download_responses(media_type: str = "*/*") -> dict[int | str, Any]:
+    """The OpenAPI description of a download route's success."""
+    return {
+        200: {
+            "description": "the file, as an attachment",
+            "content": {media_type: {"schema": {"type": "string", "format": "binary"}}},
+        }
+    }
 
 
 def content_disposition(name: str) -> str:

@@ -102,6 +102,25 @@ async def _service_descriptor(caller: CallerDep) -> dict[str, Any]:
         return api.server().to_dict()
 
 
+def _document_errors_as_served(app: FastAPI) -> None:
+    """Drop FastAPI's 422 from the OpenAPI document: invalid requests get a 400."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            doc = generate()
+            for operations in doc.get("paths", {}).values():
+                for operation in operations.values():
+                    operation.get("responses", {}).pop("422", None)
+            schemas = doc.get("components", {}).get("schemas", {})
+            for name in ("HTTPValidationError", "ValidationError"):
+                schemas.pop(name, None)
+            app.openapi_schema = doc
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def create_app(
     factory: LocalAPIFactory | None = None, *, env: Mapping[str, Any] | None = None
 ) -> FastAPI:
@@ -168,6 +187,7 @@ def create_app(
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(UploadError, _upload_error)
     app.add_exception_handler(Exception, _unexpected_error)
+    _document_errors_as_served(app)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

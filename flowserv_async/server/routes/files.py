@@ -9,7 +9,7 @@ from fastapi.responses import StreamingResponse
 
 from flowserv_async.server import models
 from flowserv_async.server._caller import CallerDep, DownloaderDep
-from flowserv_async.server._download import download_response
+from flowserv_async.server._download import download_response, download_responses
 from flowserv_async.server._multipart import FilePart
 
 router = APIRouter(prefix="/uploads", tags=["files"], route_class=models.ShapedRoute)
@@ -59,7 +59,9 @@ async def upload_file(caller: CallerDep, group_id: str, request: Request) -> dic
         return await api.uploads().upload_file(group_id, part.chunks(), name)
 
 
-@router.get("/{group_id}/files/{file_id}", response_class=StreamingResponse)
+@router.get(
+    "/{group_id}/files/{file_id}", response_class=StreamingResponse, responses=download_responses()
+)
 async def download_file(caller: DownloaderDep, group_id: str, file_id: str) -> StreamingResponse:
     """The file's content (members, or anyone with ``FLOWSERV_ANONYMOUS_DOWNLOADS``)."""
     async with caller.session() as api:

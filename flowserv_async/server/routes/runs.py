@@ -9,7 +9,7 @@ from fastapi.responses import StreamingResponse
 
 from flowserv_async.server import models
 from flowserv_async.server._caller import CallerDep, DownloaderDep
-from flowserv_async.server._download import download_response
+from flowserv_async.server._download import download_response, download_responses
 
 router = APIRouter(prefix="/runs", tags=["runs"], route_class=models.ShapedRoute)
 
@@ -45,7 +45,7 @@ async def delete_run(caller: CallerDep, run_id: str) -> Response:
 @router.get(
     "/{run_id}/downloads/archive",
     response_class=StreamingResponse,
-    responses={200: {"content": {"application/gzip": {}}}},
+    responses=download_responses("application/gzip"),
 )
 async def download_run_archive(caller: DownloaderDep, run_id: str) -> StreamingResponse:
     """A tar.gz of a successful run's result files."""
@@ -54,7 +54,11 @@ async def download_run_archive(caller: DownloaderDep, run_id: str) -> StreamingR
     return download_response(handle)
 
 
-@router.get("/{run_id}/downloads/files/{file_id}", response_class=StreamingResponse)
+@router.get(
+    "/{run_id}/downloads/files/{file_id}",
+    response_class=StreamingResponse,
+    responses=download_responses(),
+)
 async def download_run_file(caller: DownloaderDep, run_id: str, file_id: str) -> StreamingResponse:
     """One result file of a successful run."""
     async with caller.session() as api:

@@ -10,7 +10,7 @@ from fastapi.responses import StreamingResponse
 from flowserv_async.errors import UnknownUserError
 from flowserv_async.server import models
 from flowserv_async.server._caller import CallerDep, DownloaderDep
-from flowserv_async.server._download import download_response
+from flowserv_async.server._download import download_response, download_responses
 
 router = APIRouter(prefix="/workflows", tags=["workflows"], route_class=models.ShapedRoute)
 
@@ -70,7 +70,7 @@ async def get_leaderboard(
 @router.get(
     "/{workflow_id}/downloads/archive",
     response_class=StreamingResponse,
-    responses={200: {"content": {"application/gzip": {}}}},
+    responses=download_responses("application/gzip"),
 )
 async def download_postproc_archive(caller: DownloaderDep, workflow_id: str) -> StreamingResponse:
     """A tar.gz of the current post-processing run's files."""
@@ -79,7 +79,11 @@ async def download_postproc_archive(caller: DownloaderDep, workflow_id: str) -> 
     return download_response(handle)
 
 
-@router.get("/{workflow_id}/downloads/files/{file_id}", response_class=StreamingResponse)
+@router.get(
+    "/{workflow_id}/downloads/files/{file_id}",
+    response_class=StreamingResponse,
+    responses=download_responses(),
+)
 async def download_postproc_file(
     caller: DownloaderDep, workflow_id: str, file_id: str
 ) -> StreamingResponse:

@@ -17,7 +17,9 @@ from flowserv_async.errors import (
     FlowservError,
     InvalidConfigurationError,
     MissingConfigurationError,
+    UnknownRunError,
 )
+from flowserv_async.local import FactoryState
 
 
 class RecordingEngine(WorkflowController):
@@ -161,3 +163,26 @@ async def test_failed_open_leaves_nothing_open(tmp_path: Path) -> None:
     with pytest.raises(InvalidConfigurationError):
         await factory.open()
     assert not factory.is_open
+
+
+async def test_calls_on_a_never_opened_factory_do_not_keep_it_open(tmp_path: Path) -> None:
+    engine = RecordingEngine()
+    factory = LocalAPIFactory(env={"FLOWSERV_API_DIR": str(tmp_path)}, engine=engine)
+    job = RunJob(
+        "r1",
+        "w1",
+        None,
+        parse_workflow({"steps": [{"name": "s", "action": {"commands": ["true"]}}]}),
+        {},
+        "w1/static",
+        "w1/runs/r1",
+    )
+    with pytest.raises(FlowservError, match="new, not open"):
+        await factory.exec_workflow(job, None, {}, None)
+    with pytest.raises(TypeError, match="RunJob"):
+        await factory.exec_workflow("r1", None, {}, None)
+    await factory.cancel_run("r1")
+    with pytest.raises(UnknownRunError):
+        await factory.wait_run("r1", timeout=5)
+    assert factory.state == FactoryState.NEW
+    assert engine.calls == ["open", "cancel:r1", "aclose", "open", "aclose"]

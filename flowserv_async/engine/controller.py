@@ -73,10 +73,13 @@ class AsyncioEngine(WorkflowController):
         return self._ctx
 
     async def open(self, context: EngineContext) -> None:
-        """Start the supervisor task and fail runs left behind by dead engines."""
-        if self._ctx is not None or self._closed:
-            raise FlowservError("the workflow engine can be opened only once")
-        self._ctx = context
+        """Start the supervisor task and fail runs left behind by dead engines.
+
+        An engine can be opened again after :meth:`aclose`, not while it is open.
+        """
+        if self._ctx is not None:
+            raise FlowservError("the workflow engine is already open")
+        self._ctx, self._closed = context, False
         if context.limits.max_concurrent_runs:
             self._slots = anyio.Semaphore(context.limits.max_concurrent_runs)
         await self._sweep()
@@ -98,11 +101,9 @@ class AsyncioEngine(WorkflowController):
 
     async def aclose(self) -> None:
         """Cancel every run (recorded CANCELED: the service shut down), then stop."""
-        if self._closed:
+        if self._closed or self._ctx is None:
             return
         self._closed = True
-        if self._ctx is None:
-            return
         active = list(self._runs.values())
         for run in active:
             run.reason = run.reason or SHUTDOWN_REASON
@@ -115,6 +116,7 @@ class AsyncioEngine(WorkflowController):
                 self._closing.set()
             if self._supervisor is not None:
                 await self._supervisor
+        self._ctx = self._tg = self._supervisor = self._slots = None
 
     async def start(self, job: RunJob) -> None:
         """Queue a run; it starts when a slot is free."""

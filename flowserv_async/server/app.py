@@ -13,6 +13,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+import flowserv_async.server.models as models
 from flowserv_async.errors import (
     ConstraintViolationError,
     FlowservError,
@@ -24,7 +25,6 @@ from flowserv_async.errors import (
     UnknownParameterError,
 )
 from flowserv_async.local import LocalAPIFactory
-from flowserv_async.server import models
 from flowserv_async.server._caller import CallerDep
 from flowserv_async.server._multipart import UploadError
 from flowserv_async.server.routes import files, groups, runs, users, workflows

@@ -6,8 +6,8 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException, Response, status
 
+import flowserv_async.server.models as models
 from flowserv_async.errors import UnauthorizedAccessError, UnknownUserError
-from flowserv_async.server import models
 from flowserv_async.server._caller import CallerDep
 from flowserv_async.states import RunState
 

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Response, status
 from fastapi.responses import StreamingResponse
 
-from flowserv_async.server import models
+import flowserv_async.server.models as models
 from flowserv_async.server._caller import CallerDep, DownloaderDep
 from flowserv_async.server._download import download_response, download_responses
 

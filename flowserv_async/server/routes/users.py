@@ -6,8 +6,8 @@ from typing import Any
 
 from fastapi import APIRouter, status
 
+import flowserv_async.server.models as models
 from flowserv_async.errors import UnauthenticatedAccessError
-from flowserv_async.server import models
 from flowserv_async.server._caller import CallerDep
 
 router = APIRouter(prefix="/users", tags=["users"], route_class=models.ShapedRoute)

@@ -7,8 +7,8 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, status
 from fastapi.responses import StreamingResponse
 
+import flowserv_async.server.models as models
 from flowserv_async.errors import UnknownUserError
-from flowserv_async.server import models
 from flowserv_async.server._caller import CallerDep, DownloaderDep
 from flowserv_async.server._download import download_response, download_responses
 

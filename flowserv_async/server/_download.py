@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from typing import Any
 from urllib.parse import quote
 
 from fastapi.responses import StreamingResponse
 
+from flowserv_async.api import API
+from flowserv_async.server._caller import Caller
 from flowserv_async.volume import DownloadHandle
 
 
@@ -36,12 +38,21 @@ async def _chunks(handle: DownloadHandle) -> AsyncIterator[bytes]:
             yield chunk
 
 
-def download_response(handle: DownloadHandle) -> StreamingResponse:
-    """Stream the handle's content, never compressed, as an attachment.
+async def download(
+    caller: Caller, fetch: Callable[[API], Awaitable[DownloadHandle]]
+) -> StreamingResponse:
+    """Get a download handle in the caller's session, then stream it.
 
-    The body is read from the file store after the request's database session has
-    ended; the handle needs no session.
+    The body is read from the file store after the session has ended: a handle needs
+    no session.
     """
+    async with caller.session() as api:
+        handle = await fetch(api)
+    return download_response(handle)
+
+
+def download_response(handle: DownloadHandle) -> StreamingResponse:
+    """Stream the handle's content, never compressed, as an attachment."""
     headers = {
         "Content-Disposition": content_disposition(handle.name),
         "Cache-Control": "no-cache",

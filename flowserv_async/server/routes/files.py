@@ -9,7 +9,7 @@ from fastapi.responses import StreamingResponse
 
 import flowserv_async.server.models as models
 from flowserv_async.server._caller import CallerDep, DownloaderDep
-from flowserv_async.server._download import download_response, download_responses
+from flowserv_async.server._download import download, download_responses
 from flowserv_async.server._multipart import FilePart
 
 router = APIRouter(prefix="/uploads", tags=["files"], route_class=models.ShapedRoute)
@@ -64,9 +64,7 @@ async def upload_file(caller: CallerDep, group_id: str, request: Request) -> dic
 )
 async def download_file(caller: DownloaderDep, group_id: str, file_id: str) -> StreamingResponse:
     """The file's content (members, or anyone with ``FLOWSERV_ANONYMOUS_DOWNLOADS``)."""
-    async with caller.session() as api:
-        handle = await api.uploads().get_uploaded_file(group_id, file_id)
-    return download_response(handle)
+    return await download(caller, lambda api: api.uploads().get_uploaded_file(group_id, file_id))
 
 
 @router.delete(

@@ -9,7 +9,7 @@ from fastapi.responses import StreamingResponse
 
 import flowserv_async.server.models as models
 from flowserv_async.server._caller import CallerDep, DownloaderDep
-from flowserv_async.server._download import download_response, download_responses
+from flowserv_async.server._download import download, download_responses
 
 router = APIRouter(prefix="/runs", tags=["runs"], route_class=models.ShapedRoute)
 
@@ -49,9 +49,7 @@ async def delete_run(caller: CallerDep, run_id: str) -> Response:
 )
 async def download_run_archive(caller: DownloaderDep, run_id: str) -> StreamingResponse:
     """A tar.gz of a successful run's result files."""
-    async with caller.session() as api:
-        handle = await api.runs().get_result_archive(run_id)
-    return download_response(handle)
+    return await download(caller, lambda api: api.runs().get_result_archive(run_id))
 
 
 @router.get(
@@ -61,9 +59,7 @@ async def download_run_archive(caller: DownloaderDep, run_id: str) -> StreamingR
 )
 async def download_run_file(caller: DownloaderDep, run_id: str, file_id: str) -> StreamingResponse:
     """One result file of a successful run."""
-    async with caller.session() as api:
-        handle = await api.runs().get_result_file(run_id, file_id)
-    return download_response(handle)
+    return await download(caller, lambda api: api.runs().get_result_file(run_id, file_id))
 
 
 @router.get("/{run_id}/logs", response_model=models.RunLog)

@@ -10,7 +10,7 @@ from fastapi.responses import StreamingResponse
 import flowserv_async.server.models as models
 from flowserv_async.errors import UnknownUserError
 from flowserv_async.server._caller import CallerDep, DownloaderDep
-from flowserv_async.server._download import download_response, download_responses
+from flowserv_async.server._download import download, download_responses
 
 router = APIRouter(prefix="/workflows", tags=["workflows"], route_class=models.ShapedRoute)
 
@@ -74,9 +74,7 @@ async def get_leaderboard(
 )
 async def download_postproc_archive(caller: DownloaderDep, workflow_id: str) -> StreamingResponse:
     """A tar.gz of the current post-processing run's files."""
-    async with caller.session() as api:
-        handle = await api.workflows().get_result_archive(workflow_id)
-    return download_response(handle)
+    return await download(caller, lambda api: api.workflows().get_result_archive(workflow_id))
 
 
 @router.get(
@@ -88,9 +86,7 @@ async def download_postproc_file(
     caller: DownloaderDep, workflow_id: str, file_id: str
 ) -> StreamingResponse:
     """A file of the current post-processing run."""
-    async with caller.session() as api:
-        handle = await api.workflows().get_result_file(workflow_id, file_id)
-    return download_response(handle)
+    return await download(caller, lambda api: api.workflows().get_result_file(workflow_id, file_id))
 
 
 @router.get("/{workflow_id}/groups", response_model=models.GroupListing)

@@ -180,7 +180,7 @@ class WorkflowService(Service):
 
         """
         wf = await self._get(workflow_id)
-        groups: list[Group] | None = None  # only shown to a known user
+        groups: list[Group] = []
         if self.ctx.user_id is not None:
             stmt = (
                 select(Group)

@@ -48,7 +48,10 @@ async def list_workflows(caller: CallerDep) -> dict[str, Any]:
 async def get_workflow(caller: CallerDep, workflow_id: str) -> dict[str, Any]:
     """The workflow; ``groups`` lists the caller's groups when a token is valid."""
     async with caller.session() as api:
-        return await api.workflows().get_workflow(workflow_id)
+        handle = await api.workflows().get_workflow(workflow_id)
+        if api.user_id is None:
+            handle.pop("groups", None)  # as flowserv's server: only for a known user
+        return handle
 
 
 @router.get("/{workflow_id}/leaderboard", response_model=models.Leaderboard)

@@ -23,7 +23,6 @@ from flowserv_async.config import (
 )
 from flowserv_async.controller import EngineContext, EngineLimits, WorkflowController
 from flowserv_async.db import DB, init_db
-from flowserv_async.db.models import Run
 from flowserv_async.engine.controller import AsyncioEngine
 from flowserv_async.engine.job import RunJob
 from flowserv_async.errors import (
@@ -33,7 +32,7 @@ from flowserv_async.errors import (
     UnknownRunError,
 )
 from flowserv_async.services.base import ServiceContext, translate_errors
-from flowserv_async.services.runs import load_run_handle
+from flowserv_async.services.reads import read_run
 from flowserv_async.services.runstore import DatabaseRunStore
 from flowserv_async.services.users import authenticate
 from flowserv_async.states import FINAL_STATES, RunState
@@ -324,11 +323,11 @@ class LocalAPIFactory:
             await engine.wait(run_id)
             while True:
                 async with self.db.session() as session:
-                    run = await session.get(Run, run_id)
-                    if run is None:
-                        raise UnknownRunError(run_id)
-                    if run.state in FINAL_STATES:
-                        return await load_run_handle(session, run)
+                    read = await read_run(session, run_id, None)
+                if read is None:
+                    raise UnknownRunError(run_id)
+                if read.handle["state"] in FINAL_STATES:
+                    return read.handle
                 # Not (or no longer) notified by this factory's engine: a run of another
                 # process, or one handed to the engine just now.
                 if not await engine.wait(run_id):

@@ -122,11 +122,17 @@ class ServiceContext:
         """Raise unless the caller is a member of the group; return the caller's id."""
         if not self.settings.open_access:
             self.require_user()
-        if not await self.is_member(group_id):
-            raise UnauthorizedAccessError(
-                f"user '{self.user_id}' is not a member of group '{group_id}'"
-            )
+        self.check_member(group_id, await self.is_member(group_id))
         return self.user_id
+
+    def check_member(self, group_id: str, is_member: bool) -> None:
+        """:meth:`require_member` with membership already read (``is_member``)."""
+        if not self.settings.open_access:
+            self.require_user()
+            if not is_member:
+                raise UnauthorizedAccessError(
+                    f"user '{self.user_id}' is not a member of group '{group_id}'"
+                )
 
 
 def paged(stmt: Select[Any], limit: int | None, offset: int | None) -> Select[Any]:

@@ -142,12 +142,22 @@ def paged(stmt: Select[Any], limit: int | None, offset: int | None) -> Select[An
         InvalidArgumentError: for a negative or non-integer value.
 
     """
+    check_page(limit, offset)
+    return stmt.limit(limit).offset(offset)
+
+
+def check_page(limit: int | None, offset: int | None) -> None:
+    """Refuse a ``limit`` or ``offset`` that is not a non-negative integer or None.
+
+    Raises:
+        InvalidArgumentError: naming the bad value.
+
+    """
     for name, value in (("limit", limit), ("offset", offset)):
         if value is not None and (
             not isinstance(value, int) or isinstance(value, bool) or value < 0
         ):
             raise InvalidArgumentError(f"{name} must be a non-negative integer, got {value!r}")
-    return stmt.limit(limit).offset(offset)
 
 
 def _translated(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:

@@ -8,6 +8,7 @@ same dicts as :mod:`flowserv_async.services.serialize` returns for ORM objects.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any, NamedTuple, cast
 
@@ -16,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from flowserv_async.db.models import Group, GroupMember, Run, RunFile, Workflow
 from flowserv_async.services import serialize
-from flowserv_async.services.base import paged
+from flowserv_async.services.base import check_page
 from flowserv_async.states import RunState
 
 
@@ -99,25 +100,34 @@ class RunList(NamedTuple):
     is_member: bool
 
 
-async def read_group_runs(
-    session: AsyncSession,
-    group_id: str,
-    user_id: str | None,
-    states: Sequence[str] | None,
-    limit: int | None,
-    offset: int | None,
-) -> RunList | None:
-    """A group's runs (descriptors, creation order), or None for no such group."""
+# LIMIT for a page without one: both backends take a number where "no limit" differs.
+_NO_LIMIT = 2**62
+
+
+def _page(limit: int | None, offset: int | None) -> dict[str, int]:
+    check_page(limit, offset)
+    if limit is None and offset is None:
+        return {}
+    return {"limit": _NO_LIMIT if limit is None else limit, "offset": offset or 0}
+
+
+def _paged(stmt: Select[Any]) -> Select[Any]:
+    return stmt.limit(bindparam("limit")).offset(bindparam("offset"))
+
+
+@functools.cache
+def _group_runs(with_states: bool, with_page: bool) -> Select[Any]:
     runs = cast(
         "Select[Any]",
-        select(Run.run_id, Run.state, Run.created_at, Run.group_id).where(
-            Run.group_id == bindparam("group_id")
-        ),
+        select(Run.run_id, Run.state, Run.created_at, Run.group_id)
+        .where(Run.group_id == bindparam("group_id"))
+        .order_by(Run.created_at, Run.run_id),
     )
-    if states is not None:
-        runs = runs.where(Run.state.in_(states))
-    page = paged(runs.order_by(Run.created_at, Run.run_id), limit, offset).subquery()
-    stmt = (
+    if with_states:
+        runs = runs.where(Run.state.in_(bindparam("states", expanding=True)))
+    page = (_paged(runs) if with_page else runs).subquery()
+    return cast(
+        "Select[Any]",
         select(
             _is_member(Group.group_id).label("is_member"),
             page.c.run_id,
@@ -127,9 +137,23 @@ async def read_group_runs(
         .select_from(Group)
         .outerjoin(page, page.c.group_id == Group.group_id)
         .where(Group.group_id == bindparam("group_id"))
-        .order_by(page.c.created_at, page.c.run_id)
+        .order_by(page.c.created_at, page.c.run_id),
     )
-    params = {"group_id": group_id, "user_id": user_id}
+
+
+async def read_group_runs(
+    session: AsyncSession,
+    group_id: str,
+    user_id: str | None,
+    states: Sequence[str] | None,
+    limit: int | None,
+    offset: int | None,
+) -> RunList | None:
+    """A group's runs (descriptors, creation order), or None for no such group."""
+    params: dict[str, Any] = {"group_id": group_id, "user_id": user_id, **_page(limit, offset)}
+    if states is not None:
+        params["states"] = list(states)
+    stmt = _group_runs(states is not None, "limit" in params)
     rows = (await session.execute(stmt, params)).all()
     if not rows:
         return None
@@ -137,12 +161,19 @@ async def read_group_runs(
     return RunList(listed, bool(rows[0].is_member))
 
 
-_GROUP_DESCRIPTORS = cast(
-    "Select[Any]",
-    select(Group.group_id, Group.name, Group.workflow_id).order_by(
-        Group.created_at, Group.group_id
-    ),
-)
+@functools.cache
+def _groups(of_workflow: bool, of_user: bool, with_page: bool) -> Select[Any]:
+    stmt = cast(
+        "Select[Any]",
+        select(Group.group_id, Group.name, Group.workflow_id).order_by(
+            Group.created_at, Group.group_id
+        ),
+    )
+    if of_workflow:
+        stmt = stmt.where(Group.workflow_id == bindparam("workflow_id"))
+    if of_user:
+        stmt = stmt.where(_is_member(Group.group_id))
+    return _paged(stmt) if with_page else stmt
 
 
 async def read_groups(
@@ -153,13 +184,10 @@ async def read_groups(
     offset: int | None,
 ) -> list[dict[str, Any]]:
     """Group descriptors: the user's groups (all for None), optionally of one workflow."""
-    stmt = _GROUP_DESCRIPTORS
-    if workflow_id is not None:
-        stmt = stmt.where(Group.workflow_id == workflow_id)
-    if user_id is not None:
-        stmt = stmt.where(_is_member(Group.group_id))
-    stmt = paged(stmt, limit, offset)
-    rows = (await session.execute(stmt, {"user_id": user_id})).all()
+    params: dict[str, Any] = {"workflow_id": workflow_id, "user_id": user_id}
+    params.update(_page(limit, offset))
+    stmt = _groups(workflow_id is not None, user_id is not None, "limit" in params)
+    rows = (await session.execute(stmt, params)).all()
     return [serialize.group_descriptor(row) for row in rows]
 
 

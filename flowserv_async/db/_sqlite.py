@@ -8,6 +8,8 @@ and starts a transaction only when one is needed:
 
 - a statement that changes the database (``INSERT``, ``UPDATE``, ``DELETE``, DDL,
   ``SAVEPOINT``) outside a transaction first runs ``BEGIN IMMEDIATE``, in the same call;
+  so does the first statement after :meth:`StatementConnection.begin_immediate` (a write
+  session, which must read and write in one transaction);
 - reads outside a transaction run on their own (SQLite's autocommit), so a session that
   only reads sends neither ``BEGIN`` nor ``COMMIT``;
 - ``commit()`` and ``rollback()`` do nothing when no transaction is open.
@@ -120,7 +122,9 @@ class StatementCursor(AsyncAdapt_aiosqlite_cursor):
 
     def _call(self, operation: str, parameters: Any, many: bool) -> None:
         adapt = self._adapt_connection
-        begin = _WRITES.match(operation) is not None
+        assert isinstance(adapt, StatementConnection)
+        begin = adapt._begin_pending or _WRITES.match(operation) is not None
+        adapt._begin_pending = False
         try:
             outcome: _Outcome = await_(
                 self._connection._execute(
@@ -130,7 +134,6 @@ class StatementCursor(AsyncAdapt_aiosqlite_cursor):
         except Exception as error:
             adapt._handle_exception(error)
         self._description, rows, self._rowcount, self._lastrowid, in_tx = outcome
-        assert isinstance(adapt, StatementConnection)
         adapt._in_transaction = in_tx
         self._rows = collections.deque(rows or ())
 
@@ -138,13 +141,18 @@ class StatementCursor(AsyncAdapt_aiosqlite_cursor):
 class StatementConnection(AsyncAdapt_aiosqlite_connection):
     """An aiosqlite connection whose transactions begin with the first write."""
 
-    __slots__ = ("_in_transaction",)
+    __slots__ = ("_begin_pending", "_in_transaction")
 
     _cursor_cls = StatementCursor
 
     def __init__(self, dbapi: Any, connection: Any) -> None:
         super().__init__(dbapi, connection)
         self._in_transaction = False
+        self._begin_pending = False
+
+    def begin_immediate(self) -> None:
+        """Begin a write transaction (``BEGIN IMMEDIATE``) with the next statement."""
+        self._begin_pending = True
 
     def commit(self) -> None:
         """Commit the open transaction; nothing to do without one."""
@@ -155,6 +163,7 @@ class StatementConnection(AsyncAdapt_aiosqlite_connection):
         self._end(commit=False)
 
     def _end(self, commit: bool) -> None:
+        self._begin_pending = False
         if not self._in_transaction or not self._connection._connection:
             return
         try:

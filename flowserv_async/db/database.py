@@ -88,7 +88,8 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         # Reading transactions send no BEGIN: the adapter (db/_sqlite.py) begins one
         # with the first statement that writes.
         if conn.get_execution_options().get(WRITE_OPTION, False):
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # Sent with the transaction's first statement, in the same driver call.
+            conn.connection.dbapi_connection.begin_immediate()
 
 
 _WRITER_KEY = "flowserv_writer"

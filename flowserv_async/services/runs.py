@@ -143,9 +143,8 @@ class RunService(Service):
             InvalidConfigurationError: a bad engine configuration.
 
         """
-        # One write transaction for checks and insert: on SQLite that saves moving a
-        # read transaction to a write one, and validation is quick.
-        await self.ctx.begin_write()
+        # Validation reads before the write lock: on SQLite the lock is then held only
+        # for the insert (concurrent starts queue on it).
         group = await self.session.get(Group, group_id)
         if group is None:
             raise UnknownWorkflowGroupError(group_id)
@@ -183,6 +182,7 @@ class RunService(Service):
             input_keys=tuple(inputs),
         )
         engine = self.ctx.factory.engine
+        await self.ctx.begin_write()
         run = Run(
             run_id=run_id,
             workflow_id=wf.workflow_id,

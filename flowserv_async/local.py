@@ -120,6 +120,7 @@ class LocalAPIFactory:
         self._explicit = False
         self._active_sessions = 0
         self._volume: StorageVolume | None = None
+        self._store: DatabaseRunStore | None = None
         self._lock: anyio.Lock | None = None
 
     @property
@@ -179,22 +180,27 @@ class LocalAPIFactory:
             self._volume = await volume_from_spec(self.settings.filestore or self.settings.api_dir)
             if self._db is None:
                 self._db = await init_db(self._env)
+            store = DatabaseRunStore(self._db, self.settings.engine_config)
+            await store.open()
             try:
                 if self._engine is None:
                     self._engine = init_backend(self)
-                await self._engine.open(self._engine_context(self._db, self._volume))
+                await self._engine.open(self._engine_context(store, self._volume))
             except BaseException:
+                with anyio.CancelScope(shield=True):
+                    await store.aclose()
                 if self._owns_db:
                     with anyio.CancelScope(shield=True):
                         await self._db.dispose()
                     self._db = None
                 raise
+            self._store = store
             self._state = FactoryState.OPEN
 
-    def _engine_context(self, db: DB, volume: StorageVolume) -> EngineContext:
+    def _engine_context(self, store: DatabaseRunStore, volume: StorageVolume) -> EngineContext:
         settings = self.settings
         return EngineContext(
-            store=DatabaseRunStore(db, settings.engine_config),
+            store=store,
             volume=volume,
             runsdir=Path(settings.api_dir, "tmp", "runs"),
             limits=EngineLimits.from_settings(settings),
@@ -217,6 +223,9 @@ class LocalAPIFactory:
                     if self._engine is not None:
                         await self._engine.aclose()
                 finally:
+                    if self._store is not None:
+                        await self._store.aclose()
+                        self._store = None
                     if self._owns_db and self._db is not None:
                         await self._db.dispose()
                         self._db = None

@@ -132,6 +132,9 @@ class StatementCursor(AsyncAdapt_aiosqlite_cursor):
                 )
             )
         except Exception as error:
+            # A failed statement may have begun a transaction (BEGIN IMMEDIATE ran):
+            # let commit/rollback ask the driver instead of skipping it.
+            adapt._in_transaction = True
             adapt._handle_exception(error)
         self._description, rows, self._rowcount, self._lastrowid, in_tx = outcome
         adapt._in_transaction = in_tx

@@ -100,6 +100,7 @@ class _Report:
     done: anyio.Event = field(default_factory=anyio.Event)
     result: Any = None
     error: Exception | None = None
+    awaited: bool = True
 
 
 # Waiters woken per loop iteration after a batch: a batch of hundreds of runs must not
@@ -166,9 +167,19 @@ class DatabaseRunStore:
         return saved
 
     async def append_log(self, run_id: str, entries: Sequence[LogEntry]) -> None:
-        """Store log lines of a run."""
-        if entries:
+        """Store log lines of a run.
+
+        While the writer runs, the lines are queued and this returns at once: they are
+        written with the next batch, so before any state change reported after them. A
+        failure to store them is logged.
+        """
+        if not entries:
+            return
+        if self._writer is None:
             await self._submit("log", run_id, list(entries))
+        else:
+            self._queue.append(_Report("log", (run_id, list(entries)), awaited=False))
+            self._wakeup.set()
 
     async def heartbeat(self, engine_id: str, run_ids: Sequence[str]) -> None:
         """Refresh the heartbeat of the engine's runs."""
@@ -213,6 +224,8 @@ class DatabaseRunStore:
                     await self._write([report])
                 return
             batch[0].error = exc
+            if not batch[0].awaited:
+                logger.exception("cannot store a %s report of the engine", batch[0].kind)
         for i, report in enumerate(batch):
             report.done.set()
             if i % _WAKE_CHUNK == _WAKE_CHUNK - 1:
@@ -239,13 +252,10 @@ class DatabaseRunStore:
                 report.result = report.args[0] in moved
         store = SessionRunStore(session, self.engine_config)
         for report in batch:
+            # No savepoint: when a report fails, the batch is written again report by
+            # report, and the failing one fails alone.
             if report.kind == "results":
-                try:
-                    async with session.begin_nested():
-                        report.result = await store.save_results(*report.args)
-                except Exception as exc:
-                    logger.exception("cannot record the results of run %s", report.args[0].run_id)
-                    report.error = exc
+                report.result = await store.save_results(*report.args)
             elif report.kind == "stale":
                 report.result = await runstate.fail_stale_runs(session, *report.args)
         await runstate.append_logs(session, logs)

@@ -11,7 +11,9 @@ from sqlalchemy.exc import IntegrityError
 
 from flowserv_async import DB
 from flowserv_async.db.models import Group, Run, RunLogLine, Workflow
+from flowserv_async.engine.job import ResultSpec
 from flowserv_async.engine.log import LogEntry
+from flowserv_async.engine.store import RunOutcome
 from flowserv_async.errors import FlowservError
 from flowserv_async.services.runstore import DatabaseRunStore
 from flowserv_async.states import RunState
@@ -84,29 +86,35 @@ async def test_a_final_run_never_moves(store: DatabaseRunStore, database: DB) ->
     assert found["r1"][0] == "RUNNING"
 
 
-async def test_a_bad_report_fails_alone(store: DatabaseRunStore, database: DB) -> None:
-    async def bad_log() -> None:
-        await store.append_log("no-such-run", [LogEntry(0, None, "stdout", "x")])
-
-    async def good() -> bool:
-        return await store.mark_running("r2")
-
+async def test_a_bad_report_fails_alone(
+    store: DatabaseRunStore, database: DB, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Ranked results of a group that does not exist: the ranking row breaks a foreign key.
+    bad = ResultSpec(run_id="r5", workflow_id="w", group_id="nope", prefix="w/runs/r5")
     outcome: dict[str, object] = {}
 
-    async def capture(name: str, fn: object) -> None:
+    async def save_bad() -> None:
         try:
-            outcome[name] = await fn()  # type: ignore[operator]
+            outcome["bad"] = await store.save_results(bad, RunOutcome((), {"x": 1}), "e")
         except IntegrityError as exc:
-            outcome[name] = exc
+            outcome["bad"] = exc
+
+    async def good() -> None:
+        outcome["good"] = await store.mark_running("r2")
 
     async with anyio.create_task_group() as tg:
-        tg.start_soon(capture, "bad", bad_log)
-        tg.start_soon(capture, "good", good)
+        # Log lines of an unknown run are queued, not awaited: their failure is logged.
+        await store.append_log("no-such-run", [LogEntry(0, None, "stdout", "x")])
+        tg.start_soon(save_bad)
+        tg.start_soon(good)
     assert isinstance(outcome["bad"], IntegrityError)
     assert outcome["good"] is True
-    assert (await states(database))["r2"][0] == "RUNNING"
+    found = await states(database)
+    assert found["r2"][0] == "RUNNING"
+    assert found["r5"][0] == "PENDING"
     async with database.session() as session:
         assert (await session.scalars(select(RunLogLine))).all() == []
+    assert "cannot store a log report" in caplog.text
 
 
 async def test_after_close_reports_are_written_directly(

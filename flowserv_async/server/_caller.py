@@ -56,7 +56,7 @@ def _caller(request: Request, token: Annotated[str | None, Security(_header_toke
     return Caller(app_factory(request), token)
 
 
-def _downloader(
+async def _downloader(
     request: Request,
     header: Annotated[str | None, Security(_header_token)],
     query: Annotated[str | None, Security(_query_token)],

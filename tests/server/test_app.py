@@ -160,3 +160,25 @@ async def test_cors_listed_origins_only(client: httpx.AsyncClient) -> None:
     assert ok.headers["access-control-allow-origin"] == "http://b.example"
     other = await client.get("workflows", headers={"origin": "http://c.example"})
     assert "access-control-allow-origin" not in other.headers
+
+
+async def test_internal_errors_are_500_without_details(
+    factory: LocalAPIFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flowserv_async.errors import FlowservError
+    from flowserv_async.services.workflows import WorkflowService
+
+    async def fails(self: Any, **kwargs: Any) -> Any:
+        raise FlowservError("database error: /srv/secret/flowserv.db is locked")
+
+    async def crashes(self: Any, workflow_id: str) -> Any:
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(WorkflowService, "list_workflows", fails)
+    monkeypatch.setattr(WorkflowService, "get_workflow", crashes)
+    transport = httpx.ASGITransport(app=create_app(factory), raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url=BASE_URL) as client:
+        for path in ("workflows", "workflows/w1"):
+            r = await client.get(path)
+            assert r.status_code == 500
+            assert r.json() == {"message": "internal server error"}

@@ -64,6 +64,8 @@ class WorkflowStep:
             that declares nothing is ordered after every earlier step and before
             every later one.
         timeout: Time limit in seconds, ``None`` for the engine default.
+        output_folders: Folders created before the step runs, as flowserv does: the
+            parent of each output file, and each output ending in ``/``.
 
     """
 
@@ -73,6 +75,7 @@ class WorkflowStep:
     outputs: tuple[str, ...] = ()
     declares_files: bool = False
     timeout: float | None = None
+    output_folders: tuple[str, ...] = ()
 
     @property
     def skipped(self) -> bool:
@@ -82,12 +85,13 @@ class WorkflowStep:
 
 @dataclass(frozen=True, slots=True)
 class WorkflowSpec:
-    """A parsed serial workflow."""
+    """A parsed serial workflow (``output_folders``: as for a step, made before any step)."""
 
     steps: tuple[WorkflowStep, ...]
     parameters: Mapping[str, Any] = field(default_factory=dict)
     inputs: tuple[str, ...] = ()
     outputs: tuple[str, ...] = ()
+    output_folders: tuple[str, ...] = ()
 
 
 def parse_workflow(doc: Mapping[str, Any]) -> WorkflowSpec:
@@ -118,7 +122,11 @@ def parse_workflow(doc: Mapping[str, Any]) -> WorkflowSpec:
         names.add(step.name)
         steps.append(step)
     return WorkflowSpec(
-        steps=tuple(steps), parameters=dict(parameters), inputs=inputs, outputs=outputs
+        steps=tuple(steps),
+        parameters=dict(parameters),
+        inputs=inputs,
+        outputs=outputs,
+        output_folders=_output_folders(doc.get("files")),
     )
 
 
@@ -140,6 +148,7 @@ def _parse_step(doc: Any, index: int) -> WorkflowStep:
         outputs=outputs,
         declares_files=declares_files,
         timeout=_parse_timeout(doc.get("timeout"), where),
+        output_folders=_output_folders(doc.get("files")),
     )
 
 
@@ -208,6 +217,18 @@ def _parse_paths(doc: Any, where: str) -> tuple[str, ...]:
     if not isinstance(doc, list):
         raise InvalidTemplateError(f"{where} must be a list of paths, got {_kind(doc)}")
     return tuple(normalize_path(path, where) for path in doc)
+
+
+def _output_folders(files: Mapping[str, Any] | None) -> tuple[str, ...]:
+    """The folders of the declared outputs (``files`` was checked by ``_parse_files``)."""
+    folders: list[str] = []
+    for path in (files or {}).get("outputs") or ():
+        folder = path if path.strip().endswith("/") else posixpath.dirname(path.strip())
+        if folder.strip("/"):
+            folder = normalize_path(folder)
+            if folder not in folders:
+                folders.append(folder)
+    return tuple(folders)
 
 
 def normalize_path(path: Any, where: str = "path") -> str:

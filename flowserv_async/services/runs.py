@@ -8,7 +8,8 @@ final state.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import posixpath
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -53,6 +54,12 @@ from flowserv_async.template import (
     input_files,
     parse_arguments,
     replace_references,
+)
+from flowserv_async.template.parameters import (
+    FileParameter,
+    ListParameter,
+    Parameter,
+    RecordParameter,
 )
 from flowserv_async.volume import DownloadHandle, StorageVolume, join_key
 
@@ -241,10 +248,61 @@ def _result_files(template: WorkflowTemplate, declared: Sequence[str]) -> tuple[
     return tuple(declared)
 
 
-def _context_value(value: Any) -> Any:
+def _with_paths(value: Any) -> Any:
+    """``value`` with every :class:`InputFile` (also in lists and records) as its target path.
+
+    A reference to a file parameter (in ``files.inputs``, ``parameters`` or a command)
+    means where the file is in the run folder.
+    """
     if isinstance(value, InputFile):
         return value.target
+    if isinstance(value, dict):
+        return {key: _with_paths(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_with_paths(item) for item in value]
     return value
+
+
+def _file_slots(parameters: Iterable[Parameter]) -> set[str]:
+    """The paths that file parameters declare (``target``, or the default path)."""
+    slots: set[str] = set()
+    for para in parameters:
+        if isinstance(para, FileParameter):
+            slots.update(posixpath.normpath(p) for p in (para.target, para.default) if p)
+        elif isinstance(para, ListParameter):
+            slots |= _file_slots([para.para])
+        elif isinstance(para, RecordParameter):
+            slots |= _file_slots(para.fields)
+    return slots
+
+
+async def _refuse_static_targets(
+    volume: StorageVolume,
+    workflow_id: str,
+    parameters: ParameterIndex,
+    inputs: Sequence[tuple[str, str]],
+) -> None:
+    """Refuse file arguments whose target would replace a file shipped with the template.
+
+    Otherwise a participant could replace, say, the scoring code and rank anything. The
+    paths a file parameter declares (its ``target`` or default) are the exception: there
+    the template ships a default input meant to be replaced (flowserv's hello world).
+
+    Raises:
+        InvalidArgumentError: naming the target path and the template file.
+
+    """
+    prefix = static_prefix(workflow_id)
+    static = [key[len(prefix) :].lstrip("/") for key in await volume.walk(prefix)]
+    slots = _file_slots(parameters.values())
+    for _, target in inputs:
+        if target in slots:
+            continue
+        for path in static:
+            if target == path or path.startswith(target + "/") or target.startswith(path + "/"):
+                raise InvalidArgumentError(
+                    f"file argument target '{target}' would overwrite the template file '{path}'"
+                )
 
 
 async def prepare_job(
@@ -265,6 +323,7 @@ async def prepare_job(
         InvalidConfigurationError: a malformed engine configuration.
 
     """
+    values = _with_paths(values)
     section = replace_references(template.workflow, values, template.parameters)
     spec = parse_workflow(section)
     engine_config = await load_engine_config(
@@ -273,7 +332,7 @@ async def prepare_job(
         group.engine_config if group is not None else None,
         config,
     )
-    context = {k: _context_value(v) for k, v in values.items() if k not in spec.parameters}
+    context = {k: v for k, v in values.items() if k not in spec.parameters}
     return RunJob(
         run_id=run_id,
         workflow_id=wf.workflow_id,
@@ -339,6 +398,10 @@ class RunService(Service):
             if upload is None or upload.group_id != group_id:
                 raise UnknownFileError(item.file_id)
             inputs.append((upload_key(wf.workflow_id, group_id, upload.file_id), item.target))
+        if inputs:
+            await _refuse_static_targets(
+                self.ctx.factory.volume, wf.workflow_id, parameters, inputs
+            )
         run_id = new_id()
         job = await prepare_job(
             self.ctx.settings.engine_config,

@@ -147,7 +147,7 @@ async def test_each_new_ranking_gets_a_postproc_run_with_flowservs_layout(
     assert post["workflowId"] == wf_id
     assert len(await postproc_rows(database)) == 3  # every success changed the ranking
     # runs.json lists the ranked runs (best per group) in rank order, as flowserv did.
-    assert await read_output(factory, wf_id, "out/runs.json") == [
+    assert await read_output(factory, wf_id, "ranking") == [
         {"id": high["id"], "name": "g2", "files": ["results.json", "notes.txt"]},
         {"id": better["id"], "name": "g1", "files": ["results.json", "notes.txt"]},
     ]
@@ -173,7 +173,7 @@ async def test_each_new_ranking_gets_a_postproc_run_with_flowservs_layout(
     assert ranking_ids(board) == [high["id"], better["id"]]
     assert [(f["name"], f.get("title")) for f in board["postproc"]["files"]] == [  # type: ignore[index]
         ("out/files.json", "Inputs"),
-        ("out/runs.json", "Ranking"),
+        ("ranking", "Ranking"),  # named by the output's key, as in flowserv
     ]
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
         assert sorted(tar.getnames()) == ["out/files.json", "out/runs.json"]
@@ -209,7 +209,7 @@ async def test_an_unchanged_ranking_starts_no_new_postproc_run(
     assert len(await postproc_rows(database)) == 2
     second = await current_postproc(factory, wf_id)
     assert second is not None and second["id"] != first["id"]
-    ranked = await read_output(factory, wf_id, "out/runs.json")
+    ranked = await read_output(factory, wf_id, "ranking")
     assert [r["id"] for r in ranked] == [best["id"], low["id"]]
 
 
@@ -289,7 +289,7 @@ async def test_concurrent_successes_start_one_postproc_run_per_ranking(
         board = await api.workflows().get_ranking(wf_id)
     assert len(ranking_ids(board)) == 5
     assert board["postproc"]["state"] == "SUCCESS"  # type: ignore[index]
-    ranked = await read_output(factory, wf_id, "out/runs.json")
+    ranked = await read_output(factory, wf_id, "ranking")
     assert [r["id"] for r in ranked] == ranking_ids(board)
 
 
@@ -306,7 +306,7 @@ async def test_the_postproc_run_follows_a_ranking_that_returns_after_a_deletion(
     await run_score(factory, g1, 0.1)
     post = await current_postproc(factory, wf_id)
     assert post is not None and post["state"] == "SUCCESS"
-    ranked = await read_output(factory, wf_id, "out/runs.json")
+    ranked = await read_output(factory, wf_id, "ranking")
     assert [r["id"] for r in ranked] == [first["id"]]
 
 
@@ -337,7 +337,7 @@ async def test_hello_world_postproc_counts_ngrams_of_both_groups_in_rank_order(
         assert [e["group"]["name"] for e in board["ranking"]] == ["long", "short"]  # type: ignore[index]
         assert board["postproc"]["id"] == post["id"]  # type: ignore[index]
         (ngrams,) = board["postproc"]["files"]  # type: ignore[index]
-        assert ngrams["name"] == "results/ngrams.csv"
+        assert ngrams["name"] == "ngrams"  # the output key, as in flowserv
         assert ngrams["title"] == "Most frequent 3-grams"
         handle = await api.workflows().get_result_file(wf["id"], ngrams["id"])
         text = (await handle.read()).decode()
@@ -360,7 +360,7 @@ async def test_workflow_handle_shows_the_postproc_files(
     assert post["state"] == "SUCCESS"
     async with factory() as api:
         handle = await api.workflows().get_workflow(wf_id)
-    assert [f["name"] for f in handle["postproc"]["files"]] == ["out/files.json", "out/runs.json"]
+    assert [f["name"] for f in handle["postproc"]["files"]] == ["out/files.json", "ranking"]
 
 
 async def test_a_success_reported_by_update_run_starts_postproc_too(
@@ -380,5 +380,5 @@ async def test_a_success_reported_by_update_run_starts_postproc_too(
     post = await current_postproc(factory, wf_id)
     assert post is not None
     assert post["state"] == "SUCCESS"
-    listing = await read_output(factory, wf_id, "out/runs.json")
+    listing = await read_output(factory, wf_id, "ranking")
     assert [r["id"] for r in listing] == ["custom"]

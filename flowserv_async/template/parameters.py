@@ -205,8 +205,11 @@ class NumericParameter(Parameter):
 
 @dataclass(frozen=True, kw_only=True)
 class IntParameter(NumericParameter):
-    """Integer parameter; as in flowserv, ``'inf'``/``'-inf'`` (and infinite floats) are
-    accepted and become infinite floats (templates use them for "no limit")."""
+    """Integer parameter.
+
+    As in flowserv, ``'inf'``/``'-inf'`` (and infinite floats) are accepted and become
+    infinite floats (templates use them for "no limit").
+    """
 
     dtype: ClassVar[str] = "int"
 

@@ -269,7 +269,7 @@ async def test_legacy_step_that_is_an_actor_reference_runs_the_argument(
             - {id: preproc, name: Pre-processing, datatype: actor}
         """,
     )
-    step = {"environment": "python", "commands": ['${python} write.py out.txt given']}
+    step = {"environment": "python", "commands": ["${python} write.py out.txt given"]}
     handle = await run(factory, group, [{"name": "preproc", "value": step}])
     assert await result(factory, handle, "out.txt") == "given"
 
@@ -337,7 +337,7 @@ async def test_file_argument_may_not_replace_a_template_file(
 ) -> None:
     _, group = await install(factory, tmp_path / "wf", SCORED, SCORE_FILES)
     file_id = await upload(factory, group, b"print('rank me first')")
-    with pytest.raises(InvalidArgumentError, match="code/score.py"):
+    with pytest.raises(InvalidArgumentError, match=r"template file 'code/score\.py'"):
         await run(factory, group, [file_arg("data", file_id, target)])
     async with factory() as api:
         assert (await api.runs().list_runs(group))["runs"] == []
@@ -353,4 +353,3 @@ async def test_file_argument_may_replace_the_default_at_its_declared_target(
     file_id = await upload(factory, group, b"mine")
     handle = await run(factory, group, [file_arg("data", file_id)])
     assert await result(factory, handle, "score.txt") == "1"
-

@@ -34,6 +34,7 @@ from flowserv_async.engine.runner import (
 from flowserv_async.engine.spec import (
     CodeAction,
     ContainerAction,
+    NotebookAction,
     StepAction,
     WorkflowSpec,
     WorkflowStep,
@@ -58,6 +59,7 @@ __all__ = [
     "EngineConfig",
     "LogEntry",
     "LogPage",
+    "NotebookAction",
     "RunLog",
     "StepAction",
     "StepOutcome",

@@ -12,6 +12,8 @@ optional actor was not given, and the step is skipped)::
         timeout: seconds                           # optional
         action: {environment: str, commands: [str]}                     # container step
               | {func: "pkg.mod.fn", arg: str, variables: [{arg, var}]} # code step
+              | {notebook: path, output?: path, params?: [str],        # notebook step
+                 variables?: [{arg, var}], requirements?: [str]}
 """
 
 from __future__ import annotations
@@ -48,7 +50,25 @@ class CodeAction:
     variables: Mapping[str, str] = field(default_factory=dict)
 
 
-StepAction = ContainerAction | CodeAction
+@dataclass(frozen=True, slots=True)
+class NotebookAction:
+    """A Jupyter notebook executed with papermill (the ``notebooks`` extra).
+
+    Attributes:
+        notebook: Path of the notebook in the run folder.
+        output: Path of the executed notebook (``x.ipynb`` -> ``x.out.ipynb`` by default).
+        params: Notebook parameters given values from the context.
+        variables: Notebook parameter name -> context variable name.
+
+    """
+
+    notebook: str
+    output: str
+    params: tuple[str, ...] = ()
+    variables: Mapping[str, str] = field(default_factory=dict)
+
+
+StepAction = ContainerAction | CodeAction | NotebookAction
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,9 +192,31 @@ def _parse_action(doc: Any, where: str) -> StepAction | None:
         _reject_unknown(doc, {"func", "arg", "variables"}, f"{where} action")
         return _parse_code_action(doc, where)
     if "notebook" in doc:
-        raise InvalidTemplateError(f"{where}: notebook steps are not supported")
+        known = {"notebook", "output", "params", "variables", "requirements"}
+        _reject_unknown(doc, known, f"{where} action")
+        return _parse_notebook_action(doc, where)
     raise InvalidTemplateError(
-        f"{where}: unknown action with keys {sorted(doc)}; expected 'commands' or 'func'"
+        f"{where}: unknown action with keys {sorted(doc)}; expected 'commands', 'func' or "
+        "'notebook'"
+    )
+
+
+def _parse_notebook_action(doc: Mapping[str, Any], where: str) -> NotebookAction:
+    notebook = normalize_path(doc["notebook"], f"{where} notebook")
+    output = doc.get("output")
+    if output is None:
+        # flowserv's default name for the executed notebook.
+        stem = notebook[: -len(".ipynb")] if notebook.endswith(".ipynb") else notebook
+        output = f"{stem}.out.ipynb"
+    params = doc.get("params") or []
+    if not isinstance(params, list) or not all(isinstance(p, str) and p for p in params):
+        raise InvalidTemplateError(f"{where}: 'params' must be a list of names")
+    # ``requirements`` only matters for flowserv's Docker notebook worker.
+    return NotebookAction(
+        notebook=notebook,
+        output=normalize_path(output, f"{where} output"),
+        params=tuple(params),
+        variables=_parse_variables(doc, where),
     )
 
 
@@ -185,6 +227,10 @@ def _parse_code_action(doc: Mapping[str, Any], where: str) -> CodeAction:
     arg = doc.get("arg")
     if arg is not None and (not isinstance(arg, str) or not arg):
         raise InvalidTemplateError(f"{where}: 'arg' must be a non-empty string")
+    return CodeAction(func=func, arg=arg, variables=_parse_variables(doc, where))
+
+
+def _parse_variables(doc: Mapping[str, Any], where: str) -> dict[str, str]:
     variables: dict[str, str] = {}
     items = doc.get("variables") or []
     if not isinstance(items, list):
@@ -197,7 +243,7 @@ def _parse_code_action(doc: Mapping[str, Any], where: str) -> CodeAction:
         ):
             raise InvalidTemplateError(f"{where}: malformed variable mapping {item!r}")
         variables[item["arg"]] = item["var"]
-    return CodeAction(func=func, arg=arg, variables=variables)
+    return variables
 
 
 def _parse_files(doc: Any, where: str) -> tuple[tuple[str, ...], tuple[str, ...], bool]:

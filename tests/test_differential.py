@@ -89,6 +89,9 @@ CASES: dict[str, list[dict[str, Any]]] = {
             ],
         },
     ],
+    "notebook": [
+        {"group": "g", "arguments": [{"name": "n", "value": 2}, {"name": "title", "value": "Two"}]},
+    ],
     "codestep": [
         {"group": "g", "arguments": []},
         {"group": "g", "arguments": [{"name": "n", "value": 3}, {"name": "word", "value": "ho"}]},

@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from flowserv_async._paths import relative_path
 from flowserv_async.errors import InvalidTemplateError
 
 
@@ -278,13 +279,11 @@ def _output_folders(files: Mapping[str, Any] | None) -> tuple[str, ...]:
 
 
 def normalize_path(path: Any, where: str = "path") -> str:
-    """Normalise a relative POSIX path in the run folder; refuse absolute and ``..`` paths."""
-    if not isinstance(path, str) or not path.strip():
-        raise InvalidTemplateError(f"{where}: {path!r} is not a path")
-    norm = posixpath.normpath(path.strip())
-    if norm.startswith("/") or norm == ".." or norm.startswith("../"):
-        raise InvalidTemplateError(f"{where}: path '{path}' leaves the run folder")
-    return norm
+    """Normalise a relative POSIX path in the run folder (see :mod:`flowserv_async._paths`)."""
+    try:
+        return relative_path(path)
+    except (TypeError, ValueError) as exc:
+        raise InvalidTemplateError(f"{where}: {exc}") from None
 
 
 def _parse_timeout(value: Any, where: str) -> float | None:

@@ -84,7 +84,10 @@ def test_parse_container_code_and_skipped_steps() -> None:
             {"steps": [{"name": "a", "action": {"notebook": "nb.ipynb", "kernel": "x"}}]},
             "step 'a' action: unknown key(s) ['kernel']",
         ),
-        ({"steps": [{"name": "a", "action": {"notebook": "../nb.ipynb"}}]}, "leaves the run"),
+        (
+            {"steps": [{"name": "a", "action": {"notebook": "../nb.ipynb"}}]},
+            "step 'a' notebook: path",
+        ),
         (
             {"steps": [{"name": "a", "action": {"notebook": "n.ipynb", "params": "x"}}]},
             "step 'a': 'params'",

@@ -18,7 +18,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from flowserv_async._paths import relative_path
 from flowserv_async._util import new_id, utc_now
-from flowserv_async.db.models import Group, Run, RunFile, RunLogLine, UploadedFile, Workflow
+from flowserv_async.db.models import (
+    Group,
+    Ranking,
+    Run,
+    RunFile,
+    RunLogLine,
+    UploadedFile,
+    Workflow,
+)
 from flowserv_async.db.runstate import set_state
 from flowserv_async.engine.config import load_engine_config
 from flowserv_async.engine.job import ResultSpec, RunJob, result_files
@@ -34,6 +42,7 @@ from flowserv_async.errors import (
 )
 from flowserv_async.services import serialize
 from flowserv_async.services.base import Service, paged
+from flowserv_async.services.postproc import start_postproc
 from flowserv_async.services.runstore import SessionRunStore
 from flowserv_async.services.stored import run_prefix, static_prefix, template_of, upload_key
 from flowserv_async.states import ACTIVE_STATES, RunState
@@ -349,10 +358,27 @@ class RunService(Service):
             .values(postproc_run_id=None)
             .execution_options(synchronize_session=False)
         )
+        ranked = await self.session.scalar(select(Ranking.run_id).where(Ranking.run_id == run_id))
         await self.session.delete(run)
         await self.session.flush()
-        volume, prefix = self.ctx.factory.volume, run_prefix(run.workflow_id, run_id)
+        factory = self.ctx.factory
+        volume, prefix = factory.volume, run_prefix(run.workflow_id, run_id)
         self.ctx.after_commit.append(lambda: volume.delete(prefix))
+        if ranked is not None:
+            # The ranking changed: post-process the runs that remain ranked.
+            job = await start_postproc(
+                self.session,
+                run.workflow_id,
+                factory.engine.engine_id,
+                self.ctx.settings.engine_config,
+            )
+            if job is not None:
+                postproc = job
+
+                async def hand_over() -> None:
+                    await factory.engine.start(postproc)
+
+                self.ctx.after_commit.append(hand_over)
 
     async def get_result_file(self, run_id: str, file_id: str) -> DownloadHandle:
         """Return a download handle for one result file of a successful run.

@@ -382,3 +382,75 @@ async def test_a_success_reported_by_update_run_starts_postproc_too(
     assert post["state"] == "SUCCESS"
     listing = await read_output(factory, wf_id, "ranking")
     assert [r["id"] for r in listing] == ["custom"]
+
+
+async def test_deleting_a_ranked_run_post_processes_the_ranking_that_remains(
+    make_factory: Callable[..., LocalAPIFactory], tmp_path: Path, database: DB
+) -> None:
+    factory, wf_id = await benchmark(make_factory, tmp_path / "wf")
+    a = await run_score(factory, await new_group(factory, wf_id, "g1"), 0.5)
+    b = await run_score(factory, await new_group(factory, wf_id, "g2"), 0.9)
+    c = await run_score(factory, await new_group(factory, wf_id, "g3"), 0.7)
+    await current_postproc(factory, wf_id)
+    assert [r["id"] for r in await read_output(factory, wf_id, "ranking")] == [
+        b["id"],
+        c["id"],
+        a["id"],
+    ]
+    async with factory() as api:
+        await api.runs().delete_run(b["id"])
+    post = await current_postproc(factory, wf_id)
+    assert post is not None and post["state"] == "SUCCESS"
+    assert len(await postproc_rows(database)) == 4  # {a}, {a,b}, {a,b,c}, then {a,c}
+    assert [r["id"] for r in await read_output(factory, wf_id, "ranking")] == [c["id"], a["id"]]
+
+
+async def test_deleting_the_last_ranked_run_leaves_no_postproc_results(
+    make_factory: Callable[..., LocalAPIFactory], tmp_path: Path
+) -> None:
+    factory, wf_id = await benchmark(make_factory, tmp_path / "wf")
+    only = await run_score(factory, await new_group(factory, wf_id, "g1"), 0.5)
+    assert await current_postproc(factory, wf_id) is not None
+    async with factory() as api:
+        await api.runs().delete_run(only["id"])
+        handle = await api.workflows().get_workflow(wf_id)
+        board = await api.workflows().get_ranking(wf_id)
+    assert "postproc" not in handle
+    assert board is not None and board["ranking"] == [] and "postproc" not in board
+
+
+async def test_a_postproc_run_cancelled_by_a_shutdown_starts_again_on_open(
+    make_factory: Callable[..., LocalAPIFactory], tmp_path: Path, database: DB
+) -> None:
+    # The post-processing step waits while the flag file exists, then collects.
+    flag = tmp_path / "hold"
+    await anyio.Path(flag).write_text("")
+    wait = (
+        "import os, time;"
+        f" [time.sleep(0.05) for _ in iter(lambda: os.path.exists({str(flag)!r}), False)]"
+    )
+    command = f'{PY} -c "{wait}; {COLLECT}"'
+    factory, wf_id = await benchmark(make_factory, tmp_path / "wf", command=command)
+    run = await run_score(factory, await new_group(factory, wf_id, "g1"), 0.5)
+    with anyio.fail_after(30):
+        while True:
+            async with factory() as api:
+                handle = await api.workflows().get_workflow(wf_id)
+            if handle.get("postproc", {}).get("state") == "RUNNING":
+                break
+            await anyio.sleep(0.05)
+    await factory.aclose()
+    (cancelled,) = await postproc_rows(database)
+    assert cancelled.state == "CANCELED"
+    await anyio.Path(flag).unlink()
+    reopened = make_factory({"FLOWSERV_AUTH": "open"})
+    await reopened.open()
+    post = await current_postproc(reopened, wf_id)
+    assert post is not None and post["id"] != cancelled.run_id
+    assert post["state"] == "SUCCESS", post["messages"]
+    assert [r["id"] for r in await read_output(reopened, wf_id, "ranking")] == [run["id"]]
+    # Opening again starts nothing more: the new run did its work.
+    await reopened.aclose()
+    again = make_factory({"FLOWSERV_AUTH": "open"})
+    await again.open()
+    assert len(await postproc_rows(database)) == 2

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dbutil import backend_database
+from runs_helpers import blocking_factory
 
 from benchmarks.flowserv_env import ensure_flowserv_venv
 from flowserv_async import LocalAPIFactory
@@ -155,14 +155,8 @@ async def factory(
     """flowserv-async with ``start_run`` returning when the run has ended."""
     monkeypatch.setenv("PATH", _path_with_python())
     monkeypatch.syspath_prepend(str(MODULES))
-    async with backend_database("sqlite", tmp_path) as db:
-        env = {
-            "FLOWSERV_API_DIR": str(tmp_path / "api"),
-            "FLOWSERV_AUTH": "open",
-            "FLOWSERV_ASYNCENGINE": "false",
-        }
-        async with LocalAPIFactory(env=env, db=db) as opened:
-            yield opened
+    async with blocking_factory(tmp_path) as opened:
+        yield opened
 
 
 async def _argument(api: Any, group_id: str, arg: dict[str, Any]) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from typing import Any
 import anyio
 import pytest
 import yaml
-from dbutil import backend_database
+from runs_helpers import blocking_factory
 
 from flowserv_async import LocalAPIFactory
 from flowserv_async.errors import InvalidArgumentError
@@ -30,14 +30,8 @@ SCRIPTS = {
 @pytest.fixture
 async def factory(tmp_path: Path) -> AsyncIterator[LocalAPIFactory]:
     """A factory whose ``start_run`` returns when the run has ended."""
-    async with backend_database("sqlite", tmp_path) as db:
-        env = {
-            "FLOWSERV_API_DIR": str(tmp_path / "api"),
-            "FLOWSERV_AUTH": "open",
-            "FLOWSERV_ASYNCENGINE": "false",
-        }
-        async with LocalAPIFactory(env=env, db=db) as opened:
-            yield opened
+    async with blocking_factory(tmp_path) as opened:
+        yield opened
 
 
 async def install(

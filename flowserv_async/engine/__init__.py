@@ -42,6 +42,7 @@ from flowserv_async.engine.spec import (
 )
 from flowserv_async.engine.workers import (
     CodeWorker,
+    NotebookWorker,
     StepOutcome,
     StepRun,
     SubprocessWorker,
@@ -60,6 +61,7 @@ __all__ = [
     "LogEntry",
     "LogPage",
     "NotebookAction",
+    "NotebookWorker",
     "RunLog",
     "StepAction",
     "StepOutcome",

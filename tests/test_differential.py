@@ -27,6 +27,7 @@ from runs_helpers import blocking_factory
 
 from benchmarks.flowserv_env import ensure_flowserv_venv
 from flowserv_async import LocalAPIFactory
+from flowserv_async.errors import InvalidArgumentError
 from flowserv_async.template.parameters import NumberRange
 
 HERE = Path(__file__).parent / "differential"
@@ -101,8 +102,24 @@ CASES: dict[str, list[dict[str, Any]]] = {
 # the parameter has a default (MissingArgumentError from start_run); flowserv-async uses
 # the default, as for every other reference. Run on both, compared in its own test.
 CASES["absent-flag"] = [{"group": "g", "arguments": [{"name": "data", "file": "2\n"}]}]
-TEMPLATE_OF = {"absent-flag": "serial"}
-RANKED = {"serial", "postproc", "legacy"}
+# SPEC 12: on flowserv a participant's file argument may replace the template's scoring
+# code (here with a script that ranks itself first); flowserv-async refuses it.
+CHEAT = (
+    "import json, os; os.makedirs('results', exist_ok=True);"
+    " json.dump({'value': 1e9, 'count': 0, 'label': 'cheat'}, open('results/score.json', 'w'));"
+    " open('results/report.txt', 'w').write('')\n"
+)
+CASES["overwrite-code"] = [
+    {
+        "group": "cheat",
+        "arguments": [
+            {"name": "data", "file": CHEAT, "target": "code/score.py"},
+            {"name": "verbose", "value": False},
+        ],
+    }
+]
+TEMPLATE_OF = {"absent-flag": "serial", "overwrite-code": "serial"}
+RANKED = {"serial", "postproc", "legacy", "overwrite-code"}
 
 
 def _path_with_python() -> str:
@@ -276,6 +293,18 @@ async def test_conditional_on_an_absent_flag_uses_its_default_unlike_flowserv(
     ours = await outcome(factory, "absent-flag", CASES["absent-flag"])
     (run,) = ours["runs"]
     assert run["files"]["report"] == "plain: sum of 1 numbers is 2.0 (quiet, limit inf)\n"
+
+
+async def test_a_file_argument_cannot_replace_the_scoring_code_unlike_flowserv(
+    factory: LocalAPIFactory, flowserv_outcomes: dict[str, Any]
+) -> None:
+    # A deliberate difference (SPEC 12): on flowserv the replaced scoring code ranks first.
+    cheated = flowserv_outcomes["overwrite-code"]
+    assert cheated["ranking"] == [
+        {"group": "cheat", "results": {"value": 1e9, "count": 0, "label": "cheat"}}
+    ]
+    with pytest.raises(InvalidArgumentError, match=r"template file 'code/score\.py'"):
+        await outcome(factory, "overwrite-code", CASES["overwrite-code"])
 
 
 async def test_pre_09_reana_form_gives_the_hand_computed_results(

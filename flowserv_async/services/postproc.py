@@ -153,7 +153,7 @@ async def resume_postproc(
     )
     jobs = []
     for workflow_id, messages in (await session.execute(stmt)).all():
-        if list(messages or []) != [SHUTDOWN_REASON]:
+        if not _shut_down(RunState.CANCELED, messages):
             continue  # cancelled by a user: left as it is
         try:
             async with session.begin_nested():
@@ -164,6 +164,11 @@ async def resume_postproc(
         if job is not None:
             jobs.append(job)
     return jobs
+
+
+def _shut_down(state: RunState, messages: list[str] | None) -> bool:
+    """True for a run that was cancelled because the service shut down."""
+    return state == RunState.CANCELED and list(messages or []) == [SHUTDOWN_REASON]
 
 
 async def _reuse(session: AsyncSession, wf: Workflow, key: str) -> bool:
@@ -178,7 +183,7 @@ async def _reuse(session: AsyncSession, wf: Workflow, key: str) -> bool:
         return False
     run = await session.get(Run, existing, populate_existing=True)
     assert run is not None
-    if run.state == RunState.CANCELED and list(run.messages or []) == [SHUTDOWN_REASON]:
+    if _shut_down(RunState(run.state), run.messages):
         run.postproc_key = None
         await session.flush()
         return False

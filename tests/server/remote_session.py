@@ -82,7 +82,7 @@ def main(url):
     run = wait(api, run["id"])
     seen["run_state"] = run["state"]
     seen["runs"] = [r["state"] for r in api.runs().list_runs(group_id)["runs"]]
-    greetings = next(f for f in run["files"] if f["name"].endswith("greetings.txt"))
+    greetings = next(f for f in run["files"] if f["name"] == "greetings")
     seen["greetings"] = api.runs().get_result_file(run["id"], greetings["id"]).read().decode()
     archive = api.runs().get_result_archive(run["id"]).read()
     with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:

@@ -186,7 +186,7 @@ async def test_run_to_success_with_downloads_logs_and_leaderboard(
     assert {"startedAt", "finishedAt", "files"} <= set(run)
     assert "messages" not in run
     files = {f["name"]: f["id"] for f in run["files"]}
-    greetings = files["results/greetings.txt"]
+    greetings = files["greetings"]  # the output key the template declares
     r = await client.get(f"runs/{run_id}/downloads/files/{greetings}", headers=headers)
     assert r.status_code == 200
     assert r.content == b"Hello, Alice!\nHello, Bob!\n"

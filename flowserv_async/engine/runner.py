@@ -187,11 +187,24 @@ async def run_workflow(
                 return WorkflowResult(False, [message], results, run.context)
     limit = step_timeout if step_timeout else None
     await _StepGraph(spec, workers, funcs, run, results, limit).run()
+    for result in results.values():
+        if result.message:
+            result.message = run_relative(result.message, rundir)
     messages = [r.message for r in results.values() if r.state is StepState.ERROR and r.message]
     if not messages:
         missing = await find_missing_files(rundir, spec.outputs)
         messages = [f"declared output '{path}' is missing" for path in missing]
     return WorkflowResult(not messages, messages, results, run.context)
+
+
+def run_relative(message: str, rundir: Path) -> str:
+    """The message with paths in the run folder written relative to it.
+
+    Run messages are shown to the run's users; where the server keeps run folders is
+    none of their business (and the folder is gone once the run ends).
+    """
+    folder = str(rundir)
+    return message.replace(folder + "/", "").replace(folder, ".")
 
 
 async def find_missing_files(rundir: Path, paths: Iterable[str]) -> list[str]:

@@ -258,6 +258,23 @@ CASES: list[Any] = [
     ),
     (lambda c: c.install("{not json"), InvalidTemplateError, "spec-not-parseable"),
     (
+        lambda c: c.install({"workflow": {"files": {"outputs": ["../../x"]}}}),
+        InvalidTemplateError,
+        "workflow-output-leaves-run-folder",
+    ),
+    (
+        lambda c: c.install(
+            {"workflow": {"steps": [{"name": "s", "files": {"inputs": ["/etc/passwd"]}}]}}
+        ),
+        InvalidTemplateError,
+        "step-input-absolute",
+    ),
+    (
+        lambda c: c.install("[" * 3000 + "]" * 3000),
+        InvalidTemplateError,
+        "spec-nested-too-deeply",
+    ),
+    (
         lambda c: c.manifest(
             {"name": "x", "specfile": "spec.yaml"},
             files={"spec.yaml": "workflow: !include ../outside.yaml"},

@@ -26,7 +26,17 @@ from typing import Any
 
 import psutil
 
-from benchmarks.driverlib import CancelTally, alive, kill, mark, names, percentile, summary_ms
+from benchmarks.driverlib import (
+    CancelTally,
+    alive,
+    count_named,
+    kill,
+    mark,
+    names,
+    percentile,
+    storm_result,
+    summary_ms,
+)
 from flowserv_async import LocalAPIFactory, __version__
 
 FINAL_STATES = frozenset({"SUCCESS", "ERROR", "CANCELED"})
@@ -213,6 +223,45 @@ async def scenario_cancel(bench: Bench, template: str, params: dict[str, Any]) -
     return tally.result()
 
 
+async def descendants_named(command: str, count: int) -> list[psutil.Process]:
+    """The driver's descendants, once ``count`` processes named ``command`` are among them."""
+    me = psutil.Process()
+    while True:
+        procs = await asyncio.to_thread(me.children, recursive=True)
+        if count_named(procs, command) >= count:
+            return procs
+        await asyncio.sleep(0.05)
+
+
+async def scenario_storm(bench: Bench, template: str, params: dict[str, Any]) -> dict[str, Any]:
+    """``n`` running runs cancelled at once (one session each)."""
+    _, group_id = await bench.install(template, "storm")
+    n = int(params["n"])
+    run_ids = await asyncio.gather(*(bench.start(group_id) for _ in range(n)))
+    async with asyncio.timeout(60 + n / 5):
+        procs = await descendants_named("sleep", n)
+    errors: list[str] = []
+
+    async def cancel(run_id: str) -> None:
+        try:
+            await bench.call(lambda api: api.runs().cancel_run(run_id))
+        except Exception as exc:
+            errors.append(f"{type(exc).__name__}: {exc}")
+
+    mark("start")
+    t0 = time.perf_counter()
+    await asyncio.gather(*(cancel(rid) for rid in run_ids))
+    t1 = time.perf_counter()
+    outcomes = await asyncio.gather(*(bench.wait(rid) for rid in run_ids))
+    mark("stop")
+    final = max(t for _, t in outcomes)
+    await asyncio.sleep(max(0.0, t1 + 1.0 - time.perf_counter()))
+    left = [p for p in procs if alive(p)]
+    kill(left)
+    states = [s for s, _ in outcomes]
+    return storm_result(n, t1 - t0, final - t0, states, errors, len(left))
+
+
 async def scenario_api(bench: Bench, template: str, params: dict[str, Any]) -> dict[str, Any]:
     workflow_id, group_id = await bench.install(template, "api")
     run_ids = [await bench.start(group_id) for _ in range(int(params.get("runs", 5)))]
@@ -293,6 +342,7 @@ SCENARIOS: dict[str, Callable[[Bench, str, dict[str, Any]], Awaitable[dict[str, 
     "cancel": scenario_cancel,
     "api": scenario_api,
     "helloworld": scenario_helloworld,
+    "storm": scenario_storm,
 }
 
 

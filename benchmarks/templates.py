@@ -77,6 +77,7 @@ TEMPLATES: dict[str, dict[str, Any]] = {
     "sleep": one_step("sleep 0.5"),
     "noop": one_step("true"),
     "cancel": one_step("sleep 30"),
+    "storm": one_step("sleep 60"),
     "helloworld": hello_world(),
 }
 

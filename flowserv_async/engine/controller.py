@@ -297,7 +297,7 @@ class AsyncioEngine(WorkflowController):
                 await self._flush_log(active)
 
     async def _flush_log(self, active: _ActiveRun) -> None:
-        entries = active.log.drain()
+        entries = active.log.drain().lines
         if not entries:
             return
         try:

@@ -415,6 +415,11 @@ class RunService(Service):
     async def cancel_run(self, run_id: str, reason: str | None = None) -> dict[str, Any]:
         """Cancel an active run; its processes are gone when this returns.
 
+        Like ``start_run``, this commits what the session did before it: the session
+        gives its database connection back while the engine stops the run, so that
+        any number of concurrent cancels never needs more connections than the pool has
+        (the engine needs one to record CANCELED).
+
         Raises:
             UnknownRunError, UnauthorizedAccessError.
             InvalidRunStateError: the run is not PENDING or RUNNING.
@@ -424,8 +429,9 @@ class RunService(Service):
         if run.state not in ACTIVE_STATES:
             raise InvalidRunStateError(f"run '{run_id}' is {run.state}, not active")
         message = reason if reason is not None else CANCELED_BY_USER
-        # Before this session takes the write lock: the engine records CANCELED (with
-        # the reason) in its own session once the run's processes are gone.
+        await self.ctx.commit()
+        # The engine records CANCELED (with the reason) in its own session once the
+        # run's processes are gone.
         await self.ctx.factory.engine.cancel_run(run_id, reason=message)
         await self.ctx.begin_write()
         if not await set_state(self.session, run_id, RunState.CANCELED, [message]):

@@ -32,6 +32,7 @@ FLOWSERV_STEP_TIMEOUT = "FLOWSERV_STEP_TIMEOUT"
 FLOWSERV_CANCEL_GRACE = "FLOWSERV_CANCEL_GRACE"
 FLOWSERV_SERIAL_ENGINECONFIG = "FLOWSERV_SERIAL_ENGINECONFIG"
 FLOWSERV_MAX_UPLOAD_SIZE = "FLOWSERV_MAX_UPLOAD_SIZE"
+FLOWSERV_MAX_LOG_SIZE = "FLOWSERV_MAX_LOG_SIZE"
 FLOWSERV_HEARTBEAT = "FLOWSERV_HEARTBEAT"
 FLOWSERV_RUN_LEASE = "FLOWSERV_RUN_LEASE"
 FLOWSERV_REPOSITORY = "FLOWSERV_REPOSITORY"
@@ -44,6 +45,8 @@ FLOWSERV_API_PROTOCOL = "FLOWSERV_API_PROTOCOL"
 AUTH_DEFAULT = "default"
 AUTH_OPEN = "open"
 DEFAULT_USER = "0" * 8
+#: Default budget of a run's stored log, in bytes (``FLOWSERV_MAX_LOG_SIZE``).
+DEFAULT_MAX_LOG_SIZE = 1 << 20
 DEFAULT_API_NAME = "Reproducible and Reusable Data Analysis Workflow Server (API)"
 
 _TRUE = frozenset({"true", "1", "yes"})
@@ -129,6 +132,7 @@ _VARIABLES: dict[str, tuple[Callable[[str, Any], Any], Any]] = {
     FLOWSERV_CANCEL_GRACE: (_seconds, 5.0),
     FLOWSERV_SERIAL_ENGINECONFIG: (_optional_text, None),
     FLOWSERV_MAX_UPLOAD_SIZE: (_count, 0),
+    FLOWSERV_MAX_LOG_SIZE: (_count, DEFAULT_MAX_LOG_SIZE),
     FLOWSERV_HEARTBEAT: (_seconds, 5.0),
     FLOWSERV_RUN_LEASE: (_seconds, 30.0),
     FLOWSERV_REPOSITORY: (_optional_text, None),
@@ -169,6 +173,7 @@ class Settings:
     cancel_grace: float
     engine_config: str | None
     max_upload_size: int
+    max_log_size: int
     heartbeat: float
     run_lease: float
     repository: str | None
@@ -186,6 +191,8 @@ class Settings:
             raw = env.get(name)
             values[name] = default if raw is None else parse(name, raw)
         api_dir = values[FLOWSERV_API_DIR] or default_api_dir()
+        if values[FLOWSERV_MAX_LOG_SIZE] < 1:
+            raise InvalidConfigurationError(f"{FLOWSERV_MAX_LOG_SIZE} must be at least 1 byte")
         if (
             values[FLOWSERV_HEARTBEAT] <= 0
             or values[FLOWSERV_RUN_LEASE] <= values[FLOWSERV_HEARTBEAT]
@@ -209,6 +216,7 @@ class Settings:
             cancel_grace=values[FLOWSERV_CANCEL_GRACE],
             engine_config=values[FLOWSERV_SERIAL_ENGINECONFIG],
             max_upload_size=values[FLOWSERV_MAX_UPLOAD_SIZE],
+            max_log_size=values[FLOWSERV_MAX_LOG_SIZE],
             heartbeat=values[FLOWSERV_HEARTBEAT],
             run_lease=values[FLOWSERV_RUN_LEASE],
             repository=values[FLOWSERV_REPOSITORY],

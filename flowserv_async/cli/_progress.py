@@ -257,12 +257,14 @@ async def settle(factory: LocalAPIFactory, run_id: str, state: str) -> dict[str,
 
 
 async def drain_log(factory: LocalAPIFactory, run_id: str, printer: LogPrinter, offset: int) -> int:
-    """Print the log lines written since ``offset``; return the next offset."""
-    async with factory() as api:
-        log = await api.runs().get_log(run_id, offset)
-    printer.print(log["lines"])
-    next_offset: int = log["next"]
-    return next_offset
+    """Print the log lines written since ``offset``, page by page; return the next offset."""
+    while True:
+        async with factory() as api:
+            log = await api.runs().get_log(run_id, offset)
+        printer.print(log["lines"])
+        if log["next"] == offset:
+            return offset
+        offset = log["next"]
 
 
 def local_target(folder: Path, name: str) -> Path:

@@ -144,7 +144,7 @@ class AsyncioEngine(WorkflowController):
             raise TypeError(f"the asyncio engine executes RunJob objects, not {run!r}")
         if self._closed or self._tg is None:
             raise FlowservError("the workflow engine is closed")
-        active = _ActiveRun(job=run)
+        active = _ActiveRun(job=run, log=RunLog(max_bytes=self._factory.settings.max_log_size))
         self._runs[run.run_id] = active
         self._tg.start_soon(self._execute, active, name=f"run {run.run_id}")
         return str(RunState.PENDING), self._volume
@@ -297,12 +297,12 @@ class AsyncioEngine(WorkflowController):
                 await self._flush_log(active)
 
     async def _flush_log(self, active: _ActiveRun) -> None:
-        entries = active.log.drain().lines
-        if not entries:
+        batch = active.log.drain()
+        if not batch.lines:
             return
         try:
             async with self._db.write_session() as session:
-                await append_log(session, active.job.run_id, entries)
+                await append_log(session, active.job.run_id, batch.lines, batch.first)
         except Exception:
             logger.exception("cannot store the log of run %s", active.job.run_id)
 

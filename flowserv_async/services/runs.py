@@ -166,19 +166,29 @@ async def _read_json(path: Path) -> Any:
         raise ConstraintViolationError(f"result file {path.name} is not valid JSON: {exc}") from exc
 
 
-async def append_log(session: AsyncSession, run_id: str, entries: Sequence[LogEntry]) -> None:
-    """Store log lines of a run, keeping at most the newest ``DEFAULT_MAX_LINES``."""
-    if not entries:
-        return
-    session.add_all(
-        RunLogLine(run_id=run_id, pos=e.pos, step=e.step, stream=e.stream, text=e.text)
-        for e in entries
-    )
-    await session.flush()
-    cutoff = entries[-1].pos - DEFAULT_MAX_LINES
-    if cutoff > 0:
+#: Lines that one ``get_log`` call returns by default, and at most.
+LOG_PAGE = 1000
+MAX_LOG_PAGE = 10_000
+
+
+async def append_log(
+    session: AsyncSession, run_id: str, entries: Sequence[LogEntry], keep_from: int = 0
+) -> None:
+    """Store log lines of a run and drop its stored lines before ``keep_from``.
+
+    With ``keep_from`` from the engine's :class:`~flowserv_async.engine.log.LogBatch`,
+    the stored log is the same tail, within the same byte and line budget, as the
+    engine's in-memory log; a reader is told how many lines were dropped.
+    """
+    if entries:
+        session.add_all(
+            RunLogLine(run_id=run_id, pos=e.pos, step=e.step, stream=e.stream, text=e.text)
+            for e in entries
+        )
+        await session.flush()
+    if keep_from > 0:
         await session.execute(
-            delete(RunLogLine).where(RunLogLine.run_id == run_id, RunLogLine.pos <= cutoff)
+            delete(RunLogLine).where(RunLogLine.run_id == run_id, RunLogLine.pos < keep_from)
         )
 
 
@@ -494,22 +504,32 @@ class RunService(Service):
             raise UnknownRunError(run_id)
         return await result_archive(self.session, self.ctx.factory.volume, run)
 
-    async def get_log(self, run_id: str, offset: int = 0) -> dict[str, Any]:
+    async def get_log(self, run_id: str, offset: int = 0, limit: int = LOG_PAGE) -> dict[str, Any]:
         """Return ``{runId, state, lines: [{pos, step, stream, text}], next}``.
 
-        Lines are captured while the run goes, so this works for RUNNING runs too.
+        Lines are captured while the run goes, so this works for RUNNING runs too. At
+        most ``limit`` lines (up to :data:`MAX_LOG_PAGE`) come back; ask again from
+        ``next`` for more. The stored log keeps the tail of a run's output within
+        ``FLOWSERV_MAX_LOG_SIZE`` bytes: a page that starts before the oldest kept line
+        begins with an ``engine`` line that says how many lines were dropped.
 
         Raises:
-            UnknownRunError, UnauthorizedAccessError, InvalidArgumentError (bad offset).
+            UnknownRunError, UnauthorizedAccessError, InvalidArgumentError (bad offset
+            or limit).
 
         """
         if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
             raise InvalidArgumentError(f"log offset must be a non-negative integer: {offset!r}")
+        if not isinstance(limit, int) or isinstance(limit, bool) or not 0 < limit <= MAX_LOG_PAGE:
+            raise InvalidArgumentError(
+                f"log limit must be an integer from 1 to {MAX_LOG_PAGE}: {limit!r}"
+            )
         run = await self._readable(run_id)
         stmt = (
             select(RunLogLine)
             .where(RunLogLine.run_id == run_id, RunLogLine.pos >= offset)
             .order_by(RunLogLine.pos)
+            .limit(limit)
         )
         rows = (await self.session.scalars(stmt)).all()
         lines = [{"pos": r.pos, "step": r.step, "stream": r.stream, "text": r.text} for r in rows]
@@ -521,8 +541,9 @@ class RunService(Service):
                     "pos": offset,
                     "step": None,
                     "stream": ENGINE_STREAM,
-                    "text": f"[{first - offset} earlier lines were dropped: the log keeps"
-                    f" the last {DEFAULT_MAX_LINES} lines]",
+                    "text": f"[{first - offset} earlier line(s) dropped: the run log keeps"
+                    f" the last {DEFAULT_MAX_LINES} lines /"
+                    f" {self.ctx.settings.max_log_size} bytes]",
                 },
             )
         next_pos = rows[-1].pos + 1 if rows else offset

@@ -7,7 +7,7 @@ out of a final state. The functions only ``flush``: the caller owns the transact
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -27,16 +27,19 @@ async def set_state(
     run_id: str,
     state: RunState,
     messages: Sequence[str] | None = None,
+    processes: Mapping[str, str] | None = None,
 ) -> bool:
     """Move a run to ``state`` if that is an allowed transition; True when it moved.
 
-    RUNNING sets ``startedAt``; a final state sets ``finishedAt`` (and ``startedAt`` for
-    a run that never ran) and the messages.
+    RUNNING sets ``startedAt`` and the record of the run's ``processes``; a final state
+    sets ``finishedAt`` (and ``startedAt`` for a run that never ran) and the messages.
     """
     now = utc_now()
     values: dict[str, Any] = {"state": str(state), "heartbeat_at": now}
     if state == RunState.RUNNING:
         values["started_at"] = now
+        if processes is not None:
+            values["processes"] = dict(processes)
     elif state in FINAL_STATES:
         values["ended_at"] = now
         values["started_at"] = func.coalesce(Run.started_at, now)
@@ -115,18 +118,38 @@ async def heartbeat(session: AsyncSession, engine_id: str, run_ids: Sequence[str
         )
 
 
-async def fail_stale_runs(session: AsyncSession, engine_id: str, lease: float) -> list[str]:
+async def fail_stale_runs(
+    session: AsyncSession,
+    engine_id: str,
+    lease: float,
+    tracked: Collection[str] | None = None,
+) -> list[str]:
     """Set active runs that no live engine has reported for ``lease`` seconds to ERROR.
 
-    Runs of ``engine_id`` (the caller) are never stale. Returns the failed run ids.
+    Runs of ``engine_id`` (the caller) are never stale when ``tracked`` is None; else
+    only those in ``tracked`` are spared, so that a run the engine lost (its final
+    state could not be written) does not stay active. Returns the failed run ids.
     """
     limit = utc_now() - timedelta(seconds=lease)
     stale = or_(Run.heartbeat_at.is_(None), Run.heartbeat_at < limit)
-    stmt = select(Run.run_id).where(
-        Run.state.in_([str(s) for s in ACTIVE_STATES]),
-        or_(Run.engine_id.is_(None), Run.engine_id != engine_id),
-        stale,
+    stmt = select(Run.run_id, Run.engine_id).where(
+        Run.state.in_([str(s) for s in ACTIVE_STATES]), stale
     )
-    run_ids = list((await session.scalars(stmt)).all())
+    spared = set(tracked or ())
+    run_ids = [
+        run_id
+        for run_id, owner in (await session.execute(stmt)).all()
+        if owner != engine_id or (tracked is not None and run_id not in spared)
+    ]
     message = f"the run was interrupted: its engine stopped reporting for over {lease:g} s"
     return [r for r in run_ids if await set_state(session, r, RunState.ERROR, [message])]
+
+
+async def run_processes(session: AsyncSession, run_ids: Collection[str]) -> dict[str, Any]:
+    """The recorded process containment of these runs (those that have one)."""
+    if not run_ids:
+        return {}
+    stmt = select(Run.run_id, Run.processes).where(
+        Run.run_id.in_(list(run_ids)), Run.processes.is_not(None)
+    )
+    return {run_id: record for run_id, record in (await session.execute(stmt)).all()}

@@ -9,7 +9,8 @@ transaction of its own (the asyncio engine). Both write through
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -39,9 +40,9 @@ class SessionRunStore:
         self.session = session
         self.engine_config = engine_config
 
-    async def mark_running(self, run_id: str) -> bool:
-        """Move a PENDING run to RUNNING."""
-        return await runstate.set_state(self.session, run_id, RunState.RUNNING)
+    async def mark_running(self, run_id: str, processes: Mapping[str, str] | None = None) -> bool:
+        """Move a PENDING run to RUNNING, with the record of its processes."""
+        return await runstate.set_state(self.session, run_id, RunState.RUNNING, processes=processes)
 
     async def finish(self, run_id: str, state: RunState, messages: Sequence[str] = ()) -> bool:
         """Move an active run to a final state with messages."""
@@ -82,9 +83,15 @@ class SessionRunStore:
         """Refresh the heartbeat of the engine's runs."""
         await runstate.heartbeat(self.session, engine_id, run_ids)
 
-    async def fail_stale_runs(self, engine_id: str, lease: float) -> list[str]:
+    async def fail_stale_runs(
+        self, engine_id: str, lease: float, tracked: Collection[str] | None = None
+    ) -> list[str]:
         """Fail active runs of engines that stopped reporting."""
-        return await runstate.fail_stale_runs(self.session, engine_id, lease)
+        return await runstate.fail_stale_runs(self.session, engine_id, lease, tracked)
+
+    async def leftovers(self, run_ids: Collection[str]) -> dict[str, Any]:
+        """The ``processes`` records of these runs."""
+        return await runstate.run_processes(self.session, run_ids)
 
 
 class DatabaseRunStore:
@@ -100,10 +107,10 @@ class DatabaseRunStore:
         self.db = db
         self.engine_config = engine_config
 
-    async def mark_running(self, run_id: str) -> bool:
-        """Move a PENDING run to RUNNING."""
+    async def mark_running(self, run_id: str, processes: Mapping[str, str] | None = None) -> bool:
+        """Move a PENDING run to RUNNING, with the record of its processes."""
         async with self.db.write_session() as session:
-            return await SessionRunStore(session).mark_running(run_id)
+            return await SessionRunStore(session).mark_running(run_id, processes)
 
     async def finish(self, run_id: str, state: RunState, messages: Sequence[str] = ()) -> bool:
         """Move an active run to a final state with messages."""
@@ -132,7 +139,14 @@ class DatabaseRunStore:
             async with self.db.write_session() as session:
                 await runstate.heartbeat(session, engine_id, run_ids)
 
-    async def fail_stale_runs(self, engine_id: str, lease: float) -> list[str]:
+    async def fail_stale_runs(
+        self, engine_id: str, lease: float, tracked: Collection[str] | None = None
+    ) -> list[str]:
         """Fail active runs of engines that stopped reporting."""
         async with self.db.write_session() as session:
-            return await runstate.fail_stale_runs(session, engine_id, lease)
+            return await runstate.fail_stale_runs(session, engine_id, lease, tracked)
+
+    async def leftovers(self, run_ids: Collection[str]) -> dict[str, Any]:
+        """The ``processes`` records of these runs."""
+        async with self.db.session() as session:
+            return await runstate.run_processes(session, run_ids)

@@ -230,3 +230,49 @@ async def test_runs_of_a_silent_engine_fail_and_own_runs_get_heartbeats(
         assert mine.state == RunState.RUNNING
     finally:
         await engine.aclose()
+
+
+class FlakyStore(MemoryRunStore):
+    """A memory store whose first ``failures`` final-state writes raise."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+        self.attempts = 0
+
+    async def finish(self, run_id: str, state: RunState, messages: Any = ()) -> bool:
+        self.attempts += 1
+        if self.attempts <= self.failures:
+            raise ConnectionError("database unreachable")
+        return await super().finish(run_id, state, messages)
+
+
+async def test_a_final_state_that_fails_to_write_is_written_again_until_it_lands(
+    volume: FileSystemVolume, tmp_path: Path
+) -> None:
+    store = FlakyStore(failures=4)
+    engine = AsyncioEngine()
+    limits = EngineLimits(cancel_grace=1.0, heartbeat=0.2, run_lease=1.0)
+    await engine.open(EngineContext(store, volume, tmp_path / "runs", limits))
+    try:
+        stored = store.add_run("r", engine.engine_id)
+        workflow = parse_workflow({"steps": [{"name": "s", "action": {"commands": ["false"]}}]})
+        await run_to_end(engine, RunJob("r", "w", "g", workflow, {}, "w/static", "w/runs/r"))
+        assert stored.state == RunState.ERROR
+        assert store.attempts == 5
+    finally:
+        await engine.aclose()
+
+
+async def test_an_own_run_the_engine_no_longer_tracks_is_failed_by_its_sweep(
+    engine: AsyncioEngine, store: MemoryRunStore
+) -> None:
+    # Active in the store for this engine, which does not execute it: a ghost.
+    lost = store.add_run("lost", engine_id=engine.engine_id)
+    lost.state = RunState.RUNNING
+    lost.heartbeat_at -= 60
+    with anyio.fail_after(10):
+        while lost.state == RunState.RUNNING:
+            await anyio.sleep(0.02)
+    assert lost.state == RunState.ERROR
+    assert "interrupted" in lost.messages[0]

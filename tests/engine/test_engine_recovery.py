@@ -77,6 +77,59 @@ async def test_killed_engine_run_becomes_error_and_its_step_dies(
     assert "interrupted" in final["messages"][0]
 
 
+# A shell step that forks two grandchildren, one of them in a session of its own.
+FORKING_STEP = "sh -c 'sleep 313 & setsid sleep 317 & wait'"
+
+
+def _contained_sleepers() -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        if proc.info["cmdline"] in (["sleep", "313"], ["sleep", "317"]):
+            found.append(proc)
+    return found
+
+
+def _alive(procs: list[psutil.Process]) -> list[psutil.Process]:
+    alive = []
+    for proc in procs:
+        try:
+            if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
+                alive.append(proc)
+        except psutil.NoSuchProcess:
+            continue
+    return alive
+
+
+async def test_next_engine_kills_what_a_crashed_service_left_and_removes_its_run_folder(
+    make_factory: Callable[..., LocalAPIFactory], database: DB, basedir: Path, tmp_path: Path
+) -> None:
+    env = {"FLOWSERV_AUTH": "open", "FLOWSERV_HEARTBEAT": "0.2", "FLOWSERV_RUN_LEASE": "1"}
+    factory = make_factory(env)
+    await factory.open()
+    _, group_id = await install(factory, tmp_path / "forks", [step("s", FORKING_STEP)])
+    cfg: dict[str, Any] = {
+        "url": database.url.render_as_string(hide_password=False),
+        "connect_args": database.connect_args,
+        "api_dir": str(basedir),
+        "group_id": group_id,
+    }
+    async with await anyio.open_process([sys.executable, "-c", CHILD, json.dumps(cfg)]) as child:
+        run_id = await _read_line(child)
+        with anyio.fail_after(20):
+            while len(sleepers := await anyio.to_thread.run_sync(_contained_sleepers)) < 2:
+                await anyio.sleep(0.05)
+        rundir = anyio.Path(basedir, "tmp", "runs", run_id)
+        assert await rundir.is_dir()
+        child.send_signal(signal.SIGKILL)
+        await child.wait()
+    final = await factory.wait_run(run_id, timeout=20)
+    assert final["state"] == "ERROR"
+    # The sweep that failed the run goes on to kill its processes and remove its folder.
+    with anyio.fail_after(20):
+        while await anyio.to_thread.run_sync(_alive, sleepers) or await rundir.exists():
+            await anyio.sleep(0.05)
+
+
 async def test_runs_of_a_live_engine_are_not_failed(
     make_factory: Callable[..., LocalAPIFactory], tmp_path: Path
 ) -> None:

@@ -42,7 +42,7 @@ RESULTS_FILE = BENCH_DIR / "results" / "latest.json"
 
 SIDES = ("flowserv", "ours")
 SIDE_TITLES = {"flowserv": "flowserv-core 0.9.4", "ours": "flowserv-async"}
-SCENARIOS = ("concurrent", "noop", "cancel", "api", "helloworld", "storm")
+SCENARIOS = ("concurrent", "noop", "cancel", "api", "helloworld", "storm", "recovery")
 DRIVER_TIMEOUT = 240.0
 READ_OPS = ("get_workflow", "list_groups", "list_runs", "get_run")
 
@@ -194,7 +194,28 @@ def plan(quick: bool, only: Sequence[str], concurrency: Sequence[int] | None) ->
     if "storm" in only:
         for n in (50, 200) if quick else (200, 1000):
             cases.append(storm_case(n))
+    if "recovery" in only:
+        cases.append(recovery_case(10 if quick else 20))
     return cases
+
+
+def recovery_case(n: int) -> Case:
+    # flowserv-core has no recovery: a crashed service's runs stay RUNNING and their
+    # processes live on; there is nothing to time on its side.
+    env = {"FLOWSERV_HEARTBEAT": "0.5", "FLOWSERV_RUN_LEASE": "2"}
+    return Case(
+        name=f"crash recovery N={n}",
+        scenario="recovery",
+        template="forks",
+        params={"ours": {"n": n, "env": env}},
+        metrics=(
+            Metric("lease_s", "run lease (FLOWSERV_RUN_LEASE)", "s", ratio=False),
+            Metric("final_s", "SIGKILL to every run final", "s"),
+            Metric("gone_s", "SIGKILL to every process gone", "s"),
+            Metric("error_runs", "runs ERROR (interrupted)", ratio=False),
+            Metric("survivors", "processes alive after 60 s", "", "0", ratio=False),
+        ),
+    )
 
 
 def storm_case(n: int) -> Case:

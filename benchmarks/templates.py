@@ -78,6 +78,8 @@ TEMPLATES: dict[str, dict[str, Any]] = {
     "noop": one_step("true"),
     "cancel": one_step("sleep 30"),
     "storm": one_step("sleep 60"),
+    # A shell step that forks a grandchild and a grandchild in a session of its own.
+    "forks": one_step("sh -c 'sleep 300 & setsid sleep 300 & wait'"),
     "helloworld": hello_world(),
 }
 

@@ -28,7 +28,7 @@ from flowserv_async.controller import EngineContext, WorkflowController
 from flowserv_async.engine.containment import RunProcesses, contain_run, kill_leftovers
 from flowserv_async.engine.job import RunJob
 from flowserv_async.engine.log import RunLog
-from flowserv_async.engine.runner import run_workflow
+from flowserv_async.engine.runner import run_relative, run_workflow
 from flowserv_async.engine.store import CANCELED_BY_USER, save_results
 from flowserv_async.errors import FlowservError
 from flowserv_async.states import RunState
@@ -172,7 +172,8 @@ class AsyncioEngine(WorkflowController):
         except Exception as exc:
             logger.exception("run %s failed in the engine", run_id)
             with anyio.CancelScope(shield=True):
-                await self._finish(run_id, RunState.ERROR, [f"engine failure: {exc}"])
+                message = run_relative(f"engine failure: {exc}", rundir)
+                await self._finish(run_id, RunState.ERROR, [message])
         finally:
             with anyio.CancelScope(shield=True):
                 if active.scope.cancel_called:

@@ -276,3 +276,16 @@ async def test_an_own_run_the_engine_no_longer_tracks_is_failed_by_its_sweep(
             await anyio.sleep(0.02)
     assert lost.state == RunState.ERROR
     assert "interrupted" in lost.messages[0]
+
+
+async def test_an_engine_failure_names_paths_relative_to_the_run_folder(
+    engine: AsyncioEngine, store: MemoryRunStore, job: Any, tmp_path: Path
+) -> None:
+    # The second generated file needs a folder where the first one is a file.
+    run = job("true", generated_files=(("sub", b"x"), ("sub/file", b"y")))
+    await run_to_end(engine, run)
+    stored = store.runs[run.run_id]
+    assert stored.state == RunState.ERROR
+    assert stored.messages[0].startswith("engine failure: ")
+    assert "'sub'" in stored.messages[0]
+    assert str(tmp_path) not in stored.messages[0]

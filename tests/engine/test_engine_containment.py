@@ -104,6 +104,13 @@ def workflow(script: Path, *args: str) -> dict[str, Any]:
 
 
 @pytest.fixture
+async def rundir(tmp_path: Path) -> Path:
+    path = tmp_path / "run"
+    await anyio.Path(path).mkdir()
+    return path
+
+
+@pytest.fixture
 def escape_script(tmp_path: Path) -> Path:
     script = tmp_path / "escape.py"
     script.write_text(ESCAPE)
@@ -112,10 +119,8 @@ def escape_script(tmp_path: Path) -> Path:
 
 @pytest.mark.parametrize("kind", MECHANISMS)
 async def test_processes_that_left_the_group_die_when_the_run_ends(
-    tmp_path: Path, escape_script: Path, contained: Callable[[str], Any], kind: str
+    rundir: Path, escape_script: Path, contained: Callable[[str], Any], kind: str
 ) -> None:
-    rundir = tmp_path / "run"
-    await anyio.Path(rundir).mkdir()
     processes = await contained(kind)
     result = await run_workflow(
         workflow(escape_script), rundir=rundir, log=RunLog(), processes=processes
@@ -126,10 +131,8 @@ async def test_processes_that_left_the_group_die_when_the_run_ends(
 
 @pytest.mark.parametrize("kind", MECHANISMS)
 async def test_processes_that_left_the_group_die_on_cancel(
-    tmp_path: Path, escape_script: Path, contained: Callable[[str], Any], kind: str
+    rundir: Path, escape_script: Path, contained: Callable[[str], Any], kind: str
 ) -> None:
-    rundir = tmp_path / "run"
-    await anyio.Path(rundir).mkdir()
     processes = await contained(kind)
     scope = anyio.CancelScope()
 
@@ -153,10 +156,8 @@ async def test_processes_that_left_the_group_die_on_cancel(
 
 
 async def test_processes_that_left_the_group_die_on_step_timeout(
-    tmp_path: Path, escape_script: Path
+    rundir: Path, escape_script: Path
 ) -> None:
-    rundir = tmp_path / "run"
-    await anyio.Path(rundir).mkdir()
     spec = workflow(escape_script, "300")
     spec["steps"][0]["timeout"] = 5
     result = await run_workflow(spec, rundir=rundir, log=RunLog(), grace=0.5)

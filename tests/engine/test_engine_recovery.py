@@ -42,6 +42,28 @@ async def _read_line(proc: anyio.abc.Process) -> str:
     return data.decode().strip()
 
 
+async def next_engine(
+    make_factory: Callable[..., LocalAPIFactory], tmp_path: Path, command: str
+) -> tuple[LocalAPIFactory, str]:
+    """The engine that survives (short lease), with a one-step workflow's group."""
+    env = {"FLOWSERV_AUTH": "open", "FLOWSERV_HEARTBEAT": "0.2", "FLOWSERV_RUN_LEASE": "1"}
+    factory = make_factory(env)
+    await factory.open()
+    _, group_id = await install(factory, tmp_path / "crash", [step("s", command)])
+    return factory, group_id
+
+
+async def crashing_service(database: DB, basedir: Path, group_id: str) -> anyio.abc.Process:
+    """A service process on the same database that starts one run and prints its id."""
+    cfg: dict[str, Any] = {
+        "url": database.url.render_as_string(hide_password=False),
+        "connect_args": database.connect_args,
+        "api_dir": str(basedir),
+        "group_id": group_id,
+    }
+    return await anyio.open_process([sys.executable, "-c", CHILD, json.dumps(cfg)])
+
+
 def _gone(pid: int) -> bool:
     try:
         return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
@@ -52,17 +74,8 @@ def _gone(pid: int) -> bool:
 async def test_killed_engine_run_becomes_error_and_its_step_dies(
     make_factory: Callable[..., LocalAPIFactory], database: DB, basedir: Path, tmp_path: Path
 ) -> None:
-    env = {"FLOWSERV_AUTH": "open", "FLOWSERV_HEARTBEAT": "0.2", "FLOWSERV_RUN_LEASE": "1"}
-    factory = make_factory(env)
-    await factory.open()
-    _, group_id = await install(factory, tmp_path / "crash", [step("s", "sleep 60")])
-    cfg: dict[str, Any] = {
-        "url": database.url.render_as_string(hide_password=False),
-        "connect_args": database.connect_args,
-        "api_dir": str(basedir),
-        "group_id": group_id,
-    }
-    async with await anyio.open_process([sys.executable, "-c", CHILD, json.dumps(cfg)]) as child:
+    factory, group_id = await next_engine(make_factory, tmp_path, "sleep 60")
+    async with await crashing_service(database, basedir, group_id) as child:
         run_id = await _read_line(child)
         sleeper = await wait_for_process(lambda cmd: cmd == ["sleep", "60"])
         child.send_signal(signal.SIGKILL)
@@ -103,17 +116,8 @@ def _alive(procs: list[psutil.Process]) -> list[psutil.Process]:
 async def test_next_engine_kills_what_a_crashed_service_left_and_removes_its_run_folder(
     make_factory: Callable[..., LocalAPIFactory], database: DB, basedir: Path, tmp_path: Path
 ) -> None:
-    env = {"FLOWSERV_AUTH": "open", "FLOWSERV_HEARTBEAT": "0.2", "FLOWSERV_RUN_LEASE": "1"}
-    factory = make_factory(env)
-    await factory.open()
-    _, group_id = await install(factory, tmp_path / "forks", [step("s", FORKING_STEP)])
-    cfg: dict[str, Any] = {
-        "url": database.url.render_as_string(hide_password=False),
-        "connect_args": database.connect_args,
-        "api_dir": str(basedir),
-        "group_id": group_id,
-    }
-    async with await anyio.open_process([sys.executable, "-c", CHILD, json.dumps(cfg)]) as child:
+    factory, group_id = await next_engine(make_factory, tmp_path, FORKING_STEP)
+    async with await crashing_service(database, basedir, group_id) as child:
         run_id = await _read_line(child)
         with anyio.fail_after(20):
             while len(sleepers := await anyio.to_thread.run_sync(_contained_sleepers)) < 2:

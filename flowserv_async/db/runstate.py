@@ -11,13 +11,13 @@ from collections.abc import Collection, Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from flowserv_async._util import new_id, utc_now
 from flowserv_async.db.models import Ranking, Run, RunFile, RunLogLine
 from flowserv_async.engine.job import ResultSpec
-from flowserv_async.engine.log import LogEntry
+from flowserv_async.engine.log import DEFAULT_MAX_LINES, LogEntry
 from flowserv_async.engine.store import RunOutcome
 from flowserv_async.states import ACTIVE_STATES, FINAL_STATES, RunState, allowed_sources
 
@@ -34,27 +34,39 @@ async def set_state(
     RUNNING sets ``startedAt`` and the record of the run's ``processes``; a final state
     sets ``finishedAt`` (and ``startedAt`` for a run that never ran) and the messages.
     """
+    moved = bool(await set_states(session, [run_id], state, messages))
+    if moved and state == RunState.RUNNING and processes is not None:
+        await record_processes(session, run_id, processes)
+    return moved
+
+
+async def set_states(
+    session: AsyncSession,
+    run_ids: Sequence[str],
+    state: RunState,
+    messages: Sequence[str] | None = None,
+) -> set[str]:
+    """:func:`set_state` for many runs in one ``UPDATE``; returns the runs that moved."""
     now = utc_now()
     values: dict[str, Any] = {"state": str(state), "heartbeat_at": now}
     if state == RunState.RUNNING:
         values["started_at"] = now
-        if processes is not None:
-            values["processes"] = dict(processes)
     elif state in FINAL_STATES:
         values["ended_at"] = now
         values["started_at"] = func.coalesce(Run.started_at, now)
         values["messages"] = list(messages or [])
     sources = [str(s) for s in allowed_sources(state)]
-    if not sources:
-        return False
+    if not sources or not run_ids:
+        return set()
+    where = Run.run_id == run_ids[0] if len(run_ids) == 1 else Run.run_id.in_(run_ids)
     stmt = (
         update(Run)
-        .where(Run.run_id == run_id, Run.state.in_(sources))
+        .where(where, Run.state.in_(sources))
         .values(**values)
+        .returning(Run.run_id)
         .execution_options(synchronize_session=False)
     )
-    result = await session.execute(stmt)
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    return set((await session.scalars(stmt)).all())
 
 
 async def record_success(session: AsyncSession, spec: ResultSpec, outcome: RunOutcome) -> bool:
@@ -93,18 +105,29 @@ async def append_log(
 
     With ``keep_from`` from the engine's :class:`~flowserv_async.engine.log.LogBatch`,
     the stored log is the same tail, within the same byte and line budget, as the
-    engine's in-memory log; readers are told how many lines were dropped.
+    engine's in-memory log; readers are told how many lines were dropped. At most the
+    newest ``DEFAULT_MAX_LINES`` lines are kept in any case.
     """
-    if entries:
-        session.add_all(
-            RunLogLine(run_id=run_id, pos=e.pos, step=e.step, stream=e.stream, text=e.text)
-            for e in entries
-        )
-        await session.flush()
-    if keep_from > 0:
-        await session.execute(
-            delete(RunLogLine).where(RunLogLine.run_id == run_id, RunLogLine.pos < keep_from)
-        )
+    await append_logs(session, [(run_id, entries, keep_from)])
+
+
+async def append_logs(
+    session: AsyncSession, logs: Sequence[tuple[str, Sequence[LogEntry], int]]
+) -> None:
+    """Store log lines of several runs in one ``INSERT`` (see :func:`append_log`)."""
+    rows = [
+        {"run_id": run_id, "pos": e.pos, "step": e.step, "stream": e.stream, "text": e.text}
+        for run_id, entries, _ in logs
+        for e in entries
+    ]
+    if rows:
+        await session.execute(insert(RunLogLine), rows)
+    for run_id, entries, keep_from in logs:
+        cutoff = max(keep_from, entries[-1].pos - DEFAULT_MAX_LINES + 1 if entries else 0)
+        if cutoff > 0:
+            await session.execute(
+                delete(RunLogLine).where(RunLogLine.run_id == run_id, RunLogLine.pos < cutoff)
+            )
 
 
 async def heartbeat(session: AsyncSession, engine_id: str, run_ids: Sequence[str]) -> None:
@@ -142,7 +165,20 @@ async def fail_stale_runs(
         if owner != engine_id or (tracked is not None and run_id not in spared)
     ]
     message = f"the run was interrupted: its engine stopped reporting for over {lease:g} s"
-    return [r for r in run_ids if await set_state(session, r, RunState.ERROR, [message])]
+    failed = await set_states(session, run_ids, RunState.ERROR, [message])
+    return [r for r in run_ids if r in failed]
+
+
+async def record_processes(
+    session: AsyncSession, run_id: str, processes: Mapping[str, str]
+) -> None:
+    """Keep how a run's processes are contained (see :mod:`flowserv_async.engine.containment`)."""
+    await session.execute(
+        update(Run)
+        .where(Run.run_id == run_id)
+        .values(processes=dict(processes))
+        .execution_options(synchronize_session=False)
+    )
 
 
 async def run_processes(session: AsyncSession, run_ids: Collection[str]) -> dict[str, Any]:

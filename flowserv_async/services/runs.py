@@ -21,7 +21,7 @@ from flowserv_async.db.models import Group, Run, RunFile, RunLogLine, UploadedFi
 from flowserv_async.db.runstate import set_state
 from flowserv_async.engine.config import load_engine_config
 from flowserv_async.engine.job import ResultSpec, RunJob, result_files
-from flowserv_async.engine.log import DEFAULT_MAX_LINES, ENGINE_STREAM
+from flowserv_async.engine.log import DEFAULT_MAX_LINES, ENGINE_STREAM, dropped_note
 from flowserv_async.engine.spec import parse_workflow
 from flowserv_async.engine.store import CANCELED_BY_USER, save_results
 from flowserv_async.errors import (
@@ -371,9 +371,9 @@ class RunService(Service):
                     "pos": offset,
                     "step": None,
                     "stream": ENGINE_STREAM,
-                    "text": f"[{first - offset} earlier line(s) dropped: the run log keeps"
-                    f" the last {DEFAULT_MAX_LINES} lines /"
-                    f" {self.ctx.settings.max_log_size} bytes]",
+                    "text": dropped_note(
+                        first - offset, DEFAULT_MAX_LINES, self.ctx.settings.max_log_size
+                    ),
                 },
             )
         next_pos = rows[-1].pos + 1 if rows else offset

@@ -35,6 +35,8 @@ class EngineLimits:
         heartbeat: seconds between heartbeats of the engine's runs.
         run_lease: seconds after which an unreported run of another engine fails.
         max_log_size: bytes of a run's log that are kept (its tail).
+        containment: how a run's processes are contained (``auto`` or ``tag``, see
+            :mod:`flowserv_async.engine.containment`).
 
     """
 
@@ -44,6 +46,7 @@ class EngineLimits:
     heartbeat: float = 5.0
     run_lease: float = 30.0
     max_log_size: int = DEFAULT_MAX_BYTES
+    containment: str = "auto"
 
     @classmethod
     def from_settings(cls, settings: Settings) -> EngineLimits:
@@ -55,6 +58,7 @@ class EngineLimits:
             heartbeat=settings.heartbeat,
             run_lease=settings.run_lease,
             max_log_size=settings.max_log_size,
+            containment=settings.containment,
         )
 
 

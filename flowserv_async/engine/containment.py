@@ -42,6 +42,9 @@ import anyio.to_thread
 RUN_TAG = "FLOWSERV_RUN_TAG"
 CGROUP = "cgroup"
 TAG = "tag"
+#: Choices of ``FLOWSERV_CONTAINMENT``: ``auto`` (a cgroup where the machine allows it,
+#: else the tag) or ``tag`` (always the tag: no cgroup migration per command).
+CONTAINMENTS = ("auto", TAG)
 
 _CGROUP_PARENT = "flowserv-async"
 # How long killing waits for the members to be gone; SIGKILL cannot be ignored, so this
@@ -101,7 +104,7 @@ class CgroupProcesses(RunProcesses):
     async def kill(self) -> None:
         """Write ``cgroup.kill`` and wait until the cgroup is empty."""
         if not await anyio.to_thread.run_sync(_kill_cgroup, self.path):
-            return
+            return  # empty, or gone
         # Nothing notifies us when the members are gone (they are not our children).
         with anyio.move_on_after(_KILL_WAIT):
             while True:
@@ -111,6 +114,9 @@ class CgroupProcesses(RunProcesses):
 
     async def close(self) -> None:
         """Kill the members, then remove the cgroup."""
+        # Usually the cgroup is empty by now: one trip to a worker thread removes it.
+        if await anyio.to_thread.run_sync(_remove_empty_cgroup, self.path):
+            return
         await self.kill()
         await anyio.to_thread.run_sync(_remove_cgroup, self.path)
 
@@ -134,8 +140,13 @@ class TaggedProcesses(RunProcesses):
                 await anyio.sleep(_POLL)
 
 
-async def contain_run(run_id: str) -> RunProcesses:
-    """Containment for a new run: a cgroup where the machine allows it, else the tag."""
+async def contain_run(run_id: str, choice: str = "auto") -> RunProcesses:
+    """Containment for a new run: a cgroup where the machine allows it, else the tag.
+
+    ``choice`` is one of :data:`CONTAINMENTS`; ``tag`` skips the cgroup.
+    """
+    if choice == TAG:
+        return TaggedProcesses(run_id)
     path = await anyio.to_thread.run_sync(_make_run_cgroup, run_id)
     return TaggedProcesses(run_id) if path is None else CgroupProcesses(run_id, path)
 
@@ -222,7 +233,9 @@ def _make_run_cgroup(run_id: str) -> Path | None:
 
 
 def _kill_cgroup(path: Path) -> bool:
-    """Write ``cgroup.kill``; False when the cgroup does not exist."""
+    """Write ``cgroup.kill`` unless the cgroup is empty; True when it had members."""
+    if not _populated(path):
+        return False
     try:
         (path / "cgroup.kill").write_text("1")
     except FileNotFoundError:
@@ -236,6 +249,19 @@ def _populated(path: Path) -> bool:
     except FileNotFoundError:
         return False
     return "populated 1" in events
+
+
+def _remove_empty_cgroup(path: Path) -> bool:
+    """Remove the cgroup if nothing is in it; True when it is gone."""
+    try:
+        path.rmdir()
+    except FileNotFoundError:
+        return True
+    except OSError as err:
+        if err.errno == errno.EBUSY:
+            return False
+        raise
+    return True
 
 
 def _remove_cgroup(path: Path) -> None:

@@ -188,7 +188,7 @@ class AsyncioEngine(WorkflowController):
                 active.done.set()
 
     async def _run(self, active: _ActiveRun, rundir: Path) -> None:
-        processes = await contain_run(active.job.run_id)
+        processes = await contain_run(active.job.run_id, self._context.limits.containment)
         try:
             await self._run_contained(active, rundir, processes)
         finally:

@@ -13,6 +13,7 @@ import pytest
 
 from flowserv_async.controller import EngineContext, EngineLimits
 from flowserv_async.engine import parse_workflow
+from flowserv_async.engine.containment import cgroup_root
 from flowserv_async.engine.controller import SHUTDOWN_REASON, AsyncioEngine
 from flowserv_async.engine.job import RunJob
 from flowserv_async.engine.memory import MemoryRunStore
@@ -289,3 +290,25 @@ async def test_an_engine_failure_names_paths_relative_to_the_run_folder(
     assert stored.messages[0].startswith("engine failure: ")
     assert "'sub'" in stored.messages[0]
     assert str(tmp_path) not in stored.messages[0]
+
+
+@pytest.mark.parametrize(
+    ("choice", "expected"), [("tag", "tag"), ("auto", "cgroup" if cgroup_root() else "tag")]
+)
+async def test_a_run_records_how_its_processes_are_contained(
+    store: MemoryRunStore, volume: FileSystemVolume, tmp_path: Path, choice: str, expected: str
+) -> None:
+    engine = AsyncioEngine()
+    limits = EngineLimits(cancel_grace=1.0, containment=choice)
+    await engine.open(EngineContext(store, volume, tmp_path / "runs", limits))
+    try:
+        stored = store.add_run("r", engine.engine_id)
+        workflow = parse_workflow({"steps": [{"name": "s", "action": {"commands": ["true"]}}]})
+        await run_to_end(engine, RunJob("r", "w", "g", workflow, {}, "w/static", "w/runs/r"))
+        assert stored.state == RunState.SUCCESS
+        assert stored.processes is not None
+        assert stored.processes["mechanism"] == expected
+        assert stored.processes["tag"] == "r"
+        assert stored.processes["rundir"] == str(tmp_path / "runs" / "r")
+    finally:
+        await engine.aclose()

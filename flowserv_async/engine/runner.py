@@ -173,7 +173,9 @@ async def run_workflow(
     own = processes is None
     contained = processes if processes is not None else await contain_run(uuid.uuid4().hex)
     run = StepRun(
-        context={**spec.parameters, **(context or {}), "rundir": rundir},
+        # The template's own names win: the run folder is ``rundir`` only when the
+        # template does not define ``rundir`` (ROB post-processing sets it to 'runs/').
+        context={"rundir": rundir, **spec.parameters, **(context or {})},
         rundir=rundir,
         log=log,
         grace=grace,
@@ -212,6 +214,9 @@ async def _execute(
                 results[step.name].message = message
                 return WorkflowResult(False, [message], results, run.context)
     limit = step_timeout if step_timeout else None
+    error = await make_folders(rundir, spec.output_folders)
+    if error is not None:
+        return WorkflowResult(False, [f"workflow outputs: {error}"], results, run.context)
     await _StepGraph(spec, workers, funcs, run, results, limit).run()
     for result in results.values():
         if result.message:
@@ -231,6 +236,16 @@ def run_relative(message: str, rundir: Path) -> str:
     """
     folder = str(rundir)
     return message.replace(folder + "/", "").replace(folder, ".")
+
+
+async def make_folders(rundir: Path, folders: Iterable[str]) -> str | None:
+    """Create ``folders`` (normalised relative paths) in ``rundir``; the error, if one fails."""
+    for folder in folders:
+        try:
+            await anyio.Path(rundir, folder).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            return f"cannot create the output folder '{folder}': {exc.strerror or exc}"
+    return None
 
 
 async def find_missing_files(rundir: Path, paths: Iterable[str]) -> list[str]:
@@ -294,6 +309,9 @@ class _StepGraph:
     async def execute(self, step: WorkflowStep) -> StepOutcome:
         limit = step.timeout if step.timeout is not None else self.default_timeout
         worker = self.workers[step.name]
+        error = await make_folders(self.run_state.rundir, step.output_folders)
+        if error is not None:
+            return StepOutcome(None, f"step '{step.name}': {error}")
         with anyio.move_on_after(limit):
             if isinstance(worker, CodeWorker):
                 return await worker.run(step, self.funcs[step.name], self.run_state)

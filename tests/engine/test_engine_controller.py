@@ -16,7 +16,7 @@ from flowserv_async.engine import parse_workflow
 from flowserv_async.engine.containment import cgroup_root
 from flowserv_async.engine.controller import SHUTDOWN_REASON, AsyncioEngine
 from flowserv_async.engine.job import RunJob
-from flowserv_async.engine.memory import MemoryRunStore
+from flowserv_async.engine.memory import MemoryRunStore, StoredRun
 from flowserv_async.engine.store import CANCELED_BY_USER
 from flowserv_async.errors import FlowservError
 from flowserv_async.states import RunState
@@ -248,21 +248,32 @@ class FlakyStore(MemoryRunStore):
         return await super().finish(run_id, state, messages)
 
 
+async def run_one_command(
+    store: MemoryRunStore,
+    volume: FileSystemVolume,
+    tmp_path: Path,
+    command: str,
+    limits: EngineLimits,
+) -> StoredRun:
+    """Run ``command`` as run ``r`` on an engine of its own; return the stored run."""
+    engine = AsyncioEngine()
+    await engine.open(EngineContext(store, volume, tmp_path / "runs", limits))
+    try:
+        stored = store.add_run("r", engine.engine_id)
+        workflow = parse_workflow({"steps": [{"name": "s", "action": {"commands": [command]}}]})
+        await run_to_end(engine, RunJob("r", "w", "g", workflow, {}, "w/static", "w/runs/r"))
+        return stored
+    finally:
+        await engine.aclose()
+
+
 async def test_a_final_state_that_fails_to_write_is_written_again_until_it_lands(
     volume: FileSystemVolume, tmp_path: Path
 ) -> None:
     store = FlakyStore(failures=4)
-    engine = AsyncioEngine()
-    limits = EngineLimits(cancel_grace=1.0, heartbeat=0.2, run_lease=1.0)
-    await engine.open(EngineContext(store, volume, tmp_path / "runs", limits))
-    try:
-        stored = store.add_run("r", engine.engine_id)
-        workflow = parse_workflow({"steps": [{"name": "s", "action": {"commands": ["false"]}}]})
-        await run_to_end(engine, RunJob("r", "w", "g", workflow, {}, "w/static", "w/runs/r"))
-        assert stored.state == RunState.ERROR
-        assert store.attempts == 5
-    finally:
-        await engine.aclose()
+    stored = await run_one_command(store, volume, tmp_path, "false", EngineLimits())
+    assert stored.state == RunState.ERROR
+    assert store.attempts == 5
 
 
 async def test_an_own_run_the_engine_no_longer_tracks_is_failed_by_its_sweep(
@@ -298,17 +309,10 @@ async def test_an_engine_failure_names_paths_relative_to_the_run_folder(
 async def test_a_run_records_how_its_processes_are_contained(
     store: MemoryRunStore, volume: FileSystemVolume, tmp_path: Path, choice: str, expected: str
 ) -> None:
-    engine = AsyncioEngine()
-    limits = EngineLimits(cancel_grace=1.0, containment=choice)
-    await engine.open(EngineContext(store, volume, tmp_path / "runs", limits))
-    try:
-        stored = store.add_run("r", engine.engine_id)
-        workflow = parse_workflow({"steps": [{"name": "s", "action": {"commands": ["true"]}}]})
-        await run_to_end(engine, RunJob("r", "w", "g", workflow, {}, "w/static", "w/runs/r"))
-        assert stored.state == RunState.SUCCESS
-        assert stored.processes is not None
-        assert stored.processes["mechanism"] == expected
-        assert stored.processes["tag"] == "r"
-        assert stored.processes["rundir"] == str(tmp_path / "runs" / "r")
-    finally:
-        await engine.aclose()
+    limits = EngineLimits(containment=choice)
+    stored = await run_one_command(store, volume, tmp_path, "true", limits)
+    assert stored.state == RunState.SUCCESS
+    assert stored.processes is not None
+    assert stored.processes["mechanism"] == expected
+    assert stored.processes["tag"] == "r"
+    assert stored.processes["rundir"] == str(tmp_path / "runs" / "r")

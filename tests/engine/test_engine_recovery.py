@@ -11,6 +11,7 @@ from typing import Any
 
 import anyio
 import psutil
+import pytest
 from runs_helpers import install, step, wait_for_process
 
 from flowserv_async import DB, LocalAPIFactory
@@ -22,7 +23,8 @@ from flowserv_async import DB, LocalAPIFactory
 async def main(cfg):
     db = DB(cfg["url"], connect_args=cfg["connect_args"])
     env = {"FLOWSERV_API_DIR": cfg["api_dir"], "FLOWSERV_AUTH": "open",
-           "FLOWSERV_HEARTBEAT": "0.2", "FLOWSERV_RUN_LEASE": "1"}
+           "FLOWSERV_HEARTBEAT": "0.2", "FLOWSERV_RUN_LEASE": "1",
+           "FLOWSERV_CONTAINMENT": cfg["containment"]}
     async with LocalAPIFactory(env=env, db=db) as factory:
         async with factory() as api:
             run = await api.runs().start_run(cfg["group_id"], [])
@@ -53,13 +55,16 @@ async def next_engine(
     return factory, group_id
 
 
-async def crashing_service(database: DB, basedir: Path, group_id: str) -> anyio.abc.Process:
+async def crashing_service(
+    database: DB, basedir: Path, group_id: str, containment: str = "auto"
+) -> anyio.abc.Process:
     """A service process on the same database that starts one run and prints its id."""
     cfg: dict[str, Any] = {
         "url": database.url.render_as_string(hide_password=False),
         "connect_args": database.connect_args,
         "api_dir": str(basedir),
         "group_id": group_id,
+        "containment": containment,
     }
     return await anyio.open_process([sys.executable, "-c", CHILD, json.dumps(cfg)])
 
@@ -113,11 +118,16 @@ def _alive(procs: list[psutil.Process]) -> list[psutil.Process]:
     return alive
 
 
+@pytest.mark.parametrize("containment", ["auto", "tag"])
 async def test_next_engine_kills_what_a_crashed_service_left_and_removes_its_run_folder(
-    make_factory: Callable[..., LocalAPIFactory], database: DB, basedir: Path, tmp_path: Path
+    make_factory: Callable[..., LocalAPIFactory],
+    database: DB,
+    basedir: Path,
+    tmp_path: Path,
+    containment: str,
 ) -> None:
     factory, group_id = await next_engine(make_factory, tmp_path, FORKING_STEP)
-    async with await crashing_service(database, basedir, group_id) as child:
+    async with await crashing_service(database, basedir, group_id, containment) as child:
         run_id = await _read_line(child)
         with anyio.fail_after(20):
             while len(sleepers := await anyio.to_thread.run_sync(_contained_sleepers)) < 2:

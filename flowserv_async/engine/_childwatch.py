@@ -27,6 +27,7 @@ logger = logging.getLogger(__name__)
 
 _lock = threading.Lock()
 _Ts = TypeVarTuple("_Ts")
+_replaced: list[asyncio.AbstractChildWatcher] = []
 
 
 class PidfdChildWatcher(asyncio.AbstractChildWatcher):
@@ -102,8 +103,10 @@ def use_pidfd_child_watcher() -> bool:
             return True
         if type(current) is not asyncio.ThreadedChildWatcher or not _pidfd_works():
             return False
+        # Its threads for children started before finish on their own; kept referenced
+        # so that it is not collected (and warns) while they run.
+        _replaced.append(current)
         policy.set_child_watcher(PidfdChildWatcher())
-        # Threads of children it already watches finish on their own.
         return True
 
 

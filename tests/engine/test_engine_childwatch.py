@@ -49,8 +49,8 @@ async def test_installed_in_place_of_the_thread_per_child_watcher() -> None:
     proc = await asyncio.create_subprocess_exec(
         "/bin/sh", "-c", "sleep 0.2; exit 3", stdout=subprocess.DEVNULL
     )
-    # ThreadedChildWatcher would run a thread named waitpid-N until the child exits.
-    assert not [t for t in threading.enumerate() if t.name.startswith("waitpid-")]
+    # ThreadedChildWatcher would run a thread asyncio-waitpid-N until the child exits.
+    assert not [t for t in threading.enumerate() if "waitpid-" in t.name]
     assert await proc.wait() == 3
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from blockbuster import BlockBuster, blockbuster_ctx
 from dbutil import backend_database
+from s3util import MotoS3, moto_s3
 
 from flowserv_async import DB, LocalAPIFactory
 
@@ -99,3 +100,17 @@ def count_rows(database: DB) -> Callable[..., Any]:
             return int((await session.execute(stmt)).scalar_one())
 
     return count
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[MotoS3]:
+    """One moto S3 server for the whole session (see ``s3util``)."""
+    with moto_s3() as server:
+        yield server
+
+
+@pytest.fixture
+def s3(moto_server: MotoS3) -> MotoS3:
+    """The moto S3 server, emptied, with an empty test bucket."""
+    moto_server.reset()
+    return moto_server

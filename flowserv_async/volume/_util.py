@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncGenerator, AsyncIterable, Iterator
-from contextlib import contextmanager
+from contextlib import aclosing, contextmanager
 from pathlib import Path
 from typing import IO, TypeAlias
 
@@ -26,6 +26,26 @@ async def iter_data(data: StoreData, chunk_size: int) -> AsyncGenerator[bytes, N
             yield chunk
     else:
         while chunk := await anyio.to_thread.run_sync(data.read, chunk_size):
+            yield chunk
+
+
+async def iter_limited(
+    data: StoreData, key: str, max_size: int | None, chunk_size: int
+) -> AsyncGenerator[bytes, None]:
+    """Yield the chunks of ``data``, refusing a content larger than ``max_size`` bytes.
+
+    Raises:
+        ConstraintViolationError: once the content exceeds ``max_size``.
+
+    """
+    size = 0
+    async with aclosing(iter_data(data, chunk_size)) as chunks:
+        async for chunk in chunks:
+            size += len(chunk)
+            if max_size is not None and size > max_size:
+                raise ConstraintViolationError(
+                    f"file '{key}' exceeds the size limit of {max_size} bytes"
+                )
             yield chunk
 
 

@@ -9,7 +9,7 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator, Iterable, Iterator
 from contextlib import aclosing
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import Any, Self, TypeAlias
 
 import anyio
 
@@ -96,6 +96,16 @@ class StorageVolume(ABC):
     @abstractmethod
     def to_dict(self) -> dict[str, Any]:
         """Return the volume spec (``{type, id, args}``) that recreates this volume."""
+
+    async def aclose(self) -> None:
+        """Release the volume's connections, if it holds any (the ``fs`` volume holds none)."""
+        return
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
 
     async def load(self, key: str) -> bytes:
         """Return the whole content of the file ``key``.

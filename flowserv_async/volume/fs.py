@@ -16,7 +16,7 @@ import anyio
 from anyio import AsyncFile
 
 from flowserv_async.errors import ConstraintViolationError, UnknownFileError
-from flowserv_async.volume._util import StoreData, is_inside, iter_data, os_errors
+from flowserv_async.volume._util import StoreData, is_inside, iter_limited, os_errors
 from flowserv_async.volume.base import (
     CHUNK_SIZE,
     CLEANUP_TIMEOUT,
@@ -238,13 +238,9 @@ async def _write_chunks(
 ) -> int:
     """Write ``data`` to ``out`` chunk by chunk; return the size, refusing ``max_size``."""
     size = 0
-    async with aclosing(iter_data(data, CHUNK_SIZE)) as chunks:
+    async with aclosing(iter_limited(data, key, max_size, CHUNK_SIZE)) as chunks:
         async for chunk in chunks:
             size += len(chunk)
-            if max_size is not None and size > max_size:
-                raise ConstraintViolationError(
-                    f"file '{key}' exceeds the size limit of {max_size} bytes"
-                )
             await out.write(chunk)
     return size
 

@@ -163,10 +163,11 @@ class LocalAPIFactory:
                     self._engine = init_backend(self)
                 await self._engine.open()
             except BaseException:
-                if self._owns_db:
-                    with anyio.CancelScope(shield=True):
+                with anyio.CancelScope(shield=True):
+                    await self._volume.aclose()
+                    if self._owns_db:
                         await self._db.dispose()
-                    self._db = None
+                        self._db = None
                 raise
             self._state = "open"
 
@@ -192,6 +193,8 @@ class LocalAPIFactory:
                         self._db = None
                     if self._owns_engine:
                         self._engine = None
+                    if self._volume is not None:
+                        await self._volume.aclose()
 
     async def _session_started(self) -> None:
         if self._state != "open":

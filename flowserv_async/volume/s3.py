@@ -31,6 +31,9 @@ PART_SIZE = 5 * 1024 * 1024
 DELETE_BATCH = 1000
 """Most keys one ``DeleteObjects`` call accepts."""
 
+LIST_PAGE = 1000
+"""Keys per ``ListObjectsV2`` page (S3's maximum)."""
+
 MAX_ATTEMPTS = 5
 """Attempts per request in botocore's ``standard`` retry mode (first try included)."""
 
@@ -171,20 +174,22 @@ class S3Volume(StorageVolume):
                 keys.append(self._key(name))
         return sorted(keys)
 
-    async def _head(self, key: str) -> int | None:
+    async def _head(self, key: str, *, writing: bool = False) -> int | None:
         """Return the size of the object ``key``, or ``None`` when there is none."""
         client = await self._s3()
-        try:
-            with _s3_errors(key, writing=False):
+        with _s3_errors(key, writing=writing):
+            try:
                 response = await client.head_object(Bucket=self.bucket, Key=self._name(key))
-        except UnknownFileError:
-            return None
+            except ClientError as err:
+                if _error_code(err) in _MISSING:
+                    return None
+                raise
         return int(response["ContentLength"])
 
-    async def _has_objects_below(self, key: str) -> bool:
+    async def _has_objects_below(self, key: str, *, writing: bool = False) -> bool:
         """Tell whether the folder ``key`` holds at least one object."""
         client = await self._s3()
-        with _s3_errors(key, writing=False):
+        with _s3_errors(key, writing=writing):
             response = await client.list_objects_v2(
                 Bucket=self.bucket, Prefix=self._name(key) + "/", MaxKeys=1
             )
@@ -195,7 +200,11 @@ class S3Volume(StorageVolume):
         client = await self._s3()
         base = self._name(prefix) if prefix else self.prefix
         paginator = client.get_paginator("list_objects_v2")
-        pages = paginator.paginate(Bucket=self.bucket, Prefix=base + "/" if base else "")
+        pages = paginator.paginate(
+            Bucket=self.bucket,
+            Prefix=base + "/" if base else "",
+            PaginationConfig={"PageSize": LIST_PAGE},
+        )
         with _s3_errors(prefix or "/", writing=False):
             async for page in pages:
                 for item in page.get("Contents", ()):
@@ -235,21 +244,12 @@ class S3Volume(StorageVolume):
     async def _check_in_the_way(self, key: str) -> None:
         """Refuse a key below an existing object or above existing objects (as fs does)."""
         parents = [key[:index] for index, char in enumerate(key) if char == "/"]
-        found: list[str] = []
-
-        async def check_parent(parent: str) -> None:
-            if await self._head(parent) is not None:
-                found.append(parent)
-
-        async def check_folder() -> None:
-            if await self._has_objects_below(key):
-                found.append(key)
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(check_folder)
-            for parent in parents:
-                tg.start_soon(check_parent, parent)
-        if found:
+        for name in parents:
+            if await self._head(name, writing=True) is not None:
+                raise ConstraintViolationError(
+                    f"cannot store '{key}': a file or folder is in the way"
+                )
+        if await self._has_objects_below(key, writing=True):
             raise ConstraintViolationError(f"cannot store '{key}': a file or folder is in the way")
 
     async def delete(self, key: str) -> None:
@@ -357,7 +357,7 @@ def _s3_errors(key: str, *, writing: bool) -> Iterator[None]:
         yield
     except ClientError as err:
         error = err.response.get("Error", {})
-        code = str(error.get("Code", ""))
+        code = _error_code(err)
         if not writing and code in _MISSING:
             raise UnknownFileError(key) from err
         action = "write" if writing else "read"
@@ -366,3 +366,8 @@ def _s3_errors(key: str, *, writing: bool) -> Iterator[None]:
     except BotoCoreError as err:
         action = "write" if writing else "read"
         raise FlowservError(f"cannot {action} '{key}': {err}") from err
+
+
+def _error_code(err: ClientError) -> str:
+    """The S3 error code of a client error (``NoSuchKey``, ``404``, ...)."""
+    return str(err.response.get("Error", {}).get("Code", ""))

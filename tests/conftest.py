@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from blockbuster import BlockBuster, blockbuster_ctx
+from blockbuster import BlockBuster
+from blocking import blocking_guard
 from dbutil import backend_database
 from s3util import MotoS3, moto_s3
 
@@ -34,16 +35,7 @@ def blockbuster(request: pytest.FixtureRequest) -> Iterator[BlockBuster | None]:
     if not inspect.iscoroutinefunction(getattr(request.node, "obj", None)):
         yield None
         return
-    with blockbuster_ctx() as bb:
-        # SQLAlchemy normalises the SQLite file name when it creates an engine; for the
-        # absolute paths used here that is string work, no disk access.
-        bb.functions["os.path.abspath"].can_block_in(
-            "sqlalchemy/dialects/sqlite/pysqlite.py", "create_connect_args"
-        )
-        # asyncpg looks for ~/.pgpass and client certificates when it opens a connection;
-        # pooled connections are opened rarely, and that is a file stat, not a wait.
-        for function in bb.functions.values():
-            function.can_block_in("asyncpg/connect_utils.py", "_parse_connect_dsn_and_args")
+    with blocking_guard() as bb:
         yield bb
 
 

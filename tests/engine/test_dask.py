@@ -1,0 +1,165 @@
+"""The Dask engine on one LocalCluster of 2 worker processes, shared by the session.
+
+The cluster is the test process's own (its scheduler runs here, its workers are
+grandchildren of this process), so the steps' processes are visible with psutil.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import signal
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import dask
+import pytest
+from blockbuster import BlockBuster
+from blocking import blocking_guard
+from distributed import LocalCluster
+from runs_helpers import PY, group_alive, install, start, step, wait_for_process
+
+from flowserv_async import LocalAPIFactory
+from flowserv_async.engine.dask import WORKER_DIED
+from flowserv_async.examples.run_helloworld import HERE
+
+
+@pytest.fixture(autouse=True)
+def blockbuster(request: pytest.FixtureRequest) -> Iterator[BlockBuster | None]:
+    """Blocking calls made by our code fail the test, as everywhere (see conftest).
+
+    Only those: Dask's client and this LocalCluster's scheduler run event loops of their
+    own in threads of this process, where Dask reads /proc and files as it likes.
+    """
+    if not inspect.iscoroutinefunction(getattr(request.node, "obj", None)):
+        yield None
+        return
+    with blocking_guard("flowserv_async") as bb:
+        yield bb
+
+
+@pytest.fixture(scope="session")
+def dask_scheduler() -> Iterator[str]:
+    """A LocalCluster of 2 worker processes (2 slots each) that fails a task whose worker dies."""
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+        cluster = LocalCluster(
+            n_workers=2, threads_per_worker=2, processes=True, dashboard_address=None
+        )
+    try:
+        yield cluster.scheduler_address
+    finally:
+        cluster.close()
+
+
+@pytest.fixture
+def open_factory(
+    make_factory: Callable[..., LocalAPIFactory], dask_scheduler: str
+) -> Callable[..., Any]:
+    async def make(**env: str) -> LocalAPIFactory:
+        factory = make_factory(
+            {
+                "FLOWSERV_AUTH": "open",
+                "FLOWSERV_CANCEL_GRACE": "1",
+                "FLOWSERV_BACKEND_MODULE": "flowserv_async.engine.dask",
+                "FLOWSERV_BACKEND_CLASS": "DaskEngine",
+                "FLOWSERV_DASK_SCHEDULER": dask_scheduler,
+                **env,
+            }
+        )
+        await factory.open()
+        return factory
+
+    return make
+
+
+async def test_hello_world_runs_on_a_worker(open_factory: Callable[..., Any]) -> None:
+    factory = await open_factory()
+    async with factory() as api:
+        wf = await api.workflows().create_workflow(source=str(HERE))
+        group = await api.groups().create_group(wf["id"], "team")
+        upload = await api.uploads().upload_file(group["id"], b"Alice\nBob\n", "names.txt")
+    arguments = [
+        {"name": "names", "value": {"type": "$file", "value": {"fileId": upload["id"]}}},
+        {"name": "greeting", "value": "Hi"},
+    ]
+    run = await start(factory, group["id"], arguments)
+    run = await factory.wait_run(run["id"], timeout=60)
+    assert run["state"] == "SUCCESS", run.get("messages")
+    async with factory() as api:
+        greetings = next(f for f in run["files"] if f["name"].endswith("greetings.txt"))
+        handle = await api.runs().get_result_file(run["id"], greetings["id"])
+        assert (await handle.read()).decode() == "Hi, Alice!\nHi, Bob!\n"
+        ranking = await api.workflows().get_ranking(wf["id"])
+    assert [entry["run"]["id"] for entry in ranking["ranking"]] == [run["id"]]
+
+
+async def test_log_lines_arrive_while_the_step_runs(
+    open_factory: Callable[..., Any], tmp_path: Path
+) -> None:
+    factory = await open_factory()
+    marker = tmp_path / "go"
+    code = (
+        f"import pathlib, time; print('waiting', flush=True); p = pathlib.Path({str(marker)!r})\n"
+        "while not p.exists(): time.sleep(0.05)\nprint('done')"
+    )
+    script = tmp_path / "wait.py"
+    await anyio.Path(script).write_text(code)
+    _, group_id = await install(factory, tmp_path / "wf", [step("s", f"{PY} {script}")])
+    run = await start(factory, group_id)
+    with anyio.fail_after(30):
+        while True:
+            async with factory() as api:
+                lines = (await api.runs().get_log(run["id"]))["lines"]
+            if lines:
+                break
+            await anyio.sleep(0.1)
+    assert [(line["step"], line["text"]) for line in lines] == [("s", "waiting")]
+    await anyio.Path(marker).touch()
+    final = await factory.wait_run(run["id"], timeout=30)
+    assert final["state"] == "SUCCESS", final.get("messages")
+    async with factory() as api:
+        lines = (await api.runs().get_log(run["id"]))["lines"]
+    assert [line["text"] for line in lines] == ["waiting", "done"]
+
+
+async def test_cancel_kills_the_step_on_its_worker(
+    open_factory: Callable[..., Any], tmp_path: Path
+) -> None:
+    factory = await open_factory()
+    command = "sleep 61 & sleep 61"
+    _, group_id = await install(factory, tmp_path / "long", [step("s", command)])
+    run = await start(factory, group_id)
+    proc = await wait_for_process(lambda cmd: cmd == ["/bin/sh", "-c", command], timeout=30)
+    pgid = await anyio.to_thread.run_sync(os.getpgid, proc.pid)
+    async with factory() as api:
+        handle = await api.runs().cancel_run(run["id"], reason="enough")
+        # Every process of the step is gone on the worker when cancel_run returns.
+        assert not await anyio.to_thread.run_sync(group_alive, pgid)
+    assert handle["state"] == "CANCELED"
+    assert handle["messages"] == ["enough"]
+    # The slot is free at once: a new run on the same cluster succeeds.
+    _, quick = await install(factory, tmp_path / "quick", [step("q", "true")])
+    again = await start(factory, quick)
+    assert (await factory.wait_run(again["id"], timeout=60))["state"] == "SUCCESS"
+
+
+async def test_a_killed_worker_fails_its_run(
+    open_factory: Callable[..., Any], tmp_path: Path
+) -> None:
+    factory = await open_factory()
+    _, group_id = await install(factory, tmp_path / "doomed", [step("s", "sleep 62")])
+    run = await start(factory, group_id)
+    proc = await wait_for_process(lambda cmd: cmd == ["sleep", "62"], timeout=30)
+    pgid = await anyio.to_thread.run_sync(os.getpgid, proc.pid)
+    worker = await anyio.to_thread.run_sync(proc.parent)
+    assert worker is not None
+    await anyio.to_thread.run_sync(os.kill, worker.pid, signal.SIGKILL)
+    final = await factory.wait_run(run["id"], timeout=60)
+    assert final["state"] == "ERROR"
+    assert final["messages"] == [WORKER_DIED]
+    # The step's process dies with its worker (the runner's parent-death signal).
+    with anyio.fail_after(10):
+        while await anyio.to_thread.run_sync(group_alive, pgid):
+            await anyio.sleep(0.05)

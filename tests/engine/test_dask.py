@@ -19,10 +19,19 @@ import pytest
 from blockbuster import BlockBuster
 from blocking import blocking_guard
 from distributed import LocalCluster
-from runs_helpers import PY, group_alive, install, start, step, wait_for_process
+from runs_helpers import (
+    PY,
+    group_alive,
+    install,
+    start,
+    step,
+    step_processes,
+    wait_for_process,
+)
 
 from flowserv_async import LocalAPIFactory
 from flowserv_async.engine.dask import WORKER_DIED
+from flowserv_async.errors import InvalidConfigurationError
 from flowserv_async.examples.run_helloworld import HERE
 
 
@@ -163,3 +172,39 @@ async def test_a_killed_worker_fails_its_run(
     with anyio.fail_after(10):
         while await anyio.to_thread.run_sync(group_alive, pgid):
             await anyio.sleep(0.05)
+
+
+async def test_an_unreachable_scheduler_is_a_configuration_error(
+    make_factory: Callable[..., LocalAPIFactory],
+) -> None:
+    factory = make_factory(
+        {
+            "FLOWSERV_BACKEND_MODULE": "flowserv_async.engine.dask",
+            "FLOWSERV_BACKEND_CLASS": "DaskEngine",
+            "FLOWSERV_DASK_SCHEDULER": "tcp://127.0.0.1:9",
+        }
+    )
+    with dask.config.set({"distributed.comm.timeouts.connect": "1s"}):
+        with pytest.raises(InvalidConfigurationError, match=r"tcp://127\.0\.0\.1:9"):
+            await factory.open()
+    assert not factory.is_open
+
+
+@pytest.mark.parametrize("name", ["FLOWSERV_DASK_WORKERS", "FLOWSERV_DASK_SLOTS"])
+@pytest.mark.parametrize("value", ["0", "-1", "many"])
+async def test_a_bad_cluster_size_is_a_configuration_error(
+    make_factory: Callable[..., LocalAPIFactory], name: str, value: str
+) -> None:
+    factory = make_factory(
+        {
+            "FLOWSERV_BACKEND_MODULE": "flowserv_async.engine.dask",
+            "FLOWSERV_BACKEND_CLASS": "DaskEngine",
+            name: value,
+        }
+    )
+    before = {proc.pid for proc in await anyio.to_thread.run_sync(step_processes)}
+    with pytest.raises(InvalidConfigurationError, match=name):
+        await factory.open()
+    after = {proc.pid for proc in await anyio.to_thread.run_sync(step_processes)}
+    assert after <= before  # no cluster was started
+    assert not factory.is_open

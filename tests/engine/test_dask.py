@@ -158,17 +158,22 @@ async def test_a_killed_worker_fails_its_run(
     open_factory: Callable[..., Any], tmp_path: Path
 ) -> None:
     factory = await open_factory()
-    _, group_id = await install(factory, tmp_path / "doomed", [step("s", "sleep 62")])
+    command = "sleep 62 & sleep 62"
+    _, group_id = await install(factory, tmp_path / "doomed", [step("s", command)])
     run = await start(factory, group_id)
-    proc = await wait_for_process(lambda cmd: cmd == ["sleep", "62"], timeout=30)
+    proc = await wait_for_process(lambda cmd: cmd == ["/bin/sh", "-c", command], timeout=30)
     pgid = await anyio.to_thread.run_sync(os.getpgid, proc.pid)
     worker = await anyio.to_thread.run_sync(proc.parent)
     assert worker is not None
+    # The worker's reaper runs once the worker has started a run; it looks at the
+    # worker's steps every 0.2 s: give it a few looks at this one.
+    await wait_for_process(lambda cmd: str(worker.pid) in cmd and "-m" in cmd, timeout=30)
+    await anyio.sleep(1)
     await anyio.to_thread.run_sync(os.kill, worker.pid, signal.SIGKILL)
     final = await factory.wait_run(run["id"], timeout=60)
     assert final["state"] == "ERROR"
     assert final["messages"] == [WORKER_DIED]
-    # The step's process dies with its worker (the runner's parent-death signal).
+    # Every process of the step dies with its worker, the background sleep too.
     with anyio.fail_after(10):
         while await anyio.to_thread.run_sync(group_alive, pgid):
             await anyio.sleep(0.05)
@@ -184,9 +189,11 @@ async def test_an_unreachable_scheduler_is_a_configuration_error(
             "FLOWSERV_DASK_SCHEDULER": "tcp://127.0.0.1:9",
         }
     )
-    with dask.config.set({"distributed.comm.timeouts.connect": "1s"}):
-        with pytest.raises(InvalidConfigurationError, match=r"tcp://127\.0\.0\.1:9"):
-            await factory.open()
+    with (
+        dask.config.set({"distributed.comm.timeouts.connect": "1s"}),
+        pytest.raises(InvalidConfigurationError, match=r"tcp://127\.0\.0\.1:9"),
+    ):
+        await factory.open()
     assert not factory.is_open
 
 

@@ -18,7 +18,10 @@ so the task ends at once when it does start.
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -153,8 +156,28 @@ def running_on_worker() -> list[str]:
     return REGISTRY.running()
 
 
+_reaper_lock = threading.Lock()
+_reaper: subprocess.Popen[bytes] | None = None
+
+
+def _start_reaper() -> None:
+    """Start this worker process's reaper once (see :mod:`.reaper`)."""
+    global _reaper
+    with _reaper_lock:
+        if _reaper is None or _reaper.poll() is not None:
+            # Its stdin is a pipe that only this process holds open: it closes when this
+            # process ends, however it ends. Its own session: no signal to the worker's
+            # group reaches it.
+            _reaper = subprocess.Popen(  # noqa: S603 - our own module, no shell
+                [sys.executable, "-m", "flowserv_async.engine.dask.reaper", str(os.getpid())],
+                stdin=subprocess.PIPE,
+                start_new_session=True,
+            )
+
+
 def execute_run(task: RunTask) -> RunReport:
     """Execute one run on this worker (the Dask task; it runs in a worker thread)."""
+    _start_reaper()
     return anyio.run(_execute, task)
 
 

@@ -26,6 +26,10 @@ FileCopies: TypeAlias = Iterable[tuple[str, str | None]]
 CHUNK_SIZE = 256 * 1024
 """Default size of the chunks in which files are read and copied, in bytes."""
 
+S3_VOLUME = "s3"
+"""Volume spec type of the S3 volume (:class:`~flowserv_async.volume.s3.S3Volume`, in
+its own module because aiobotocore is an optional extra)."""
+
 CLEANUP_TIMEOUT = 10.0
 """Seconds that the shielded clean-up after a failed or cancelled write may take."""
 

@@ -11,12 +11,10 @@ import anyio
 import yaml
 
 from flowserv_async.errors import ConstraintViolationError, InvalidConfigurationError
-from flowserv_async.volume.base import StorageVolume, StrPath
+from flowserv_async.volume.base import S3_VOLUME, StorageVolume, StrPath
 from flowserv_async.volume.fs import FS_VOLUME, FileSystemVolume
 
 _SPEC_KEYS = frozenset({"type", "id", "args"})
-S3_VOLUME = "s3"
-"""Volume spec type of the S3 volume (:class:`~flowserv_async.volume.s3.S3Volume`)."""
 
 _ARGS: dict[str, tuple[str, tuple[str, ...]]] = {
     FS_VOLUME: ("basedir", ()),

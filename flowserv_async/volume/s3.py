@@ -21,8 +21,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from flowserv_async.errors import ConstraintViolationError, FlowservError, UnknownFileError
 from flowserv_async.volume._util import StoreData, iter_limited
-from flowserv_async.volume.base import CHUNK_SIZE, CLEANUP_TIMEOUT, StorageVolume
-from flowserv_async.volume.factory import S3_VOLUME
+from flowserv_async.volume.base import CHUNK_SIZE, CLEANUP_TIMEOUT, S3_VOLUME, StorageVolume
 from flowserv_async.volume.keys import validate_key, validate_prefix
 
 PART_SIZE = 5 * 1024 * 1024

@@ -24,13 +24,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import anyio
 import dask
 from distributed import Client, Future, KilledWorker, LocalCluster
 
-from flowserv_async.engine.controller import SHUTDOWN_REASON, AsyncioEngine, _ActiveRun
+from flowserv_async.config import Settings
+from flowserv_async.controller import EngineContext
+from flowserv_async.engine.controller import AsyncioEngine, _ActiveRun
 from flowserv_async.engine.dask.worker import (
     RunReport,
     RunTask,
@@ -38,22 +41,11 @@ from flowserv_async.engine.dask.worker import (
     execute_run,
     forget_on_worker,
 )
+from flowserv_async.engine.store import record_results
 from flowserv_async.errors import FlowservError, InvalidConfigurationError
-from flowserv_async.services.runs import record_success
-from flowserv_async.services.stored import run_prefix
 from flowserv_async.states import RunState
 
 logger = logging.getLogger(__name__)
-
-FLOWSERV_DASK_SCHEDULER = "FLOWSERV_DASK_SCHEDULER"
-FLOWSERV_DASK_WORKERS = "FLOWSERV_DASK_WORKERS"
-FLOWSERV_DASK_SLOTS = "FLOWSERV_DASK_SLOTS"
-
-DEFAULT_WORKERS = 2
-"""Worker processes of the engine's own ``LocalCluster``."""
-
-DEFAULT_SLOTS = 4
-"""Runs that one worker of the engine's own ``LocalCluster`` executes at once."""
 
 WORKER_DIED = "the Dask worker that executed the run died"
 """The message of a run whose worker died."""
@@ -67,9 +59,9 @@ class DaskEngine(AsyncioEngine):
     """Executes each run as a Dask task on the workers of a Dask cluster.
 
     Args:
-        service: the factory (settings, database and file store).
-        scheduler: the scheduler address; default ``FLOWSERV_DASK_SCHEDULER``, and
-            without either a ``LocalCluster`` of this engine's own.
+        service: the factory; its settings give the defaults of the other arguments.
+        scheduler: the scheduler address (``FLOWSERV_DASK_SCHEDULER``); without one, a
+            ``LocalCluster`` of this engine's own.
         workers: worker processes of the own cluster (``FLOWSERV_DASK_WORKERS``).
         slots: runs per worker of the own cluster (``FLOWSERV_DASK_SLOTS``).
 
@@ -84,10 +76,10 @@ class DaskEngine(AsyncioEngine):
         slots: int | None = None,
     ) -> None:
         super().__init__(service)
-        env: Mapping[str, Any] = getattr(service, "env", {}) if service is not None else {}
-        self.scheduler = scheduler or (str(env.get(FLOWSERV_DASK_SCHEDULER, "")).strip() or None)
-        self.workers = workers if workers is not None else _count(env, FLOWSERV_DASK_WORKERS)
-        self.slots = slots if slots is not None else _count(env, FLOWSERV_DASK_SLOTS)
+        settings: Settings = service.settings if service is not None else Settings.from_env({})
+        self.scheduler = scheduler if scheduler is not None else settings.dask_scheduler
+        self.workers = workers if workers is not None else settings.dask_workers
+        self.slots = slots if slots is not None else settings.dask_slots
         self._client: Client | None = None
         self._cluster: LocalCluster | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -101,14 +93,14 @@ class DaskEngine(AsyncioEngine):
             raise FlowservError("the Dask engine is not open")
         return self._client
 
-    async def open(self) -> None:
+    async def open(self, context: EngineContext) -> None:
         """Connect to the scheduler (or start a LocalCluster), then open the engine."""
         self._loop = asyncio.get_running_loop()
         # Connecting and starting worker processes block: off the event loop.
         self._client, self._cluster = await anyio.to_thread.run_sync(self._connect)
         try:
             self.client.subscribe_topic(self._topic, self._on_log_event)
-            await super().open()
+            await super().open(context)
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(self._disconnect)
@@ -153,22 +145,19 @@ class DaskEngine(AsyncioEngine):
 
     # -- one run -------------------------------------------------------------------------
 
-    async def _run(self, active: _ActiveRun, rundir: Any) -> None:
-        """Execute a run as a task on a worker and record how it ended."""
-        job = active.job
+    async def _run(self, active: _ActiveRun, rundir: Path) -> None:
+        """Execute a run as a task on a worker (``rundir`` is the worker's) and record it."""
+        job, ctx = active.job, self._context
         with anyio.CancelScope(shield=True):
-            moved = await self._record(job.run_id, RunState.RUNNING)
+            moved = await self._guarded(ctx.store.mark_running(job.run_id), job.run_id)
         if not moved:
             return  # cancelled or failed while it waited
-        settings = self._factory.settings
-        prefix = run_prefix(job.workflow_id, job.run_id)
         task = RunTask(
             job=job,
-            volume=self._volume.to_dict(),
+            volume=ctx.volume.to_dict(),
             topic=self._topic,
-            result_prefix=prefix,
-            step_timeout=settings.step_timeout or None,
-            grace=settings.cancel_grace,
+            step_timeout=ctx.limits.step_timeout or None,
+            grace=ctx.limits.cancel_grace,
         )
         self._logs[job.run_id] = active
         try:
@@ -188,21 +177,37 @@ class DaskEngine(AsyncioEngine):
             self._logs.pop(job.run_id, None)
         for step, stream, text in report.log:
             active.log.append(step, stream, text)
-        await self._record_report(active, report, prefix)
+        with anyio.CancelScope(shield=True):
+            if report.canceled:
+                # Cancelled on the worker by someone else than this engine (our own
+                # cancel arrives here as a cancellation of this task).
+                await self._finish(job.run_id, RunState.CANCELED, ["canceled on the worker"])
+            elif report.outcome is None:
+                await self._finish(job.run_id, RunState.ERROR, report.messages)
+            else:
+                postproc = await record_results(
+                    ctx.store, ctx.volume, job.results, report.outcome, self.engine_id
+                )
+                if postproc is not None:
+                    await self._start_postproc(postproc)
 
     async def _report(self, future: Future[RunReport]) -> RunReport:
         """Wait for the task of a run; a dead worker becomes a failed report."""
-        loop = self._loop
-        assert loop is not None
-        done = anyio.Event()
-        future.add_done_callback(lambda _: loop.call_soon_threadsafe(done.set))
-        await done.wait()
+        await self._done(future)
         try:
             report: RunReport = await anyio.to_thread.run_sync(future.result)
         except KilledWorker as exc:
             logger.warning("the worker of %s died: %s", future.key, exc)
             return RunReport(messages=(WORKER_DIED,))
         return report
+
+    async def _done(self, future: Future[RunReport]) -> None:
+        """Wait until a task has ended (without blocking the loop on the client)."""
+        loop = self._loop
+        assert loop is not None
+        done = anyio.Event()
+        future.add_done_callback(lambda _: loop.call_soon_threadsafe(done.set))
+        await done.wait()
 
     async def _cancel_task(self, run_id: str, future: Future[RunReport]) -> None:
         """Stop the task of a run wherever it is: running on a worker, or queued.
@@ -212,45 +217,14 @@ class DaskEngine(AsyncioEngine):
         (which would forget a running task without stopping it); should it start on a
         worker meanwhile, the cancel remembered there ends it before any step starts.
         """
-        grace = self._factory.settings.cancel_grace
         client = self.client
-        loop = self._loop
-        assert loop is not None
-        done = anyio.Event()
-        future.add_done_callback(lambda _: loop.call_soon_threadsafe(done.set))
-        with anyio.move_on_after(grace + _STOP_MARGIN):
+        with anyio.move_on_after(self._context.limits.cancel_grace + _STOP_MARGIN):
             found = await anyio.to_thread.run_sync(lambda: client.run(cancel_on_worker, run_id))
             if not any(found.values()):
                 await anyio.to_thread.run_sync(future.cancel)
-            await done.wait()
+            await self._done(future)
         # Workers that did not run it remember the cancel: make them forget it.
         await anyio.to_thread.run_sync(lambda: client.run(forget_on_worker, run_id))
-
-    async def _record_report(self, active: _ActiveRun, report: RunReport, prefix: str) -> None:
-        job = active.job
-        with anyio.CancelScope(shield=True):
-            if report.canceled:
-                # Cancelled on the worker by someone else than this engine (never by us:
-                # our own cancel arrives here as a cancellation of this task).
-                await self._record(job.run_id, RunState.CANCELED, ["canceled on the worker"])
-                return
-            if report.outcome is None:
-                await self._record(job.run_id, RunState.ERROR, list(report.messages))
-                return
-            async with self._db.write_session() as session:
-                done = await record_success(
-                    session, job.run_id, job.workflow_id, job.group_id, report.outcome
-                )
-                postproc = None
-                if done and job.has_postproc and report.outcome.results is not None:
-                    postproc = await self._prepare_postproc(session, job.workflow_id)
-            if not done:
-                await self._volume.delete(prefix)
-            elif postproc is not None:
-                if self._closed:
-                    await self._record(postproc.run_id, RunState.CANCELED, [SHUTDOWN_REASON])
-                else:
-                    await self.exec_workflow(postproc, None, {}, self._volume)
 
     def _on_log_event(self, event: tuple[float, Any]) -> None:
         """Receive log lines from a worker (in the client's thread): hand them to the loop."""
@@ -265,19 +239,3 @@ class DaskEngine(AsyncioEngine):
             return  # the run has ended; its last lines came with its report
         for step, stream, text in message.get("lines", ()):
             active.log.append(step, stream, text)
-
-
-def _count(env: Mapping[str, Any], name: str) -> int:
-    default = DEFAULT_WORKERS if name == FLOWSERV_DASK_WORKERS else DEFAULT_SLOTS
-    value = env.get(name)
-    if value is None or str(value).strip() == "":
-        return default
-    try:
-        number = int(str(value).strip())
-    except ValueError:
-        number = 0
-    if number < 1:
-        raise InvalidConfigurationError(
-            f"invalid value {value!r} for {name}: expected a positive integer"
-        )
-    return number

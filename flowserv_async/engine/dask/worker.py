@@ -18,6 +18,7 @@ so the task ends at once when it does start.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -35,8 +36,8 @@ from distributed import get_worker
 
 from flowserv_async.engine.job import RunJob
 from flowserv_async.engine.log import LogEntry, RunLog
-from flowserv_async.engine.runner import find_missing_files, run_workflow
-from flowserv_async.services.runs import RunOutcome, collect_outcome
+from flowserv_async.engine.runner import run_workflow
+from flowserv_async.engine.store import RunOutcome, keep_results, stage_run
 from flowserv_async.volume import StorageVolume, volume_from_spec
 
 LOG_INTERVAL = 0.2
@@ -55,7 +56,6 @@ class RunTask:
         volume: the spec of the file store (``StorageVolume.to_dict()``); every worker
             must reach it (S3, or a folder that all machines share).
         topic: the Dask event topic that receives the run's log lines.
-        result_prefix: the store folder for the result files.
         step_timeout: seconds one step may take, or None.
         grace: seconds between SIGTERM and SIGKILL of a cancelled step.
 
@@ -64,7 +64,6 @@ class RunTask:
     job: RunJob
     volume: dict[str, Any]
     topic: str
-    result_prefix: str
     step_timeout: float | None
     grace: float
 
@@ -193,7 +192,7 @@ async def _execute(task: RunTask) -> RunReport:
                 tg.start_soon(sender.run)
                 report = await _run(task, volume, rundir, log)
                 tg.cancel_scope.cancel()
-            return RunReport(report.canceled, report.messages, report.outcome, sender.rest())
+            return dataclasses.replace(report, log=sender.rest())
         return RunReport(canceled=True, log=sender.rest())
     finally:
         with anyio.CancelScope(shield=True):
@@ -203,13 +202,7 @@ async def _execute(task: RunTask) -> RunReport:
 async def _run(task: RunTask, volume: StorageVolume, rundir: Path, log: RunLog) -> RunReport:
     """Stage the run folder, run the steps, keep the results (the asyncio engine's path)."""
     job = task.job
-    await volume.copy_to_local(rundir, job.static_prefix)
-    if job.input_files:
-        await volume.copy_to_local(rundir, "", job.input_files)
-    for target, content in job.generated_files:
-        path = anyio.Path(rundir, target)
-        await path.parent.mkdir(parents=True, exist_ok=True)
-        await path.write_bytes(content)
+    await stage_run(volume, rundir, job)
     result = await run_workflow(
         job.workflow,
         rundir=rundir,
@@ -221,15 +214,11 @@ async def _run(task: RunTask, volume: StorageVolume, rundir: Path, log: RunLog) 
     )
     if not result.success:
         return RunReport(messages=tuple(result.messages))
-    missing = await find_missing_files(rundir, job.result_files)
-    if missing:
-        return RunReport(messages=tuple(f"output file '{path}' is missing" for path in missing))
     with anyio.CancelScope(shield=True):
-        outcome = await collect_outcome(rundir, job.result_files, job.result_schema)
-        await volume.copy_from_local(
-            rundir, task.result_prefix, [(name, None) for name in job.result_files]
-        )
-    return RunReport(outcome=outcome)
+        kept = await keep_results(volume, rundir, job.results)
+    if isinstance(kept, RunOutcome):
+        return RunReport(outcome=kept)
+    return RunReport(messages=tuple(kept))
 
 
 class _LogSender:

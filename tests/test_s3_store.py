@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import anyio
+import pytest
+from dbutil import backend_database
 from s3util import MotoS3
 
-from flowserv_async import LocalAPIFactory
+from flowserv_async import DB, LocalAPIFactory
 from flowserv_async.examples.run_helloworld import HERE
+
+
+@pytest.fixture
+async def database(tmp_path: Path) -> AsyncIterator[DB]:
+    """SQLite only: The store is independent of the database backend, tested elsewhere."""
+    async with backend_database("sqlite", tmp_path) as db:
+        yield db
 
 
 async def test_hello_world_runs_with_its_files_on_s3(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import inspect
 import os
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ import dask
 import pytest
 from blockbuster import BlockBuster
 from blocking import blocking_guard
+from dbutil import backend_database
 from distributed import LocalCluster
 from runs_helpers import (
     PY,
@@ -25,13 +26,21 @@ from runs_helpers import (
     install,
     start,
     step,
+    step_processes,
     wait_for_process,
 )
 
-from flowserv_async import LocalAPIFactory
+from flowserv_async import DB, LocalAPIFactory
 from flowserv_async.engine.dask import WORKER_DIED
 from flowserv_async.errors import InvalidConfigurationError
 from flowserv_async.examples.run_helloworld import HERE
+
+
+@pytest.fixture
+async def database(tmp_path: Path) -> AsyncIterator[DB]:
+    """SQLite only: The engine records through the RunStore, whose backends are tested elsewhere."""
+    async with backend_database("sqlite", tmp_path) as db:
+        yield db
 
 
 @pytest.fixture(autouse=True)
@@ -53,7 +62,7 @@ def dask_scheduler() -> Iterator[str]:
     """A LocalCluster of 2 worker processes (2 slots each) that fails a task whose worker dies."""
     with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
         cluster = LocalCluster(
-            n_workers=2, threads_per_worker=2, processes=True, dashboard_address=None
+            n_workers=2, threads_per_worker=2, processes=True, dashboard_address=":0"
         )
     try:
         yield cluster.scheduler_address
@@ -164,9 +173,7 @@ async def test_a_killed_worker_fails_its_run(
     pgid = await anyio.to_thread.run_sync(os.getpgid, proc.pid)
     worker = await anyio.to_thread.run_sync(proc.parent)
     assert worker is not None
-    # The worker's reaper runs once the worker has started a run; it looks at the
-    # worker's steps every 0.2 s: give it a few looks at this one.
-    await wait_for_process(lambda cmd: str(worker.pid) in cmd and "-m" in cmd, timeout=30)
+    # The worker's reaper looks at the worker's steps every 0.2 s: let it see this one.
     await anyio.sleep(1)
     await anyio.to_thread.run_sync(os.kill, worker.pid, signal.SIGKILL)
     final = await factory.wait_run(run["id"], timeout=60)
@@ -176,6 +183,89 @@ async def test_a_killed_worker_fails_its_run(
     with anyio.fail_after(10):
         while await anyio.to_thread.run_sync(group_alive, pgid):
             await anyio.sleep(0.05)
+
+
+async def test_a_run_cancelled_before_a_worker_took_it_never_starts(
+    open_factory: Callable[..., Any], tmp_path: Path
+) -> None:
+    factory = await open_factory()
+    # The cluster has 2 workers x 2 slots: four long runs take every slot.
+    _, busy_group = await install(factory, tmp_path / "busy", [step("s", "sleep 63")])
+    busy = [await start(factory, busy_group) for _ in range(4)]
+    with anyio.fail_after(30):
+        while len(await anyio.to_thread.run_sync(_sleeps, "63")) < 4:
+            await anyio.sleep(0.05)
+    _, queued_group = await install(factory, tmp_path / "queued", [step("s", "sleep 64")])
+    queued = await start(factory, queued_group)
+    async with factory() as api:
+        handle = await api.runs().cancel_run(queued["id"])
+    assert handle["state"] == "CANCELED"
+    for run in busy:
+        async with factory() as api:
+            await api.runs().cancel_run(run["id"])
+    # Its task never ran: no step of it was ever started, and every slot is free again.
+    assert await anyio.to_thread.run_sync(_sleeps, "64") == []
+    assert await anyio.to_thread.run_sync(_sleeps, "63") == []
+    _, quick = await install(factory, tmp_path / "quick", [step("q", "true")])
+    again = [await start(factory, quick) for _ in range(4)]
+    for run in again:
+        assert (await factory.wait_run(run["id"], timeout=60))["state"] == "SUCCESS"
+
+
+def _sleeps(seconds: str) -> list[int]:
+    return [proc.pid for proc in step_processes() if proc.cmdline() == ["sleep", seconds]]
+
+
+async def test_closing_the_factory_cancels_runs_on_the_workers(
+    make_factory: Callable[..., LocalAPIFactory], dask_scheduler: str, tmp_path: Path
+) -> None:
+    env = {
+        "FLOWSERV_AUTH": "open",
+        "FLOWSERV_CANCEL_GRACE": "1",
+        "FLOWSERV_BACKEND_MODULE": "flowserv_async.engine.dask",
+        "FLOWSERV_BACKEND_CLASS": "DaskEngine",
+        "FLOWSERV_DASK_SCHEDULER": dask_scheduler,
+    }
+    factory = make_factory(env)
+    await factory.open()
+    command = "sleep 65 & sleep 65"
+    _, group_id = await install(factory, tmp_path / "long", [step("s", command)])
+    run = await start(factory, group_id)
+    proc = await wait_for_process(lambda cmd: cmd == ["/bin/sh", "-c", command], timeout=30)
+    pgid = await anyio.to_thread.run_sync(os.getpgid, proc.pid)
+    await factory.aclose()
+    assert not await anyio.to_thread.run_sync(group_alive, pgid)
+    async with make_factory({"FLOWSERV_AUTH": "open"})() as api:
+        final = await api.runs().get_run(run["id"])
+    assert final["state"] == "CANCELED"
+    assert final["messages"] == ["the service shut down"]
+
+
+async def test_without_a_scheduler_the_engine_runs_its_own_cluster(
+    make_factory: Callable[..., LocalAPIFactory], tmp_path: Path
+) -> None:
+    factory = make_factory(
+        {
+            "FLOWSERV_AUTH": "open",
+            "FLOWSERV_BACKEND_MODULE": "flowserv_async.engine.dask",
+            "FLOWSERV_BACKEND_CLASS": "DaskEngine",
+            "FLOWSERV_DASK_WORKERS": "1",
+            "FLOWSERV_DASK_SLOTS": "1",
+        }
+    )
+    before = {proc.pid for proc in await anyio.to_thread.run_sync(step_processes)}
+    await factory.open()
+    _, group_id = await install(factory, tmp_path / "wf", [step("s", "echo on my own")])
+    run = await start(factory, group_id)
+    assert (await factory.wait_run(run["id"], timeout=60))["state"] == "SUCCESS"
+    async with factory() as api:
+        lines = (await api.runs().get_log(run["id"]))["lines"]
+    assert [line["text"] for line in lines] == ["on my own"]
+    await factory.aclose()
+    # Its worker processes are gone with it.
+    with anyio.fail_after(30):
+        while {p.pid for p in await anyio.to_thread.run_sync(step_processes)} - before:
+            await anyio.sleep(0.1)
 
 
 async def test_an_unreachable_scheduler_is_a_configuration_error(

@@ -127,7 +127,7 @@ class DaskEngine(AsyncioEngine):
                 n_workers=self.workers,
                 threads_per_worker=self.slots,
                 processes=True,
-                dashboard_address=None,
+                dashboard_address=":0",
             )
         try:
             return Client(cluster, set_as_default=False), cluster

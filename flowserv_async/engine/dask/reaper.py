@@ -40,8 +40,13 @@ def step_groups(parent: int) -> set[int]:
 
 
 def watch(parent: int) -> None:
-    """Note the worker's step groups until stdin closes, then kill them."""
-    groups: set[int] = set()
+    """Note the worker's step groups until stdin closes, then kill them.
+
+    Writes ``ready`` to stdout once it has looked the first time.
+    """
+    groups = step_groups(parent) - {os.getpid()}
+    sys.stdout.write("ready\n")
+    sys.stdout.flush()
     stdin = sys.stdin.buffer.fileno()
     while True:
         readable, _, _ = select.select([stdin], [], [], INTERVAL)

@@ -167,11 +167,17 @@ def _start_reaper() -> None:
             # Its stdin is a pipe that only this process holds open: it closes when this
             # process ends, however it ends. Its own session: no signal to the worker's
             # group reaches it.
-            _reaper = subprocess.Popen(  # noqa: S603 - our own module, no shell
+            reaper = subprocess.Popen(  # noqa: S603 - our own module, no shell
                 [sys.executable, "-m", "flowserv_async.engine.dask.reaper", str(os.getpid())],
                 stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
                 start_new_session=True,
             )
+            # No step starts before the reaper watches (this is a worker thread, no loop).
+            assert reaper.stdout is not None
+            reaper.stdout.readline()
+            reaper.stdout.close()
+            _reaper = reaper
 
 
 def execute_run(task: RunTask) -> RunReport:

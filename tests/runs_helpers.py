@@ -111,3 +111,35 @@ async def wait_for_process(predicate: Any, timeout: float = 10) -> psutil.Proces
             if found is not None:
                 return found
             await anyio.sleep(0.05)
+
+
+async def run_hello_world(factory: LocalAPIFactory) -> dict[str, Any]:
+    """Install the bundled hello world, run it for Alice and Bob, check its greetings.
+
+    Returns the ids (``workflow``, ``group``, ``upload``), the final ``run`` and the
+    name of its ``greetings`` file.
+    """
+    from flowserv_async.examples.run_helloworld import HERE
+
+    async with factory() as api:
+        workflow = await api.workflows().create_workflow(source=str(HERE))
+        group = await api.groups().create_group(workflow["id"], "team")
+        upload = await api.uploads().upload_file(group["id"], b"Alice\nBob\n", "names.txt")
+    arguments = [
+        {"name": "names", "value": {"type": "$file", "value": {"fileId": upload["id"]}}},
+        {"name": "greeting", "value": "Hi"},
+    ]
+    run = await start(factory, group["id"], arguments)
+    run = await factory.wait_run(run["id"], timeout=60)
+    assert run["state"] == "SUCCESS", run.get("messages")
+    greetings = next(f for f in run["files"] if f["name"].endswith("greetings.txt"))
+    async with factory() as api:
+        handle = await api.runs().get_result_file(run["id"], greetings["id"])
+        assert (await handle.read()).decode() == "Hi, Alice!\nHi, Bob!\n"
+    return {
+        "workflow": workflow["id"],
+        "group": group["id"],
+        "upload": upload["id"],
+        "run": run,
+        "greetings": greetings["name"],
+    }

@@ -24,6 +24,7 @@ from runs_helpers import (
     PY,
     group_alive,
     install,
+    run_hello_world,
     start,
     step,
     step_processes,
@@ -33,12 +34,11 @@ from runs_helpers import (
 from flowserv_async import DB, LocalAPIFactory
 from flowserv_async.engine.dask import WORKER_DIED
 from flowserv_async.errors import InvalidConfigurationError
-from flowserv_async.examples.run_helloworld import HERE
 
 
 @pytest.fixture
 async def database(tmp_path: Path) -> AsyncIterator[DB]:
-    """SQLite only: The engine records through the RunStore, whose backends are tested elsewhere."""
+    """SQLite only: the engine records through the RunStore, tested on both backends elsewhere."""
     async with backend_database("sqlite", tmp_path) as db:
         yield db
 
@@ -93,23 +93,10 @@ def open_factory(
 
 async def test_hello_world_runs_on_a_worker(open_factory: Callable[..., Any]) -> None:
     factory = await open_factory()
+    done = await run_hello_world(factory)
     async with factory() as api:
-        wf = await api.workflows().create_workflow(source=str(HERE))
-        group = await api.groups().create_group(wf["id"], "team")
-        upload = await api.uploads().upload_file(group["id"], b"Alice\nBob\n", "names.txt")
-    arguments = [
-        {"name": "names", "value": {"type": "$file", "value": {"fileId": upload["id"]}}},
-        {"name": "greeting", "value": "Hi"},
-    ]
-    run = await start(factory, group["id"], arguments)
-    run = await factory.wait_run(run["id"], timeout=60)
-    assert run["state"] == "SUCCESS", run.get("messages")
-    async with factory() as api:
-        greetings = next(f for f in run["files"] if f["name"].endswith("greetings.txt"))
-        handle = await api.runs().get_result_file(run["id"], greetings["id"])
-        assert (await handle.read()).decode() == "Hi, Alice!\nHi, Bob!\n"
-        ranking = await api.workflows().get_ranking(wf["id"])
-    assert [entry["run"]["id"] for entry in ranking["ranking"]] == [run["id"]]
+        ranking = await api.workflows().get_ranking(done["workflow"])
+    assert [entry["run"]["id"] for entry in ranking["ranking"]] == [done["run"]["id"]]
 
 
 async def test_log_lines_arrive_while_the_step_runs(

@@ -5,8 +5,8 @@ that process started (``sleep 60 &`` under a shell) would live on in the step's 
 group. One reaper per worker process watches it: every :data:`INTERVAL` seconds it notes
 the process groups led by the worker's children (each command runs in a group of its
 own), and when its stdin reaches end of file, which happens when the worker process
-ends however it ends, it kills those groups and exits. Standard library only, blocking:
-it is a process of its own.
+ends however it ends, it kills those groups and exits. Blocking: it is a process of
+its own.
 """
 
 from __future__ import annotations
@@ -17,26 +17,15 @@ import select
 import signal
 import sys
 
+from flowserv_async.engine.process import list_processes
+
 INTERVAL = 0.2
 """Seconds between two looks at the worker's process groups."""
 
 
 def step_groups(parent: int) -> set[int]:
     """The process groups led by children of ``parent`` (the step commands it runs)."""
-    groups = set()
-    with os.scandir("/proc") as entries:
-        pids = [entry.name for entry in entries if entry.name.isdigit()]
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat", "rb") as stat:
-                data = stat.read()
-        except OSError:
-            continue
-        # Format: "pid (comm) state ppid pgrp ..."; comm may hold spaces and parens.
-        fields = data[data.rfind(b")") + 2 :].split()
-        if len(fields) > 2 and int(fields[1]) == parent and int(fields[2]) == int(pid):
-            groups.add(int(pid))
-    return groups
+    return {proc.pid for proc in list_processes() if proc.ppid == parent and proc.pgid == proc.pid}
 
 
 def watch(parent: int) -> None:

@@ -23,7 +23,6 @@ from flowserv_async.config import (
 )
 from flowserv_async.controller import EngineContext, EngineLimits, WorkflowController
 from flowserv_async.db import DB, init_db
-from flowserv_async.db.models import Run
 from flowserv_async.engine.controller import AsyncioEngine
 from flowserv_async.engine.job import RunJob
 from flowserv_async.errors import (
@@ -33,7 +32,7 @@ from flowserv_async.errors import (
     UnknownRunError,
 )
 from flowserv_async.services.base import ServiceContext, translate_errors
-from flowserv_async.services.runs import load_run_handle
+from flowserv_async.services.reads import read_run
 from flowserv_async.services.runstore import DatabaseRunStore
 from flowserv_async.services.users import authenticate
 from flowserv_async.states import FINAL_STATES, RunState
@@ -121,6 +120,7 @@ class LocalAPIFactory:
         self._explicit = False
         self._active_sessions = 0
         self._volume: StorageVolume | None = None
+        self._store: DatabaseRunStore | None = None
         self._lock: anyio.Lock | None = None
 
     @property
@@ -180,23 +180,27 @@ class LocalAPIFactory:
             self._volume = await volume_from_spec(self.settings.filestore or self.settings.api_dir)
             if self._db is None:
                 self._db = await init_db(self._env)
+            store = DatabaseRunStore(self._db, self.settings.engine_config)
+            await store.open()
             try:
                 if self._engine is None:
                     self._engine = init_backend(self)
-                await self._engine.open(self._engine_context(self._db, self._volume))
+                await self._engine.open(self._engine_context(store, self._volume))
             except BaseException:
                 with anyio.CancelScope(shield=True):
+                    await store.aclose()
                     await self._volume.aclose()
                     if self._owns_db:
                         await self._db.dispose()
                         self._db = None
                 raise
+            self._store = store
             self._state = FactoryState.OPEN
 
-    def _engine_context(self, db: DB, volume: StorageVolume) -> EngineContext:
+    def _engine_context(self, store: DatabaseRunStore, volume: StorageVolume) -> EngineContext:
         settings = self.settings
         return EngineContext(
-            store=DatabaseRunStore(db, settings.engine_config),
+            store=store,
             volume=volume,
             runsdir=Path(settings.api_dir, "tmp", "runs"),
             limits=EngineLimits.from_settings(settings),
@@ -219,6 +223,9 @@ class LocalAPIFactory:
                     if self._engine is not None:
                         await self._engine.aclose()
                 finally:
+                    if self._store is not None:
+                        await self._store.aclose()
+                        self._store = None
                     if self._owns_db and self._db is not None:
                         await self._db.dispose()
                         self._db = None
@@ -327,11 +334,11 @@ class LocalAPIFactory:
             await engine.wait(run_id)
             while True:
                 async with self.db.session() as session:
-                    run = await session.get(Run, run_id)
-                    if run is None:
-                        raise UnknownRunError(run_id)
-                    if run.state in FINAL_STATES:
-                        return await load_run_handle(session, run)
+                    read = await read_run(session, run_id, None)
+                if read is None:
+                    raise UnknownRunError(run_id)
+                if read.handle["state"] in FINAL_STATES:
+                    return read.handle
                 # Not (or no longer) notified by this factory's engine: a run of another
                 # process, or one handed to the engine just now.
                 if not await engine.wait(run_id):

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from flowserv_async._util import new_id, utc_now
@@ -33,6 +33,16 @@ async def set_state(
     RUNNING sets ``startedAt``; a final state sets ``finishedAt`` (and ``startedAt`` for
     a run that never ran) and the messages.
     """
+    return bool(await set_states(session, [run_id], state, messages))
+
+
+async def set_states(
+    session: AsyncSession,
+    run_ids: Sequence[str],
+    state: RunState,
+    messages: Sequence[str] | None = None,
+) -> set[str]:
+    """:func:`set_state` for many runs in one ``UPDATE``; returns the runs that moved."""
     now = utc_now()
     values: dict[str, Any] = {"state": str(state), "heartbeat_at": now}
     if state == RunState.RUNNING:
@@ -42,16 +52,17 @@ async def set_state(
         values["started_at"] = func.coalesce(Run.started_at, now)
         values["messages"] = list(messages or [])
     sources = [str(s) for s in allowed_sources(state)]
-    if not sources:
-        return False
+    if not sources or not run_ids:
+        return set()
+    where = Run.run_id == run_ids[0] if len(run_ids) == 1 else Run.run_id.in_(run_ids)
     stmt = (
         update(Run)
-        .where(Run.run_id == run_id, Run.state.in_(sources))
+        .where(where, Run.state.in_(sources))
         .values(**values)
+        .returning(Run.run_id)
         .execution_options(synchronize_session=False)
     )
-    result = await session.execute(stmt)
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    return set((await session.scalars(stmt)).all())
 
 
 async def record_success(session: AsyncSession, spec: ResultSpec, outcome: RunOutcome) -> bool:
@@ -85,18 +96,27 @@ async def record_success(session: AsyncSession, spec: ResultSpec, outcome: RunOu
 
 async def append_log(session: AsyncSession, run_id: str, entries: Sequence[LogEntry]) -> None:
     """Store log lines of a run, keeping at most the newest ``DEFAULT_MAX_LINES``."""
-    if not entries:
-        return
-    session.add_all(
-        RunLogLine(run_id=run_id, pos=e.pos, step=e.step, stream=e.stream, text=e.text)
+    await append_logs(session, [(run_id, entries)])
+
+
+async def append_logs(
+    session: AsyncSession, logs: Sequence[tuple[str, Sequence[LogEntry]]]
+) -> None:
+    """Store log lines of several runs in one ``INSERT`` (see :func:`append_log`)."""
+    rows = [
+        {"run_id": run_id, "pos": e.pos, "step": e.step, "stream": e.stream, "text": e.text}
+        for run_id, entries in logs
         for e in entries
-    )
-    await session.flush()
-    cutoff = entries[-1].pos - DEFAULT_MAX_LINES
-    if cutoff > 0:
-        await session.execute(
-            delete(RunLogLine).where(RunLogLine.run_id == run_id, RunLogLine.pos <= cutoff)
-        )
+    ]
+    if not rows:
+        return
+    await session.execute(insert(RunLogLine), rows)
+    for run_id, entries in logs:
+        cutoff = entries[-1].pos - DEFAULT_MAX_LINES if entries else 0
+        if cutoff > 0:
+            await session.execute(
+                delete(RunLogLine).where(RunLogLine.run_id == run_id, RunLogLine.pos <= cutoff)
+            )
 
 
 async def heartbeat(session: AsyncSession, engine_id: str, run_ids: Sequence[str]) -> None:
@@ -124,4 +144,5 @@ async def fail_stale_runs(session: AsyncSession, engine_id: str, lease: float) -
     )
     run_ids = list((await session.scalars(stmt)).all())
     message = f"the run was interrupted: its engine stopped reporting for over {lease:g} s"
-    return [r for r in run_ids if await set_state(session, r, RunState.ERROR, [message])]
+    failed = await set_states(session, run_ids, RunState.ERROR, [message])
+    return [r for r in run_ids if r in failed]

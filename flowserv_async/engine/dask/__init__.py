@@ -178,6 +178,7 @@ class DaskEngine(AsyncioEngine):
         for step, stream, text in report.log:
             active.log.append(step, stream, text)
         with anyio.CancelScope(shield=True):
+            await self._flush_log(active)  # before the final state, as the local engine
             if report.canceled:
                 # Cancelled on the worker by someone else than this engine (our own
                 # cancel arrives here as a cancellation of this task).

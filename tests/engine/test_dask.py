@@ -32,7 +32,7 @@ from runs_helpers import (
 )
 
 from flowserv_async import DB, LocalAPIFactory
-from flowserv_async.engine.dask import WORKER_DIED
+from flowserv_async.engine.dask import WORKER_DIED, DaskEngine
 from flowserv_async.errors import InvalidConfigurationError
 
 
@@ -278,3 +278,21 @@ async def test_an_unreachable_scheduler_is_a_configuration_error(
 def test_a_bad_cluster_size_is_a_configuration_error(name: str, value: str) -> None:
     with pytest.raises(InvalidConfigurationError, match=name):
         LocalAPIFactory(env={name: value})
+
+
+async def test_a_run_whose_engine_vanished_is_stopped_on_its_worker(
+    open_factory: Callable[..., Any], tmp_path: Path
+) -> None:
+    factory = await open_factory()
+    command = "sleep 66 & sleep 66"
+    _, group_id = await install(factory, tmp_path / "orphan", [step("s", command)])
+    await start(factory, group_id)
+    proc = await wait_for_process(lambda cmd: cmd == ["/bin/sh", "-c", command], timeout=30)
+    pgid = await anyio.to_thread.run_sync(os.getpgid, proc.pid)
+    # As if the engine's process died: its client leaves, the scheduler drops its tasks.
+    engine = factory.engine
+    assert isinstance(engine, DaskEngine)
+    await anyio.to_thread.run_sync(engine.client.close)
+    with anyio.fail_after(30):
+        while await anyio.to_thread.run_sync(group_alive, pgid):
+            await anyio.sleep(0.05)

@@ -13,10 +13,12 @@ the run folder on the worker from the file store, runs the steps through the sam
 runner and copies the result files back; so the workers must reach the file store (an
 S3 volume, or a folder that all machines share). The engine process alone writes the
 database. Cancelling a run reaches the worker that executes it (a per-worker registry,
-called with ``Client.run``) and kills its steps' process groups. A worker that dies
-fails its run: the engine's own cluster allows no task a second worker
-(``distributed.scheduler.allowed-failures = 0``); set the same on a scheduler of your
-own, or Dask runs the task again elsewhere.
+called with ``Client.run``) and kills its steps' process groups; a run whose engine
+process vanished is stopped on its worker when the scheduler drops its task
+(:class:`~flowserv_async.engine.dask.worker.RunCanceller`). A worker that dies fails
+its run, and its reaper kills the steps it left. The engine's own cluster gives no
+task a second worker (``distributed.scheduler.allowed-failures = 0``); set the same on
+a scheduler of your own, or Dask runs the task again elsewhere.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ from flowserv_async.config import Settings
 from flowserv_async.controller import EngineContext
 from flowserv_async.engine.controller import AsyncioEngine, _ActiveRun
 from flowserv_async.engine.dask.worker import (
+    TASK_PREFIX,
+    RunCanceller,
     RunReport,
     RunTask,
     cancel_on_worker,
@@ -115,6 +119,17 @@ class DaskEngine(AsyncioEngine):
                 await anyio.to_thread.run_sync(self._disconnect)
 
     def _connect(self) -> tuple[Client, LocalCluster | None]:
+        client, cluster = self._connect_client()
+        try:
+            client.register_plugin(RunCanceller())
+        except BaseException:
+            client.close()
+            if cluster is not None:
+                cluster.close()
+            raise
+        return client, cluster
+
+    def _connect_client(self) -> tuple[Client, LocalCluster | None]:
         if self.scheduler is not None:
             try:
                 return Client(self.scheduler, set_as_default=False), None
@@ -162,7 +177,7 @@ class DaskEngine(AsyncioEngine):
         self._logs[job.run_id] = active
         try:
             future = self.client.submit(
-                execute_run, task, pure=False, key=f"flowserv-run-{job.run_id}"
+                execute_run, task, pure=False, key=f"{TASK_PREFIX}{job.run_id}"
             )
             try:
                 async with anyio.create_task_group() as tg:

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-from distributed import get_worker
+from distributed import WorkerPlugin, get_worker
 
 from flowserv_async.engine.job import RunJob
 from flowserv_async.engine.log import LogEntry, RunLog
@@ -251,3 +251,31 @@ class _LogSender:
 
 def _lines(entries: list[LogEntry]) -> list[LogLine]:
     return [(entry.step, entry.stream, entry.text) for entry in entries]
+
+
+TASK_PREFIX = "flowserv-run-"
+"""The key of a run's task is this prefix and the run id."""
+
+
+class RunCanceller(WorkerPlugin):
+    """Cancels a run whose running task the scheduler dropped: its engine is gone.
+
+    When the engine's client disconnects (its process died), the scheduler releases its
+    tasks, and a worker marks a running one cancelled but cannot stop its thread: this
+    plugin cancels the run through the registry, so its steps do not run on for nobody.
+    """
+
+    name = "flowserv-run-canceller"
+    idempotent = True
+
+    def transition(self, key: Any, start: str, finish: str, **kwargs: Any) -> None:
+        """Cancel the run of a task that leaves ``executing`` for ``cancelled``/``released``."""
+        if (
+            start == "executing"
+            and finish in ("cancelled", "released")
+            and isinstance(key, str)
+            and key.startswith(TASK_PREFIX)
+        ):
+            run_id = key.removeprefix(TASK_PREFIX)
+            if not REGISTRY.cancel(run_id):
+                REGISTRY.forget(run_id)

@@ -1,7 +1,10 @@
-"""The Dask engine on one LocalCluster of 2 worker processes, shared by the session.
+"""The Dask engine on one LocalCluster of 2 worker processes, shared by these tests.
 
 The cluster is the test process's own (its scheduler runs here, its workers are
-grandchildren of this process), so the steps' processes are visible with psutil.
+grandchildren of this process), so the steps' processes are visible with psutil. Only
+this module uses it, so it is started once per session; it is module-scoped so that it
+is gone before other modules run (its threads would compete with their timing, and the
+blocking-call guard of their tests would trip over Dask's own threads).
 """
 
 from __future__ import annotations
@@ -57,7 +60,7 @@ def blockbuster(request: pytest.FixtureRequest) -> Iterator[BlockBuster | None]:
         yield bb
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def dask_scheduler() -> Iterator[str]:
     """A LocalCluster of 2 worker processes (2 slots each) that fails a task whose worker dies."""
     with dask.config.set({"distributed.scheduler.allowed-failures": 0}):

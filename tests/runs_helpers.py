@@ -133,8 +133,7 @@ async def blocking_factory(folder: Path) -> AsyncIterator[LocalAPIFactory]:
 async def run_hello_world(factory: LocalAPIFactory) -> dict[str, Any]:
     """Install the bundled hello world, run it for Alice and Bob, check its greetings.
 
-    Returns the ids (``workflow``, ``group``, ``upload``), the final ``run`` and the
-    name of its ``greetings`` file.
+    Returns the ids (``workflow``, ``group``, ``upload``) and the final ``run``.
     """
     from flowserv_async.examples.run_helloworld import HERE
 
@@ -149,7 +148,8 @@ async def run_hello_world(factory: LocalAPIFactory) -> dict[str, Any]:
     run = await start(factory, group["id"], arguments)
     run = await factory.wait_run(run["id"], timeout=60)
     assert run["state"] == "SUCCESS", run.get("messages")
-    greetings = next(f for f in run["files"] if f["name"].endswith("greetings.txt"))
+    # A result file with an output entry is named by its key, as in flowserv.
+    greetings = next(f for f in run["files"] if f["name"] == "greetings")
     async with factory() as api:
         handle = await api.runs().get_result_file(run["id"], greetings["id"])
         assert (await handle.read()).decode() == "Hi, Alice!\nHi, Bob!\n"
@@ -158,5 +158,4 @@ async def run_hello_world(factory: LocalAPIFactory) -> dict[str, Any]:
         "group": group["id"],
         "upload": upload["id"],
         "run": run,
-        "greetings": greetings["name"],
     }

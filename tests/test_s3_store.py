@@ -34,7 +34,7 @@ async def test_hello_world_runs_with_its_files_on_s3(
     wf, grp, run_id = done["workflow"], done["group"], done["run"]["id"]
     assert f"flowserv/{wf}/static/code/helloworld.py" in names
     assert f"flowserv/{wf}/groups/{grp}/files/{done['upload']}" in names
-    assert f"flowserv/{wf}/runs/{run_id}/{done['greetings']}" in names
+    assert f"flowserv/{wf}/runs/{run_id}/results/greetings.txt" in names
     assert all(name.startswith("flowserv/") for name in names)
     # Nothing but the database went to the local base folder's file store.
     assert not await anyio.Path(basedir, wf).exists()

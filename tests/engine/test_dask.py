@@ -10,6 +10,7 @@ blocking-call guard of their tests would trip over Dask's own threads).
 from __future__ import annotations
 
 import inspect
+import multiprocessing.resource_tracker as resource_tracker
 import os
 import signal
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -71,6 +72,9 @@ def dask_scheduler() -> Iterator[str]:
         yield cluster.scheduler_address
     finally:
         cluster.close()
+        # The worker processes started multiprocessing's resource tracker, a child of
+        # this process that would outlive the module: stop it too.
+        resource_tracker._resource_tracker._stop()
 
 
 @pytest.fixture

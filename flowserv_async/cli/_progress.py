@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.to_thread
 from rich.text import Text
 
 from flowserv_async._paths import relative_path
@@ -24,8 +26,12 @@ from flowserv_async.volume import DownloadHandle
 POLL_INTERVAL = 0.2
 
 
+#: The signals that stop a command: Ctrl-C, ``kill``, and a closed terminal or SSH link.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
 class Interrupt:
-    """The first SIGINT or SIGTERM that a command received, if any.
+    """The first SIGINT, SIGTERM or SIGHUP that a command received, if any.
 
     A signal sets :attr:`event` and cancels the scope registered with :meth:`guard`
     (the set-up work before a run exists); repeated signals are ignored while the
@@ -64,16 +70,33 @@ class Interrupt:
         async for signum in signals:
             if self.signum is None:
                 self.signum = signum
+                if signum == signal.SIGHUP:
+                    await anyio.to_thread.run_sync(_detach_from_terminal)
                 self.event.set()
             if self._scope is not None:
                 self._scope.cancel()
 
 
+def _detach_from_terminal() -> None:
+    """Point stdout and stderr that are a terminal at /dev/null.
+
+    After a hangup the terminal is gone and writing to it fails (EIO); the command
+    must still cancel its run and exit with its status.
+    """
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        for fd in (1, 2):
+            if os.isatty(fd):
+                os.dup2(null, fd)
+    finally:
+        os.close(null)
+
+
 @contextlib.asynccontextmanager
 async def catching_signals() -> AsyncIterator[Interrupt]:
-    """Handle SIGINT and SIGTERM in the event loop instead of raising KeyboardInterrupt."""
+    """Handle SIGINT, SIGTERM and SIGHUP in the event loop (no KeyboardInterrupt)."""
     interrupt = Interrupt()
-    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    with anyio.open_signal_receiver(*STOP_SIGNALS) as signals:
         async with anyio.create_task_group() as tg:
             tg.start_soon(interrupt.watch, signals)
             try:
@@ -235,12 +258,14 @@ async def settle(factory: LocalAPIFactory, run_id: str, state: str) -> dict[str,
 
 
 async def drain_log(factory: LocalAPIFactory, run_id: str, printer: LogPrinter, offset: int) -> int:
-    """Print the log lines written since ``offset``; return the next offset."""
-    async with factory() as api:
-        log = await api.runs().get_log(run_id, offset)
-    printer.print(log["lines"])
-    next_offset: int = log["next"]
-    return next_offset
+    """Print the log lines written since ``offset``, page by page; return the next offset."""
+    while True:
+        async with factory() as api:
+            log = await api.runs().get_log(run_id, offset)
+        printer.print(log["lines"])
+        if log["next"] == offset:
+            return offset
+        offset = log["next"]
 
 
 def local_target(folder: Path, name: str) -> Path:

@@ -30,21 +30,32 @@ async def iter_data(data: StoreData, chunk_size: int) -> AsyncGenerator[bytes, N
 
 
 async def iter_limited(
-    data: StoreData, key: str, max_size: int | None, chunk_size: int
+    data: StoreData, name: str, max_size: int | None, chunk_size: int
 ) -> AsyncGenerator[bytes, None]:
-    """Yield the chunks of ``data``, refusing a content larger than ``max_size`` bytes.
+    """Yield the chunks of ``data`` (the file ``name``), refusing more than ``max_size`` bytes.
 
     Raises:
         ConstraintViolationError: once the content exceeds ``max_size``.
+        FlowservError: when reading ``data`` fails with an OS error.
 
     """
     size = 0
     async with aclosing(iter_data(data, chunk_size)) as chunks:
-        async for chunk in chunks:
+        while True:
+            # An OS error while reading is the source's (a client's connection that
+            # dropped), not the store's: it must not read as a failed write.
+            try:
+                chunk = await anext(chunks)
+            except StopAsyncIteration:
+                return
+            except OSError as err:
+                raise FlowservError(
+                    f"'{name}' was not stored: the upload was interrupted ({err.strerror or err})"
+                ) from err
             size += len(chunk)
             if max_size is not None and size > max_size:
                 raise ConstraintViolationError(
-                    f"file '{key}' exceeds the size limit of {max_size} bytes"
+                    f"file '{name}' exceeds the size limit of {max_size} bytes"
                 )
             yield chunk
 

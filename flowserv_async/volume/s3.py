@@ -211,20 +211,23 @@ class S3Volume(StorageVolume):
 
     # -- Writing ------------------------------------------------------------------------
 
-    async def store(self, key: str, data: StoreData, *, max_size: int | None = None) -> int:
+    async def store(
+        self, key: str, data: StoreData, *, max_size: int | None = None, name: str | None = None
+    ) -> int:
         """Store ``data`` under ``key``; see :meth:`StorageVolume.store`.
 
         Up to :data:`PART_SIZE` bytes are held in memory; a larger content goes up as a
         multipart upload, which is aborted when the write fails or is cancelled.
         """
         key = validate_key(key)
-        await self._check_in_the_way(key)
+        name = key if name is None else name
+        await self._check_in_the_way(key, name)
         client = await self._s3()
-        upload = _Upload(client, self.bucket, self._name(key), key)
+        upload = _Upload(client, self.bucket, self._name(key), name)
         size = 0
         buffer = bytearray()
         try:
-            async with aclosing(iter_limited(data, key, max_size, CHUNK_SIZE)) as chunks:
+            async with aclosing(iter_limited(data, name, max_size, CHUNK_SIZE)) as chunks:
                 async for chunk in chunks:
                     size += len(chunk)
                     buffer += chunk
@@ -240,16 +243,17 @@ class S3Volume(StorageVolume):
             raise
         return size
 
-    async def _check_in_the_way(self, key: str) -> None:
+    async def _check_in_the_way(self, key: str, name: str) -> None:
         """Refuse a key below an existing object or above existing objects (as fs does)."""
         parents = [key[:index] for index, char in enumerate(key) if char == "/"]
-        for name in parents:
-            if await self._head(name, writing=True) is not None:
-                raise ConstraintViolationError(
-                    f"cannot store '{key}': a file or folder is in the way"
-                )
+        in_the_way = ConstraintViolationError(
+            f"cannot store '{name}': a file or folder is in the way"
+        )
+        for parent in parents:
+            if await self._head(parent, writing=True) is not None:
+                raise in_the_way
         if await self._has_objects_below(key, writing=True):
-            raise ConstraintViolationError(f"cannot store '{key}': a file or folder is in the way")
+            raise in_the_way
 
     async def delete(self, key: str) -> None:
         """Delete the object or folder ``key``; see :meth:`StorageVolume.delete`."""

@@ -173,6 +173,7 @@ class DaskEngine(AsyncioEngine):
             topic=self._topic,
             step_timeout=ctx.limits.step_timeout or None,
             grace=ctx.limits.cancel_grace,
+            containment=ctx.limits.containment,
         )
         self._logs[job.run_id] = active
         try:

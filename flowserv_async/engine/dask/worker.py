@@ -34,8 +34,9 @@ from typing import Any
 import anyio
 from distributed import WorkerPlugin, get_worker
 
+from flowserv_async.engine.containment import contain_run
 from flowserv_async.engine.job import RunJob
-from flowserv_async.engine.log import LogEntry, RunLog
+from flowserv_async.engine.log import LogBatch, RunLog
 from flowserv_async.engine.runner import run_workflow
 from flowserv_async.engine.store import RunOutcome, keep_results, stage_run
 from flowserv_async.volume import StorageVolume, volume_from_spec
@@ -58,6 +59,8 @@ class RunTask:
         topic: the Dask event topic that receives the run's log lines.
         step_timeout: seconds one step may take, or None.
         grace: seconds between SIGTERM and SIGKILL of a cancelled step.
+        containment: how the run's processes are contained on the worker (see
+            :mod:`flowserv_async.engine.containment`).
 
     """
 
@@ -66,6 +69,7 @@ class RunTask:
     topic: str
     step_timeout: float | None
     grace: float
+    containment: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -209,15 +213,22 @@ async def _run(task: RunTask, volume: StorageVolume, rundir: Path, log: RunLog) 
     """Stage the run folder, run the steps, keep the results (the asyncio engine's path)."""
     job = task.job
     await stage_run(volume, rundir, job)
-    result = await run_workflow(
-        job.workflow,
-        rundir=rundir,
-        log=log,
-        config=job.config,
-        context=job.context,
-        step_timeout=task.step_timeout,
-        grace=task.grace,
-    )
+    processes = await contain_run(job.run_id, task.containment)
+    try:
+        result = await run_workflow(
+            job.workflow,
+            rundir=rundir,
+            log=log,
+            config=job.config,
+            context=job.context,
+            step_timeout=task.step_timeout,
+            grace=task.grace,
+            processes=processes,
+        )
+    finally:
+        # Whatever the run started and left (setsid, double forks) dies with it.
+        with anyio.CancelScope(shield=True):
+            await processes.close()
     if not result.success:
         return RunReport(messages=tuple(result.messages))
     with anyio.CancelScope(shield=True):
@@ -249,8 +260,10 @@ class _LogSender:
         return tuple(_lines(self._log.drain()))
 
 
-def _lines(entries: list[LogEntry]) -> list[LogLine]:
-    return [(entry.step, entry.stream, entry.text) for entry in entries]
+def _lines(batch: LogBatch) -> list[LogLine]:
+    # The worker's log keeps the same budget as the engine's: what it dropped, the
+    # engine's log would have dropped too.
+    return [(entry.step, entry.stream, entry.text) for entry in batch.lines]
 
 
 TASK_PREFIX = "flowserv-run-"

@@ -9,10 +9,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from flowserv_async.errors import (
-    ConstraintViolationError,
-    UnknownFileError,
-)
+from flowserv_async.errors import ConstraintViolationError, FlowservError, UnknownFileError
 from flowserv_async.volume import StorageVolume, volume_from_spec
 
 from .conftest import Stored
@@ -313,4 +310,20 @@ async def test_large_stream_over_the_size_limit_leaves_nothing(
 ) -> None:
     with pytest.raises(ConstraintViolationError, match="size limit"):
         await volume.store("big/file", chunks(*[b"q" * MIB] * 8), max_size=7 * MIB)
+    assert await stored() == []
+
+
+async def test_an_interrupted_source_is_not_a_failed_write(
+    volume: StorageVolume, stored: Stored
+) -> None:
+    async def dropped() -> AsyncIterator[bytes]:
+        yield b"x" * 1000
+        raise ConnectionResetError("peer went away")
+
+    with pytest.raises(FlowservError) as info:
+        await volume.store("up/file", dropped(), name="names.txt")
+    assert type(info.value) is FlowservError
+    assert info.value.message.startswith("'names.txt' was not stored: the upload was interrupted")
+    with pytest.raises(ConstraintViolationError, match=r"'names\.txt' exceeds"):
+        await volume.store("up/file", b"x" * 11, max_size=10, name="names.txt")
     assert await stored() == []

@@ -74,6 +74,15 @@ def _seconds(name: str, value: Any) -> float:
     return number
 
 
+def _positive(name: str, value: Any) -> int:
+    number = _count(name, value)
+    if number == 0:
+        raise InvalidConfigurationError(
+            f"invalid value {value!r} for {name}: expected a positive integer"
+        )
+    return number
+
+
 def _port(name: str, value: Any) -> int:
     port = _count(name, value)
     if not 0 < port < 65536:
@@ -167,6 +176,9 @@ class Settings:
     heartbeat: float = _setting("FLOWSERV_HEARTBEAT", _seconds, 5.0)
     run_lease: float = _setting("FLOWSERV_RUN_LEASE", _seconds, 30.0)
     repository: str | None = _setting("FLOWSERV_REPOSITORY", _optional_text)
+    dask_scheduler: str | None = _setting("FLOWSERV_DASK_SCHEDULER", _optional_text)
+    dask_workers: int = _setting("FLOWSERV_DASK_WORKERS", _positive, 2)
+    dask_slots: int = _setting("FLOWSERV_DASK_SLOTS", _positive, 4)
     api_name: str = _setting("FLOWSERV_API_NAME", _text, DEFAULT_API_NAME)
     api_host: str = _setting("FLOWSERV_API_HOST", _text, "localhost")
     api_port: int = _setting("FLOWSERV_API_PORT", _port, 5000)

@@ -190,10 +190,10 @@ class LocalAPIFactory:
             except BaseException:
                 with anyio.CancelScope(shield=True):
                     await store.aclose()
-                if self._owns_db:
-                    with anyio.CancelScope(shield=True):
+                    await self._volume.aclose()
+                    if self._owns_db:
                         await self._db.dispose()
-                    self._db = None
+                        self._db = None
                 raise
             self._store = store
             self._state = FactoryState.OPEN
@@ -248,6 +248,8 @@ class LocalAPIFactory:
                         self._db = None
                     if self._owns_engine:
                         self._engine = None
+                    if self._volume is not None:
+                        await self._volume.aclose()
 
     async def _session_started(self) -> None:
         if self._state != FactoryState.OPEN:

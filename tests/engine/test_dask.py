@@ -37,6 +37,7 @@ from runs_helpers import (
 
 from flowserv_async import DB, LocalAPIFactory
 from flowserv_async.engine.dask import WORKER_DIED, DaskEngine
+from flowserv_async.engine.dask.reaper import run_root
 from flowserv_async.errors import InvalidConfigurationError
 
 
@@ -169,13 +170,16 @@ async def test_a_killed_worker_fails_its_run(
     assert worker is not None
     # The worker's reaper looks at the worker's steps every 0.2 s: let it see this one.
     await anyio.sleep(1)
+    assert await anyio.Path(run_root(worker.pid)).is_dir()
     await anyio.to_thread.run_sync(os.kill, worker.pid, signal.SIGKILL)
     final = await factory.wait_run(run["id"], timeout=60)
     assert final["state"] == "ERROR"
     assert final["messages"] == [WORKER_DIED]
-    # Every process of the step dies with its worker, the background sleep too.
+    # Every process of the step dies with its worker, the background sleep too, and the
+    # worker's run folders go with them.
+    rundirs = anyio.Path(run_root(worker.pid))
     with anyio.fail_after(10):
-        while await anyio.to_thread.run_sync(group_alive, pgid):
+        while await anyio.to_thread.run_sync(group_alive, pgid) or await rundirs.exists():
             await anyio.sleep(0.05)
 
 

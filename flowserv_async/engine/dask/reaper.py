@@ -1,12 +1,12 @@
-"""Kills the steps of a Dask worker process that died: ``python -m ...reaper PARENT_PID``.
+"""Cleans up after a Dask worker process that died: ``python -m ...reaper PARENT_PID``.
 
 A step's main process dies with its worker (the runner's parent-death signal), but what
 that process started (``sleep 60 &`` under a shell) would live on in the step's process
 group. One reaper per worker process watches it: every :data:`INTERVAL` seconds it notes
 the process groups led by the worker's children (each command runs in a group of its
 own), and when its stdin reaches end of file, which happens when the worker process
-ends however it ends, it kills those groups and exits. Blocking: it is a process of
-its own.
+ends however it ends, it kills those groups, removes the worker's run folders
+(:func:`run_root`) and exits. Blocking: it is a process of its own.
 """
 
 from __future__ import annotations
@@ -14,13 +14,21 @@ from __future__ import annotations
 import contextlib
 import os
 import select
+import shutil
 import signal
 import sys
+import tempfile
+from pathlib import Path
 
 from flowserv_async.engine.process import list_processes
 
 INTERVAL = 0.2
 """Seconds between two looks at the worker's process groups."""
+
+
+def run_root(worker: int) -> Path:
+    """The folder under which worker process ``worker`` makes its run folders."""
+    return Path(tempfile.gettempdir(), f"flowserv-dask-{worker}")
 
 
 def step_groups(parent: int) -> set[int]:
@@ -29,7 +37,7 @@ def step_groups(parent: int) -> set[int]:
 
 
 def watch(parent: int) -> None:
-    """Note the worker's step groups until stdin closes, then kill them.
+    """Note the worker's step groups until stdin closes, then kill them and remove its runs.
 
     Writes ``ready`` to stdout once it has looked the first time.
     """
@@ -46,6 +54,9 @@ def watch(parent: int) -> None:
     for pgid in groups:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pgid, signal.SIGKILL)
+    # A worker that ends normally has removed each run folder already; one that was
+    # killed leaves them here, and nothing else would ever remove them.
+    shutil.rmtree(run_root(parent), ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ import anyio
 from distributed import WorkerPlugin, get_worker
 
 from flowserv_async.engine.containment import contain_run
+from flowserv_async.engine.dask.reaper import run_root
 from flowserv_async.engine.job import RunJob
 from flowserv_async.engine.log import LogBatch, RunLog
 from flowserv_async.engine.runner import run_workflow
@@ -194,7 +195,7 @@ async def _execute(task: RunTask) -> RunReport:
     scope = anyio.CancelScope()
     log = RunLog()
     sender = _LogSender(task.topic, task.job.run_id, log)
-    rundir = Path(await anyio.to_thread.run_sync(tempfile.mkdtemp, None, "flowserv-run-"))
+    rundir = Path(await anyio.to_thread.run_sync(_make_rundir))
     try:
         with REGISTRY.register(task.job.run_id, scope), scope:
             volume = await volume_from_spec(task.volume)
@@ -207,6 +208,13 @@ async def _execute(task: RunTask) -> RunReport:
     finally:
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(shutil.rmtree, rundir, True)
+
+
+def _make_rundir() -> str:
+    """A new run folder under this worker's run root, which its reaper removes."""
+    root = run_root(os.getpid())
+    root.mkdir(mode=0o700, exist_ok=True)
+    return tempfile.mkdtemp(prefix="run-", dir=root)
 
 
 async def _run(task: RunTask, volume: StorageVolume, rundir: Path, log: RunLog) -> RunReport:

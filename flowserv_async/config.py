@@ -35,6 +35,10 @@ FLOWSERV_MAX_UPLOAD_SIZE = "FLOWSERV_MAX_UPLOAD_SIZE"
 FLOWSERV_HEARTBEAT = "FLOWSERV_HEARTBEAT"
 FLOWSERV_RUN_LEASE = "FLOWSERV_RUN_LEASE"
 FLOWSERV_REPOSITORY = "FLOWSERV_REPOSITORY"
+FLOWSERV_EVENTS_KEEP = "FLOWSERV_EVENTS_KEEP"
+FLOWSERV_EVENTS_POLL = "FLOWSERV_EVENTS_POLL"
+FLOWSERV_EVENTS_BUFFER = "FLOWSERV_EVENTS_BUFFER"
+FLOWSERV_WEBHOOKS = "FLOWSERV_WEBHOOKS"
 FLOWSERV_API_NAME = "FLOWSERV_API_NAME"
 FLOWSERV_API_HOST = "FLOWSERV_API_HOST"
 FLOWSERV_API_PORT = "FLOWSERV_API_PORT"
@@ -132,6 +136,10 @@ _VARIABLES: dict[str, tuple[Callable[[str, Any], Any], Any]] = {
     FLOWSERV_HEARTBEAT: (_seconds, 5.0),
     FLOWSERV_RUN_LEASE: (_seconds, 30.0),
     FLOWSERV_REPOSITORY: (_optional_text, None),
+    FLOWSERV_EVENTS_KEEP: (_count, 100_000),
+    FLOWSERV_EVENTS_POLL: (_seconds, 0.25),
+    FLOWSERV_EVENTS_BUFFER: (_count, 1000),
+    FLOWSERV_WEBHOOKS: (_optional_text, None),
     FLOWSERV_API_NAME: (_text, DEFAULT_API_NAME),
     FLOWSERV_API_HOST: (_text, "localhost"),
     FLOWSERV_API_PORT: (_port, 5000),
@@ -172,6 +180,10 @@ class Settings:
     heartbeat: float
     run_lease: float
     repository: str | None
+    events_keep: int
+    events_poll: float
+    events_buffer: int
+    webhooks: str | None
     api_name: str
     api_host: str
     api_port: int
@@ -194,6 +206,10 @@ class Settings:
                 f"{FLOWSERV_RUN_LEASE} ({values[FLOWSERV_RUN_LEASE]}) must be longer than"
                 f" {FLOWSERV_HEARTBEAT} ({values[FLOWSERV_HEARTBEAT]}), which must be positive"
             )
+        if values[FLOWSERV_EVENTS_POLL] <= 0 or values[FLOWSERV_EVENTS_BUFFER] <= 0:
+            raise InvalidConfigurationError(
+                f"{FLOWSERV_EVENTS_POLL} and {FLOWSERV_EVENTS_BUFFER} must be positive"
+            )
         return cls(
             api_dir=Path(api_dir).expanduser().absolute(),
             database=values[FLOWSERV_DATABASE],
@@ -212,6 +228,10 @@ class Settings:
             heartbeat=values[FLOWSERV_HEARTBEAT],
             run_lease=values[FLOWSERV_RUN_LEASE],
             repository=values[FLOWSERV_REPOSITORY],
+            events_keep=values[FLOWSERV_EVENTS_KEEP],
+            events_poll=values[FLOWSERV_EVENTS_POLL],
+            events_buffer=values[FLOWSERV_EVENTS_BUFFER],
+            webhooks=values[FLOWSERV_WEBHOOKS],
             api_name=values[FLOWSERV_API_NAME],
             api_host=values[FLOWSERV_API_HOST],
             api_port=values[FLOWSERV_API_PORT],

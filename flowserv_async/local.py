@@ -20,7 +20,7 @@ from flowserv_async.config import (
 )
 from flowserv_async.controller import WorkflowController
 from flowserv_async.db import DB, init_db
-from flowserv_async.db.models import Run
+from flowserv_async.db.models import GroupMember, Run
 from flowserv_async.engine.controller import AsyncioEngine
 from flowserv_async.errors import (
     FlowservError,
@@ -28,6 +28,7 @@ from flowserv_async.errors import (
     MissingConfigurationError,
     UnknownRunError,
 )
+from flowserv_async.events import Event, EventFilter, EventHub, EventStream, EventType, hub_of
 from flowserv_async.services.base import ServiceContext, translate_errors
 from flowserv_async.services.runs import load_run_handle
 from flowserv_async.services.users import authenticate
@@ -35,9 +36,6 @@ from flowserv_async.states import FINAL_STATES
 from flowserv_async.volume import StorageVolume, volume_from_spec
 
 logger = logging.getLogger(__name__)
-
-# How often wait_run looks at a run that no engine of this process notifies about.
-_POLL_INTERVAL = 0.25
 
 
 def init_backend(api: LocalAPIFactory) -> WorkflowController:
@@ -105,6 +103,7 @@ class LocalAPIFactory:
         self._active_sessions = 0
         self._volume: StorageVolume | None = None
         self._lock: anyio.Lock | None = None
+        self._hub: EventHub | None = None
 
     @property
     def env(self) -> Mapping[str, Any]:
@@ -158,16 +157,26 @@ class LocalAPIFactory:
             self._volume = await volume_from_spec(self.settings.filestore or self.settings.api_dir)
             if self._db is None:
                 self._db = await init_db(self._env)
+            settings = self.settings
+            hub = hub_of(
+                self._db,
+                keep=settings.events_keep,
+                poll_interval=settings.events_poll,
+                buffer_size=settings.events_buffer,
+            )
+            await hub.open()
             try:
                 if self._engine is None:
                     self._engine = init_backend(self)
                 await self._engine.open()
             except BaseException:
-                if self._owns_db:
-                    with anyio.CancelScope(shield=True):
+                with anyio.CancelScope(shield=True):
+                    await hub.aclose()
+                    if self._owns_db:
                         await self._db.dispose()
-                    self._db = None
+                        self._db = None
                 raise
+            self._hub = hub
             self._state = "open"
 
     async def aclose(self) -> None:
@@ -187,6 +196,9 @@ class LocalAPIFactory:
                     if self._engine is not None:
                         await self._engine.aclose()
                 finally:
+                    if self._hub is not None:
+                        await self._hub.aclose()
+                        self._hub = None
                     if self._owns_db and self._db is not None:
                         await self._db.dispose()
                         self._db = None
@@ -260,8 +272,9 @@ class LocalAPIFactory:
     ) -> dict[str, Any]:
         """Return the run handle once the run is in a final state.
 
-        Waits on the engine's notification for runs that this factory's engine
-        executes; a run of another process is watched in the database.
+        Waits on the run's events (:meth:`events`), so runs of other processes that
+        share the database end the wait as soon as their end is committed (PostgreSQL)
+        or seen (SQLite, ``FLOWSERV_EVENTS_POLL``).
 
         Raises:
             UnknownRunError: no such run.
@@ -269,19 +282,55 @@ class LocalAPIFactory:
 
         """
         await self.open()
+        assert self._hub is not None
         with anyio.fail_after(timeout):
-            await self.engine.wait(run_id)
-            while True:
+            # Subscribed before the state is read: an end committed in between is seen.
+            async with self._hub.stream(EventFilter(run_id=run_id)) as stream:
                 async with self.db.session() as session:
                     run = await session.get(Run, run_id)
                     if run is None:
                         raise UnknownRunError(run_id)
                     if run.state in FINAL_STATES:
                         return await load_run_handle(session, run)
-                # Not (or no longer) notified by this factory's engine: a run of another
-                # process, or one handed to the engine just now.
-                if not await self.engine.wait(run_id):
-                    await anyio.sleep(_POLL_INTERVAL)
+                async for event in stream:
+                    if event.type == EventType.RUN_STATE and event.data["state"] in FINAL_STATES:
+                        break
+            async with self.db.session() as session:
+                run = await session.get(Run, run_id)
+                if run is None:
+                    raise UnknownRunError(run_id)
+                return await load_run_handle(session, run)
+
+    def events(
+        self,
+        *,
+        run_id: str | None = None,
+        group_id: str | None = None,
+        workflow_id: str | None = None,
+        after: int | None = None,
+        user_id: str | None = None,
+        access_token: str | None = None,
+    ) -> EventStream:
+        """A stream of the run events that match every given filter (see :mod:`events`).
+
+        ``async with factory.events(workflow_id=wf) as stream: async for event in
+        stream: ...``. Without ``after`` the stream starts with what is committed after
+        it is entered; ``after=event.id`` resumes exactly after that event. The caller
+        (``user_id``/``access_token`` as for sessions, else the factory's) sees group
+        events only as a member of the group, as with ``get_run``.
+
+        Raises (on entering or the first read):
+            UnknownRunError, UnknownWorkflowGroupError, UnknownWorkflowError: an unknown
+            filter value. UnauthorizedAccessError, UnauthenticatedAccessError: a run or
+            group the caller may not see.
+            EventsExpiredError: ``after`` is older than the events the store keeps.
+
+        """
+        self._check_open()
+        assert self._hub is not None
+        access = _EventAccess(self, user_id, access_token)
+        flt = EventFilter(run_id=run_id, group_id=group_id, workflow_id=workflow_id)
+        return self._hub.stream(flt, after, access)
 
     async def exec_workflow(
         self,
@@ -386,3 +435,41 @@ class SessionManager:
                 # cannot be removed) must not change the caller's outcome. It is logged
                 # for the operator.
                 logger.exception("clean-up after the transaction failed")
+
+
+class _EventAccess:
+    """What one consumer of :meth:`LocalAPIFactory.events` may see: as ``get_run``."""
+
+    def __init__(
+        self, factory: LocalAPIFactory, user_id: str | None, access_token: str | None
+    ) -> None:
+        self._factory = factory
+        self._user_id = user_id
+        self._access_token = access_token
+        self._caller: str | None = None
+        # Membership is looked up once per group and stream.
+        self._members: dict[str, bool] = {}
+
+    async def check(self, flt: EventFilter) -> None:
+        async with self._factory(self._user_id, self._access_token) as api:
+            self._caller = api.user_id
+            if flt.run_id is not None:
+                await api.runs().get_run(flt.run_id)
+            if flt.group_id is not None:
+                # The group's runs are what the stream shows: members only.
+                await api.runs().list_runs(flt.group_id, limit=0)
+            if flt.workflow_id is not None:
+                await api.workflows().get_workflow(flt.workflow_id)
+
+    async def allows(self, event: Event) -> bool:
+        group_id = event.group_id
+        if group_id is None or self._factory.settings.open_access:
+            return True
+        if self._caller is None:
+            return False
+        member = self._members.get(group_id)
+        if member is None:
+            async with self._factory.db.session() as session:
+                row = await session.get(GroupMember, (group_id, self._caller))
+            member = self._members[group_id] = row is not None
+        return member

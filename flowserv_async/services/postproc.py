@@ -24,6 +24,7 @@ from flowserv_async.engine.config import load_engine_config
 from flowserv_async.engine.job import RunJob
 from flowserv_async.engine.spec import parse_workflow
 from flowserv_async.errors import FlowservError
+from flowserv_async.events import changes
 from flowserv_async.services.ranking import ranked_runs, sort_columns
 from flowserv_async.services.runs import set_state
 from flowserv_async.services.stored import run_prefix, static_prefix, template_of
@@ -91,6 +92,9 @@ async def start_postproc(
         return None
     wf.postproc_run_id = run_id
     await session.flush()
+    run = await session.get(Run, run_id)
+    assert run is not None
+    changes.run_created(session, run_id, workflow_id, None, run.created_at)
     stored = await session.execute(
         select(RunFile.run_id, RunFile.key).where(RunFile.run_id.in_(run_ids))
     )

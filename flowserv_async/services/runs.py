@@ -41,6 +41,7 @@ from flowserv_async.errors import (
     UnknownRunError,
     UnknownWorkflowGroupError,
 )
+from flowserv_async.events import changes
 from flowserv_async.services import serialize
 from flowserv_async.services.base import Service, paged
 from flowserv_async.services.stored import run_prefix, static_prefix, template_of, upload_key
@@ -88,10 +89,31 @@ async def set_state(
         update(Run)
         .where(Run.run_id == run_id, Run.state.in_(sources))
         .values(**values)
+        .returning(
+            Run.workflow_id,
+            Run.group_id,
+            Run.messages,
+            Run.created_at,
+            Run.started_at,
+            Run.ended_at,
+        )
         .execution_options(synchronize_session=False)
     )
-    result = await session.execute(stmt)
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    row = (await session.execute(stmt)).first()
+    if row is None:
+        return False
+    changes.state_changed(
+        session,
+        run_id=run_id,
+        workflow_id=row.workflow_id,
+        group_id=row.group_id,
+        state=str(state),
+        messages=row.messages,
+        created_at=row.created_at,
+        started_at=row.started_at,
+        ended_at=row.ended_at,
+    )
+    return True
 
 
 @dataclass(frozen=True)
@@ -152,6 +174,7 @@ async def record_success(
                 run_id=run_id, workflow_id=workflow_id, group_id=group_id, values=outcome.results
             )
         )
+        changes.ranking_changed(session, workflow_id, run_id, "ranked")
     await session.flush()
     return True
 
@@ -175,6 +198,11 @@ async def append_log(session: AsyncSession, run_id: str, entries: Sequence[LogEn
         for e in entries
     )
     await session.flush()
+    owner = (
+        await session.execute(select(Run.workflow_id, Run.group_id).where(Run.run_id == run_id))
+    ).one()
+    lines = [{"pos": e.pos, "step": e.step, "stream": e.stream, "text": e.text} for e in entries]
+    changes.log_appended(session, run_id, owner.workflow_id, owner.group_id, lines)
     cutoff = entries[-1].pos - DEFAULT_MAX_LINES
     if cutoff > 0:
         await session.execute(
@@ -362,6 +390,7 @@ class RunService(Service):
         )
         self.session.add(run)
         await self.session.flush()
+        changes.run_created(self.session, run_id, wf.workflow_id, group_id, run.created_at)
         await self.ctx.commit()
         await engine.exec_workflow(job, template, values, self.ctx.factory.volume, config)
         if self.ctx.settings.async_engine:
@@ -454,6 +483,8 @@ class RunService(Service):
             .values(postproc_run_id=None)
             .execution_options(synchronize_session=False)
         )
+        if await self.session.get(Ranking, run_id) is not None:
+            changes.ranking_changed(self.session, run.workflow_id, run_id, "deleted")
         await self.session.delete(run)
         await self.session.flush()
         volume, prefix = self.ctx.factory.volume, run_prefix(run.workflow_id, run_id)

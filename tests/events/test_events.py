@@ -1,0 +1,125 @@
+"""Run events (flowserv_async.events) on both backends, through ``factory.events()``."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from runs_helpers import PY, start, step
+
+from flowserv_async import LocalAPIFactory
+from flowserv_async.events import Event, EventStream
+
+SCORE = "import json; json.dump({'score': 1.5}, open('results.json','w'))"
+COLLECT = "import os; os.makedirs('out', exist_ok=True); open('out/n.txt','w').write('ok')"
+
+
+def spec() -> dict[str, Any]:
+    """Two steps (one prints a line), a ranked result and post-processing."""
+    return {
+        "workflow": {
+            "files": {"inputs": [], "outputs": ["results.json"]},
+            "steps": [
+                step("hello", f"{PY} -c \"print('hello')\""),
+                step("score", f'{PY} -c "{SCORE}"'),
+            ],
+        },
+        "results": {
+            "file": "results.json",
+            "schema": [{"name": "score", "label": "Score", "dtype": "float"}],
+        },
+        "postproc": {
+            "workflow": {
+                "files": {"inputs": ["runs"], "outputs": ["out/n.txt"]},
+                "steps": [step("collect", f'{PY} -c "{COLLECT}"')],
+            },
+            "inputs": {"files": ["results.json"]},
+        },
+    }
+
+
+async def install(factory: LocalAPIFactory, folder: Path, name: str = "bench") -> tuple[str, str]:
+    await anyio.Path(folder).mkdir(parents=True)
+    await anyio.Path(folder, "spec.json").write_text(json.dumps(spec()))
+    async with factory() as api:
+        wf = await api.workflows().create_workflow(str(folder), name=name, specfile="spec.json")
+        group = await api.groups().create_group(wf["id"], "team")
+    return wf["id"], group["id"]
+
+
+async def read_until(stream: EventStream, done: Callable[[Event], bool]) -> list[Event]:
+    seen: list[Event] = []
+    with anyio.fail_after(30):
+        async for event in stream:
+            seen.append(event)
+            if done(event):
+                return seen
+    raise AssertionError(f"the stream ended after {seen}")
+
+
+def postproc_done(event: Event) -> bool:
+    return event.type == "postproc.finished"
+
+
+@pytest.fixture
+async def open_factory(make_factory: Callable[..., LocalAPIFactory]) -> LocalAPIFactory:
+    factory = make_factory({"FLOWSERV_AUTH": "open"})
+    await factory.open()
+    return factory
+
+
+async def test_every_event_kind_in_order_for_a_ranked_two_step_run(
+    open_factory: LocalAPIFactory, tmp_path: Path
+) -> None:
+    wf_id, group_id = await install(open_factory, tmp_path / "wf")
+    async with open_factory.events(workflow_id=wf_id) as stream:
+        run = await start(open_factory, group_id)
+        events = await read_until(stream, postproc_done)
+    docs = [e.to_dict() for e in events]
+    ids = [d["id"] for d in docs]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    own = [d for d in docs if d["runId"] == run["id"]]
+    assert [d["type"] for d in own if d["type"] != "run.log"] == [
+        "run.created",
+        "run.state",
+        "run.state",
+    ]
+    assert [d["data"]["state"] for d in own if d["type"] == "run.state"] == ["RUNNING", "SUCCESS"]
+    success = [d for d in own if d["type"] == "run.state"][-1]
+    assert success["groupId"] == group_id and success["workflowId"] == wf_id
+    assert success["data"]["startedAt"] and success["data"]["finishedAt"]
+    assert success["data"]["messages"] == []
+    lines = [line for d in own if d["type"] == "run.log" for line in d["data"]["lines"]]
+    assert {"step": "hello", "stream": "stdout", "text": "hello"}.items() <= lines[0].items()
+    kinds = [d["type"] for d in docs]
+    # The ranking changes with the success; then post-processing runs over it.
+    assert kinds.index("ranking.changed") < kinds.index("postproc.started")
+    assert docs[kinds.index("ranking.changed")]["data"] == {"runId": run["id"], "reason": "ranked"}
+    post = [d for d in docs if d["runId"] not in (run["id"], None)]
+    assert [d["type"] for d in post] == [
+        "run.created",
+        "postproc.started",
+        "run.state",
+        "run.state",
+        "postproc.finished",
+    ]
+    assert post[-1]["data"]["state"] == "SUCCESS" and post[-1]["groupId"] is None
+    assert json.loads(json.dumps(docs)) == docs
+
+
+async def test_after_resumes_with_exactly_the_missing_events(
+    open_factory: LocalAPIFactory, tmp_path: Path
+) -> None:
+    wf_id, group_id = await install(open_factory, tmp_path / "wf")
+    async with open_factory.events(workflow_id=wf_id) as stream:
+        await start(open_factory, group_id)
+        everything = await read_until(stream, postproc_done)
+    middle = everything[2].id
+    async with open_factory.events(workflow_id=wf_id, after=middle) as resumed:
+        rest = await read_until(resumed, postproc_done)
+    assert [e.id for e in rest] == [e.id for e in everything[3:]]
+    assert rest == everything[3:]

@@ -29,6 +29,7 @@ from flowserv_async.errors import (
     UnknownRunError,
 )
 from flowserv_async.events import Event, EventFilter, EventHub, EventStream, EventType, hub_of
+from flowserv_async.events.webhooks import WebhookDispatcher, WebhookStats, load_targets
 from flowserv_async.services.base import ServiceContext, translate_errors
 from flowserv_async.services.runs import load_run_handle
 from flowserv_async.services.users import authenticate
@@ -104,6 +105,7 @@ class LocalAPIFactory:
         self._volume: StorageVolume | None = None
         self._lock: anyio.Lock | None = None
         self._hub: EventHub | None = None
+        self._webhooks: WebhookDispatcher | None = None
 
     @property
     def env(self) -> Mapping[str, Any]:
@@ -130,6 +132,11 @@ class LocalAPIFactory:
         if self._volume is None or self._state == "closed":
             raise FlowservError(f"the API factory is {self._state}: it has no file store")
         return self._volume
+
+    @property
+    def webhooks(self) -> list[WebhookStats]:
+        """Delivery counts per ``FLOWSERV_WEBHOOKS`` target (empty without webhooks)."""
+        return list(self._webhooks.stats) if self._webhooks is not None else []
 
     @property
     def is_open(self) -> bool:
@@ -166,11 +173,18 @@ class LocalAPIFactory:
             )
             await hub.open()
             try:
+                if settings.webhooks:
+                    webhooks = WebhookDispatcher(hub, await load_targets(settings.webhooks))
+                    await webhooks.open()
+                    self._webhooks = webhooks
                 if self._engine is None:
                     self._engine = init_backend(self)
                 await self._engine.open()
             except BaseException:
                 with anyio.CancelScope(shield=True):
+                    if self._webhooks is not None:
+                        await self._webhooks.aclose()
+                        self._webhooks = None
                     await hub.aclose()
                     if self._owns_db:
                         await self._db.dispose()
@@ -196,6 +210,9 @@ class LocalAPIFactory:
                     if self._engine is not None:
                         await self._engine.aclose()
                 finally:
+                    if self._webhooks is not None:
+                        await self._webhooks.aclose()
+                        self._webhooks = None
                     if self._hub is not None:
                         await self._hub.aclose()
                         self._hub = None

@@ -141,6 +141,12 @@ class EventHub:
                 self._wake.set()
 
     async def _read_new(self) -> None:
+        # Reads are short; shielded so that closing never cuts a query (and its
+        # connection) in half.
+        with anyio.CancelScope(shield=True):
+            await self._read_rows()
+
+    async def _read_rows(self) -> None:
         if not self._streams:
             async with self.db.session() as session:
                 top = (await id_range(session))[1]

@@ -28,7 +28,7 @@ import hmac
 import json
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
 import yaml
@@ -38,8 +38,19 @@ from flowserv_async.errors import InvalidConfigurationError
 from flowserv_async.events.hub import EventHub
 from flowserv_async.events.model import Event, EventFilter, EventType
 
-if TYPE_CHECKING:
+try:
     import httpx
+    from tenacity import (
+        AsyncRetrying,
+        RetryError,
+        retry_if_exception_type,
+        stop_after_attempt,
+        wait_random_exponential,
+    )
+except ImportError:  # the webhooks extra is optional: checked when webhooks are set up
+    _HAVE_EXTRA = False
+else:
+    _HAVE_EXTRA = True
 
 logger = logging.getLogger(__name__)
 
@@ -158,14 +169,11 @@ class WebhookDispatcher:
             InvalidConfigurationError: the ``webhooks`` extra is not installed.
 
         """
-        try:
-            import httpx
-            import tenacity  # noqa: F401 - checked here, used by every delivery
-        except ImportError as exc:
+        if not _HAVE_EXTRA:
             raise InvalidConfigurationError(
                 f"{FLOWSERV_WEBHOOKS} needs the webhooks extra:"
                 " pip install 'flowserv-async[webhooks]'"
-            ) from exc
+            )
         self._client = httpx.AsyncClient(timeout=_TIMEOUT)
         ready = anyio.Event()
         # Like the engine's: the one task outside a task group; aclose() awaits it.
@@ -198,14 +206,6 @@ class WebhookDispatcher:
                     await self._deliver(target, stats, event)
 
     async def _deliver(self, target: WebhookTarget, stats: WebhookStats, event: Event) -> None:
-        from tenacity import (
-            AsyncRetrying,
-            RetryError,
-            retry_if_exception_type,
-            stop_after_attempt,
-            wait_random_exponential,
-        )
-
         body = json.dumps(event.to_dict(), separators=(",", ":")).encode()
         headers = {
             "Content-Type": "application/json",
@@ -242,8 +242,6 @@ class WebhookDispatcher:
         )
 
     async def _post(self, url: str, body: bytes, headers: dict[str, str]) -> None:
-        import httpx
-
         assert self._client is not None
         try:
             response = await self._client.post(url, content=body, headers=headers)

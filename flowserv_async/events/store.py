@@ -25,7 +25,7 @@ from flowserv_async.events.model import Event, EventFilter, EventType
 CHANNEL = "flowserv_events"
 #: Key of the advisory lock that orders event writers on PostgreSQL.
 LOCK_KEY = 0x666C6F77
-#: Retention runs when the largest id crosses a multiple of this.
+#: Retention runs when the largest id crosses a multiple of this (or of the number kept).
 PRUNE_EVERY = 1000
 
 # Keys in ``Session.info``.
@@ -81,7 +81,8 @@ def _write_pending(session: Session) -> None:
             text("SELECT pg_notify(:channel, :last)"), {"channel": CHANNEL, "last": str(last)}
         )
     keep = int(session.info.get(KEEP_KEY, DEFAULT_KEEP))
-    if keep and (first - 1) // PRUNE_EVERY != last // PRUNE_EVERY and last > keep:
+    every = min(keep, PRUNE_EVERY)
+    if keep and (first - 1) // every != last // every and last > keep:
         session.execute(delete(table).where(table.c.event_id <= last - keep))
     session.info[_WRITTEN] = last
 

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
+from anyio.streams.text import TextReceiveStream
 from runs_helpers import PY, start, step
 
-from flowserv_async import LocalAPIFactory
+from flowserv_async import DB, LocalAPIFactory
 from flowserv_async.events import Event, EventStream
 
 SCORE = "import json; json.dump({'score': 1.5}, open('results.json','w'))"
+PEER = Path(__file__).with_name("peer.py")
 COLLECT = "import os; os.makedirs('out', exist_ok=True); open('out/n.txt','w').write('ok')"
 
 
@@ -59,6 +62,17 @@ async def read_until(stream: EventStream, done: Callable[[Event], bool]) -> list
             if done(event):
                 return seen
     raise AssertionError(f"the stream ended after {seen}")
+
+
+async def install_plain(factory: LocalAPIFactory, folder: Path) -> tuple[str, str]:
+    """A one-step workflow without results, and a group."""
+    await anyio.Path(folder).mkdir(parents=True)
+    doc = {"workflow": {"steps": [step("s", f"{PY} -c pass")]}}
+    await anyio.Path(folder, "spec.json").write_text(json.dumps(doc))
+    async with factory() as api:
+        wf = await api.workflows().create_workflow(str(folder), name="plain", specfile="spec.json")
+        group = await api.groups().create_group(wf["id"], "team")
+    return wf["id"], group["id"]
 
 
 def postproc_done(event: Event) -> bool:
@@ -123,3 +137,46 @@ async def test_after_resumes_with_exactly_the_missing_events(
         rest = await read_until(resumed, postproc_done)
     assert [e.id for e in rest] == [e.id for e in everything[3:]]
     assert rest == everything[3:]
+
+
+async def test_two_processes_see_each_others_run_events(
+    make_factory: Callable[..., LocalAPIFactory], database: DB, basedir: Path, tmp_path: Path
+) -> None:
+    factory = make_factory({"FLOWSERV_AUTH": "open"})
+    await factory.open()
+    wf_id, group_id = await install_plain(factory, tmp_path / "wf")
+    schema = database.connect_args.get("server_settings", {}).get("search_path", "")
+    url = database.url.render_as_string(hide_password=False)
+    command = [PY, str(PEER), url, schema, str(basedir), wf_id, group_id]
+    ended: set[str] = set()
+    latencies: dict[str, float] = {}
+    with anyio.fail_after(60):
+        async with (
+            factory.events(workflow_id=wf_id) as stream,
+            await anyio.open_process(command) as peer,
+        ):
+            assert peer.stdout is not None
+            lines = TextReceiveStream(peer.stdout)
+            output = ""
+            while "ready\n" not in output:
+                output += await lines.receive()
+            mine = (await start(factory, group_id))["id"]
+            async for event in stream:
+                sent = event.time.timestamp()
+                latencies.setdefault(f"{event.run_id} {event.type}", time.time() - sent)
+                if event.type == "run.state" and event.data["state"] == "SUCCESS":
+                    ended.add(str(event.run_id))
+                if mine in ended and len(ended) == 2:
+                    break
+            async for chunk in lines:
+                output += chunk
+            assert await peer.wait() == 0
+    report = json.loads(output.split("ready\n", 1)[1])
+    theirs = report["own"]
+    assert ended == {mine, theirs}
+    seen_by_peer = {(run_id, kind) for _, kind, run_id, _ in report["seen"]}
+    assert {(mine, "run.created"), (mine, "run.state")} <= seen_by_peer
+    assert f"{theirs} run.created" in latencies
+    # Generous bounds (shared CPUs); benchmarks/bench_events.py reports the real numbers.
+    assert max(latencies.values()) < 5
+    assert max(lat for *_, lat in report["seen"]) < 5

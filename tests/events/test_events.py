@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Callable
@@ -14,6 +15,15 @@ from anyio.streams.text import TextReceiveStream
 from runs_helpers import PY, start, step
 
 from flowserv_async import DB, LocalAPIFactory
+from flowserv_async.errors import (
+    EventsExpiredError,
+    FlowservError,
+    UnauthenticatedAccessError,
+    UnauthorizedAccessError,
+    UnknownRunError,
+    UnknownWorkflowError,
+    UnknownWorkflowGroupError,
+)
 from flowserv_async.events import Event, EventStream
 
 SCORE = "import json; json.dump({'score': 1.5}, open('results.json','w'))"
@@ -180,3 +190,124 @@ async def test_two_processes_see_each_others_run_events(
     # Generous bounds (shared CPUs); benchmarks/bench_events.py reports the real numbers.
     assert max(latencies.values()) < 5
     assert max(lat for *_, lat in report["seen"]) < 5
+
+
+async def test_non_members_see_no_group_events_and_bad_filters_raise(
+    make_factory: Callable[..., LocalAPIFactory], tmp_path: Path
+) -> None:
+    factory = make_factory()
+    await factory.open()
+    async with factory() as api:
+        alice = (await api.users().register_user("alice", "pw"))["id"]
+        bob = (await api.users().register_user("bob", "pw"))["id"]
+    as_alice = make_factory(user_id=alice)
+    await as_alice.open()
+    wf_id, group_id = await install(as_alice, tmp_path / "wf")
+    async with (
+        factory.events(workflow_id=wf_id, user_id=bob) as bobs,
+        factory.events(workflow_id=wf_id, user_id=alice) as alices,
+    ):
+        run_id = (await start(as_alice, group_id))["id"]
+        everything = await read_until(alices, postproc_done)
+        visible = await read_until(bobs, postproc_done)
+    assert {e.group_id for e in everything} == {group_id, None}
+    # Bob sees the workflow's leaderboard and post-processing, nothing of the group.
+    assert visible == [e for e in everything if e.group_id is None]
+    assert {e.type for e in visible} == {
+        "ranking.changed",
+        "postproc.started",
+        "postproc.finished",
+        "run.created",
+        "run.state",
+    }
+    with pytest.raises(UnauthorizedAccessError):
+        await factory.events(run_id=run_id, user_id=bob).start()
+    with pytest.raises(UnauthorizedAccessError):
+        await factory.events(group_id=group_id, user_id=bob).start()
+    with pytest.raises(UnauthenticatedAccessError):
+        await factory.events(run_id=run_id).start()
+    with pytest.raises(UnknownRunError):
+        await factory.events(run_id="nope", user_id=bob).start()
+    with pytest.raises(UnknownWorkflowGroupError):
+        await factory.events(group_id="nope", user_id=bob).start()
+    with pytest.raises(UnknownWorkflowError):
+        await factory.events(workflow_id="nope", user_id=bob).start()
+    with pytest.raises(TypeError):
+        factory.events(after="3")  # type: ignore[arg-type]
+    assert not factory._hub._streams  # type: ignore[union-attr]
+
+
+async def test_a_consumer_that_lags_reads_on_from_the_store(
+    make_factory: Callable[..., LocalAPIFactory], tmp_path: Path
+) -> None:
+    # A buffer of 2 events: the stream overflows while it is not read.
+    factory = make_factory({"FLOWSERV_AUTH": "open", "FLOWSERV_EVENTS_BUFFER": "2"})
+    await factory.open()
+    wf_id, group_id = await install(factory, tmp_path / "wf")
+    async with factory.events(workflow_id=wf_id) as idle, factory.events() as reader:
+        await start(factory, group_id)
+        live = await read_until(reader, postproc_done)
+        assert len(live) > 2
+        late = await read_until(idle, postproc_done)
+    assert late == live
+
+
+async def test_positions_older_than_retention_raise_events_expired(
+    make_factory: Callable[..., LocalAPIFactory], tmp_path: Path
+) -> None:
+    factory = make_factory({"FLOWSERV_AUTH": "open", "FLOWSERV_EVENTS_KEEP": "3"})
+    await factory.open()
+    wf_id, group_id = await install(factory, tmp_path / "wf")
+    async with factory.events(workflow_id=wf_id) as stream:
+        await start(factory, group_id)
+        events = await read_until(stream, postproc_done)
+    assert len(events) > 6
+    with pytest.raises(EventsExpiredError, match=f"after id {events[0].id}"):
+        await anext(factory.events(after=events[0].id))
+    kept = [e async for e in _take(factory.events(after=events[-4].id), 3)]
+    assert kept == events[-3:]
+
+
+async def _take(stream: EventStream, count: int) -> Any:
+    async with stream:
+        async for event in stream:
+            yield event
+            count -= 1
+            if count == 0:
+                return
+
+
+async def test_closing_a_stream_leaves_no_task_and_ends_iteration(
+    open_factory: LocalAPIFactory,
+) -> None:
+    before = len(asyncio.all_tasks())
+    stream = open_factory.events()
+    async with anyio.create_task_group() as tg:
+        reading: list[Event] = []
+
+        async def read() -> None:
+            reading.extend([e async for e in stream])
+
+        await stream.start()
+        tg.start_soon(read)
+        await anyio.sleep(0)
+        await stream.aclose()
+    assert reading == []
+    assert len(asyncio.all_tasks()) == before
+    assert not open_factory._hub._streams  # type: ignore[union-attr]
+    with pytest.raises(StopAsyncIteration):
+        await anext(stream)
+
+
+async def test_closing_the_factory_ends_open_streams_loudly(
+    make_factory: Callable[..., LocalAPIFactory],
+) -> None:
+    factory = make_factory({"FLOWSERV_AUTH": "open"})
+    await factory.open()
+    stream = factory.events()
+    await stream.start()
+    await factory.aclose()
+    with pytest.raises(FlowservError, match="factory closed"):
+        await anext(stream)
+    with pytest.raises(FlowservError, match="closed"):
+        factory.events()

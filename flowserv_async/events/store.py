@@ -11,9 +11,10 @@ commit order there anyway.
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any
+from typing import cast as typed
 
-from sqlalchemy import Table, delete, event, func, insert, select, text
+from sqlalchemy import String, Table, cast, delete, event, func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session, SessionTransaction
 
@@ -35,7 +36,7 @@ NOTIFY_KEY = "flowserv_events_notify"
 KEEP_KEY = "flowserv_events_keep"
 DEFAULT_KEEP = 100_000
 
-_TABLE = cast(Table, StoredEvent.__table__)
+_TABLE = typed(Table, StoredEvent.__table__)
 
 
 def emit(
@@ -73,13 +74,19 @@ def _write_pending(session: Session) -> None:
         # Held until the commit ends: the next writer's ids are larger and commit later.
         session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": LOCK_KEY})
     table = _TABLE
-    stmt = insert(table).values([row for _, row in pending]).returning(table.c.event_id)
-    ids = list(session.execute(stmt).scalars())
-    first, last = min(ids), max(ids)
+    inserted = insert(table).values([row for _, row in pending]).returning(table.c.event_id)
     if postgres:
-        session.execute(
-            text("SELECT pg_notify(:channel, :last)"), {"channel": CHANNEL, "last": str(last)}
+        # One round trip while the lock is held: insert, and notify the largest new id
+        # (delivered when the transaction commits).
+        rows = inserted.cte("inserted")
+        largest = func.max(rows.c.event_id)
+        stmt = select(
+            func.min(rows.c.event_id), largest, func.pg_notify(CHANNEL, cast(largest, String))
         )
+        first, last, _ = session.execute(stmt).one()
+    else:
+        ids = list(session.execute(inserted).scalars())
+        first, last = min(ids), max(ids)
     keep = int(session.info.get(KEEP_KEY, DEFAULT_KEEP))
     every = min(keep, PRUNE_EVERY)
     if keep and (first - 1) // every != last // every and last > keep:

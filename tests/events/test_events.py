@@ -14,10 +14,11 @@ import pytest
 from anyio.streams.text import TextReceiveStream
 from runs_helpers import PY, start, step
 
-from flowserv_async import DB, LocalAPIFactory
+from flowserv_async import DB, LocalAPIFactory, Settings, events
 from flowserv_async.errors import (
     EventsExpiredError,
     FlowservError,
+    InvalidConfigurationError,
     UnauthenticatedAccessError,
     UnauthorizedAccessError,
     UnknownRunError,
@@ -311,3 +312,22 @@ async def test_closing_the_factory_ends_open_streams_loudly(
         await anext(stream)
     with pytest.raises(FlowservError, match="closed"):
         factory.events()
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("FLOWSERV_EVENTS_KEEP", "-1"),
+        ("FLOWSERV_EVENTS_POLL", "0"),
+        ("FLOWSERV_EVENTS_POLL", "soon"),
+        ("FLOWSERV_EVENTS_BUFFER", "0"),
+    ],
+)
+def test_malformed_event_settings_name_the_variable(name: str, value: str) -> None:
+    with pytest.raises(InvalidConfigurationError, match=name):
+        Settings.from_env({name: value})
+
+
+def test_the_events_module_exports_sorted_public_names() -> None:
+    assert events.__all__ == sorted(events.__all__)
+    assert all(getattr(events, name) for name in events.__all__)

@@ -87,6 +87,7 @@ class EventHub:
             return
         async with self.db.session() as session:
             self._last = (await id_range(session))[1]
+        self._wake = anyio.Event()
         self._stop = anyio.Event()
         ready = anyio.Event()
         # Like the engine's: the one task outside a task group; aclose() awaits it.

@@ -34,8 +34,8 @@ import anyio
 import yaml
 
 from flowserv_async.config import FLOWSERV_WEBHOOKS
-from flowserv_async.errors import InvalidConfigurationError
-from flowserv_async.events.hub import EventHub
+from flowserv_async.errors import EventsExpiredError, FlowservError, InvalidConfigurationError
+from flowserv_async.events.hub import EventHub, EventStream
 from flowserv_async.events.model import Event, EventFilter, EventType
 
 try:
@@ -199,11 +199,24 @@ class WebhookDispatcher:
             await self._stop.wait()
             tg.cancel_scope.cancel()
 
-    async def _follow(self, target: WebhookTarget, stats: WebhookStats, stream: Any) -> None:
-        async with stream:
-            async for event in stream:
-                if target.wants(event):
-                    await self._deliver(target, stats, event)
+    async def _follow(
+        self, target: WebhookTarget, stats: WebhookStats, stream: EventStream
+    ) -> None:
+        while True:
+            try:
+                async with stream:
+                    async for event in stream:
+                        if target.wants(event):
+                            await self._deliver(target, stats, event)
+            except EventsExpiredError as exc:
+                # The target fell behind by more than the store keeps: what is gone is
+                # counted as one failure, and delivery goes on with what comes next.
+                stats.failed += 1
+                stats.last_error = exc.message
+                logger.error("webhook %s: %s", target.url, exc.message)  # noqa: TRY400 - no traceback to show
+                stream = self._hub.stream(EventFilter(workflow_id=target.workflow_id))
+            except FlowservError:
+                return  # the hub closed
 
     async def _deliver(self, target: WebhookTarget, stats: WebhookStats, event: Event) -> None:
         body = json.dumps(event.to_dict(), separators=(",", ":")).encode()

@@ -9,41 +9,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import platformdirs
 
 from flowserv_async.errors import InvalidConfigurationError
-
-# Names of the variables (flowserv's names, so existing set-ups keep working).
-FLOWSERV_API_DIR = "FLOWSERV_API_DIR"
-FLOWSERV_DATABASE = "FLOWSERV_DATABASE"
-FLOWSERV_FILESTORE = "FLOWSERV_FILESTORE"
-FLOWSERV_AUTH = "FLOWSERV_AUTH"
-FLOWSERV_AUTH_TTL = "FLOWSERV_AUTH_TTL"
-FLOWSERV_ACCESS_TOKEN = "FLOWSERV_ACCESS_TOKEN"
-FLOWSERV_BACKEND_MODULE = "FLOWSERV_BACKEND_MODULE"
-FLOWSERV_BACKEND_CLASS = "FLOWSERV_BACKEND_CLASS"
-FLOWSERV_ASYNCENGINE = "FLOWSERV_ASYNCENGINE"
-FLOWSERV_MAX_CONCURRENT_RUNS = "FLOWSERV_MAX_CONCURRENT_RUNS"
-FLOWSERV_STEP_TIMEOUT = "FLOWSERV_STEP_TIMEOUT"
-FLOWSERV_CANCEL_GRACE = "FLOWSERV_CANCEL_GRACE"
-FLOWSERV_SERIAL_ENGINECONFIG = "FLOWSERV_SERIAL_ENGINECONFIG"
-FLOWSERV_MAX_UPLOAD_SIZE = "FLOWSERV_MAX_UPLOAD_SIZE"
-FLOWSERV_HEARTBEAT = "FLOWSERV_HEARTBEAT"
-FLOWSERV_RUN_LEASE = "FLOWSERV_RUN_LEASE"
-FLOWSERV_REPOSITORY = "FLOWSERV_REPOSITORY"
-FLOWSERV_EVENTS_KEEP = "FLOWSERV_EVENTS_KEEP"
-FLOWSERV_EVENTS_POLL = "FLOWSERV_EVENTS_POLL"
-FLOWSERV_EVENTS_BUFFER = "FLOWSERV_EVENTS_BUFFER"
-FLOWSERV_WEBHOOKS = "FLOWSERV_WEBHOOKS"
-FLOWSERV_API_NAME = "FLOWSERV_API_NAME"
-FLOWSERV_API_HOST = "FLOWSERV_API_HOST"
-FLOWSERV_API_PORT = "FLOWSERV_API_PORT"
-FLOWSERV_API_PATH = "FLOWSERV_API_PATH"
-FLOWSERV_API_PROTOCOL = "FLOWSERV_API_PROTOCOL"
 
 AUTH_DEFAULT = "default"
 AUTH_OPEN = "open"
@@ -112,43 +84,14 @@ def _auth(name: str, value: Any) -> str:
     return AUTH_OPEN if str(value).strip().lower() == AUTH_OPEN else AUTH_DEFAULT
 
 
-def default_api_dir() -> str:
+def default_api_dir() -> Path:
     """The default base folder: the user's cache folder for ``flowserv_async``."""
-    return platformdirs.user_cache_dir("flowserv_async")
+    return Path(platformdirs.user_cache_dir("flowserv_async")).absolute()
 
 
-# name -> (parser, default); a default of None means "not set".
-_VARIABLES: dict[str, tuple[Callable[[str, Any], Any], Any]] = {
-    FLOWSERV_API_DIR: (_text, None),
-    FLOWSERV_DATABASE: (_optional_text, None),
-    FLOWSERV_FILESTORE: (_optional_text, None),
-    FLOWSERV_AUTH: (_auth, AUTH_DEFAULT),
-    FLOWSERV_AUTH_TTL: (_count, 86400),
-    FLOWSERV_ACCESS_TOKEN: (_optional_text, None),
-    FLOWSERV_BACKEND_MODULE: (_optional_text, None),
-    FLOWSERV_BACKEND_CLASS: (_optional_text, None),
-    FLOWSERV_ASYNCENGINE: (_bool, True),
-    FLOWSERV_MAX_CONCURRENT_RUNS: (_count, 0),
-    FLOWSERV_STEP_TIMEOUT: (_seconds, 0.0),
-    FLOWSERV_CANCEL_GRACE: (_seconds, 5.0),
-    FLOWSERV_SERIAL_ENGINECONFIG: (_optional_text, None),
-    FLOWSERV_MAX_UPLOAD_SIZE: (_count, 0),
-    FLOWSERV_HEARTBEAT: (_seconds, 5.0),
-    FLOWSERV_RUN_LEASE: (_seconds, 30.0),
-    FLOWSERV_REPOSITORY: (_optional_text, None),
-    FLOWSERV_EVENTS_KEEP: (_count, 100_000),
-    FLOWSERV_EVENTS_POLL: (_seconds, 0.25),
-    FLOWSERV_EVENTS_BUFFER: (_count, 1000),
-    FLOWSERV_WEBHOOKS: (_optional_text, None),
-    FLOWSERV_API_NAME: (_text, DEFAULT_API_NAME),
-    FLOWSERV_API_HOST: (_text, "localhost"),
-    FLOWSERV_API_PORT: (_port, 5000),
-    FLOWSERV_API_PATH: (_text, "/flowserv/api/v1"),
-    FLOWSERV_API_PROTOCOL: (_text, "http"),
-}
-
-VARIABLES: tuple[str, ...] = tuple(sorted(_VARIABLES))
-"""The names of all settings."""
+def _path(name: str, value: Any) -> Path | None:
+    text = str(value).strip()
+    return Path(text).expanduser().absolute() if text else None
 
 
 def merge_env(env: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -160,84 +103,95 @@ def merge_env(env: Mapping[str, Any] | None = None) -> dict[str, Any]:
 
 
 @dataclass(frozen=True, slots=True)
-class Settings:
-    """Parsed, validated settings (see SPEC 1.4 for each variable's meaning)."""
+class _Variable:
+    """How a setting is read: its variable, parser and default."""
 
-    api_dir: Path
-    database: str | None
-    filestore: str | None
-    auth: str
-    auth_ttl: int
-    access_token: str | None
-    backend_module: str | None
-    backend_class: str | None
-    async_engine: bool
-    max_concurrent_runs: int
-    step_timeout: float
-    cancel_grace: float
-    engine_config: str | None
-    max_upload_size: int
-    heartbeat: float
-    run_lease: float
-    repository: str | None
-    events_keep: int
-    events_poll: float
-    events_buffer: int
-    webhooks: str | None
-    api_name: str
-    api_host: str
-    api_port: int
-    api_path: str
-    api_protocol: str
+    name: str
+    parse: Callable[[str, Any], Any]
+    default: Any = None
+    default_factory: Callable[[], Any] | None = None
+
+
+_VARIABLE = "flowserv_variable"
+
+
+def _setting(
+    name: str,
+    parse: Callable[[str, Any], Any],
+    default: Any = None,
+    default_factory: Callable[[], Any] | None = None,
+) -> Any:
+    """Declare a setting: its variable, parser and default (a parsed None means unset)."""
+    return field(metadata={_VARIABLE: _Variable(name, parse, default, default_factory)})
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Parsed, validated settings (see SPEC 1.4 for each variable's meaning).
+
+    Each field is declared once, with its variable, parser and default.
+    """
+
+    api_dir: Path = _setting("FLOWSERV_API_DIR", _path, default_factory=default_api_dir)
+    database: str | None = _setting("FLOWSERV_DATABASE", _optional_text)
+    filestore: str | None = _setting("FLOWSERV_FILESTORE", _optional_text)
+    auth: str = _setting("FLOWSERV_AUTH", _auth, AUTH_DEFAULT)
+    auth_ttl: int = _setting("FLOWSERV_AUTH_TTL", _count, 86400)
+    access_token: str | None = _setting("FLOWSERV_ACCESS_TOKEN", _optional_text)
+    backend_module: str | None = _setting("FLOWSERV_BACKEND_MODULE", _optional_text)
+    backend_class: str | None = _setting("FLOWSERV_BACKEND_CLASS", _optional_text)
+    async_engine: bool = _setting("FLOWSERV_ASYNCENGINE", _bool, True)
+    max_concurrent_runs: int = _setting("FLOWSERV_MAX_CONCURRENT_RUNS", _count, 0)
+    step_timeout: float = _setting("FLOWSERV_STEP_TIMEOUT", _seconds, 0.0)
+    cancel_grace: float = _setting("FLOWSERV_CANCEL_GRACE", _seconds, 5.0)
+    engine_config: str | None = _setting("FLOWSERV_SERIAL_ENGINECONFIG", _optional_text)
+    max_upload_size: int = _setting("FLOWSERV_MAX_UPLOAD_SIZE", _count, 0)
+    heartbeat: float = _setting("FLOWSERV_HEARTBEAT", _seconds, 5.0)
+    run_lease: float = _setting("FLOWSERV_RUN_LEASE", _seconds, 30.0)
+    repository: str | None = _setting("FLOWSERV_REPOSITORY", _optional_text)
+    events_keep: int = _setting("FLOWSERV_EVENTS_KEEP", _count, 100_000)
+    events_poll: float = _setting("FLOWSERV_EVENTS_POLL", _seconds, 0.25)
+    events_buffer: int = _setting("FLOWSERV_EVENTS_BUFFER", _count, 1000)
+    webhooks: str | None = _setting("FLOWSERV_WEBHOOKS", _optional_text)
+    api_name: str = _setting("FLOWSERV_API_NAME", _text, DEFAULT_API_NAME)
+    api_host: str = _setting("FLOWSERV_API_HOST", _text, "localhost")
+    api_port: int = _setting("FLOWSERV_API_PORT", _port, 5000)
+    api_path: str = _setting("FLOWSERV_API_PATH", _text, "/flowserv/api/v1")
+    api_protocol: str = _setting("FLOWSERV_API_PROTOCOL", _text, "http")
+
+    def __post_init__(self) -> None:
+        if self.heartbeat <= 0 or self.run_lease <= self.heartbeat:
+            raise InvalidConfigurationError(
+                f"{FLOWSERV_RUN_LEASE} ({self.run_lease}) must be longer than"
+                f" {FLOWSERV_HEARTBEAT} ({self.heartbeat}), which must be positive"
+            )
+        if self.events_poll <= 0 or self.events_buffer <= 0:
+            raise InvalidConfigurationError(
+                f"{FLOWSERV_EVENTS_POLL} ({self.events_poll}) and {FLOWSERV_EVENTS_BUFFER}"
+                f" ({self.events_buffer}) must be positive"
+            )
+
+    @classmethod
+    def variable(cls, field_name: str) -> str:
+        """The name of the variable that sets a field."""
+        for item in fields(cls):
+            if item.name == field_name:
+                var: _Variable = item.metadata[_VARIABLE]
+                return var.name
+        raise KeyError(field_name)
 
     @classmethod
     def from_env(cls, env: Mapping[str, Any]) -> Settings:
         """Parse every variable in ``env`` (a merged mapping, see :func:`merge_env`)."""
         values: dict[str, Any] = {}
-        for name, (parse, default) in _VARIABLES.items():
-            raw = env.get(name)
-            values[name] = default if raw is None else parse(name, raw)
-        api_dir = values[FLOWSERV_API_DIR] or default_api_dir()
-        if (
-            values[FLOWSERV_HEARTBEAT] <= 0
-            or values[FLOWSERV_RUN_LEASE] <= values[FLOWSERV_HEARTBEAT]
-        ):
-            raise InvalidConfigurationError(
-                f"{FLOWSERV_RUN_LEASE} ({values[FLOWSERV_RUN_LEASE]}) must be longer than"
-                f" {FLOWSERV_HEARTBEAT} ({values[FLOWSERV_HEARTBEAT]}), which must be positive"
-            )
-        if values[FLOWSERV_EVENTS_POLL] <= 0 or values[FLOWSERV_EVENTS_BUFFER] <= 0:
-            raise InvalidConfigurationError(
-                f"{FLOWSERV_EVENTS_POLL} and {FLOWSERV_EVENTS_BUFFER} must be positive"
-            )
-        return cls(
-            api_dir=Path(api_dir).expanduser().absolute(),
-            database=values[FLOWSERV_DATABASE],
-            filestore=values[FLOWSERV_FILESTORE],
-            auth=values[FLOWSERV_AUTH],
-            auth_ttl=values[FLOWSERV_AUTH_TTL],
-            access_token=values[FLOWSERV_ACCESS_TOKEN],
-            backend_module=values[FLOWSERV_BACKEND_MODULE],
-            backend_class=values[FLOWSERV_BACKEND_CLASS],
-            async_engine=values[FLOWSERV_ASYNCENGINE],
-            max_concurrent_runs=values[FLOWSERV_MAX_CONCURRENT_RUNS],
-            step_timeout=values[FLOWSERV_STEP_TIMEOUT],
-            cancel_grace=values[FLOWSERV_CANCEL_GRACE],
-            engine_config=values[FLOWSERV_SERIAL_ENGINECONFIG],
-            max_upload_size=values[FLOWSERV_MAX_UPLOAD_SIZE],
-            heartbeat=values[FLOWSERV_HEARTBEAT],
-            run_lease=values[FLOWSERV_RUN_LEASE],
-            repository=values[FLOWSERV_REPOSITORY],
-            events_keep=values[FLOWSERV_EVENTS_KEEP],
-            events_poll=values[FLOWSERV_EVENTS_POLL],
-            events_buffer=values[FLOWSERV_EVENTS_BUFFER],
-            webhooks=values[FLOWSERV_WEBHOOKS],
-            api_name=values[FLOWSERV_API_NAME],
-            api_host=values[FLOWSERV_API_HOST],
-            api_port=values[FLOWSERV_API_PORT],
-            api_path=values[FLOWSERV_API_PATH],
-            api_protocol=values[FLOWSERV_API_PROTOCOL],
-        )
+        for item in fields(cls):
+            var: _Variable = item.metadata[_VARIABLE]
+            raw = env.get(var.name)
+            value = None if raw is None else var.parse(var.name, raw)
+            if value is None:
+                value = var.default_factory() if var.default_factory else var.default
+            values[item.name] = value
+        return cls(**values)
 
     @property
     def open_access(self) -> bool:
@@ -250,3 +204,21 @@ class Settings:
         host = self.api_host if self.api_port == 80 else f"{self.api_host}:{self.api_port}"
         path = self.api_path if self.api_path.startswith("/") else "/" + self.api_path
         return f"{self.api_protocol}://{host}{path.rstrip('/')}"
+
+
+# The variables' names, for code that sets or reads them in a mapping.
+FLOWSERV_API_DIR = Settings.variable("api_dir")
+FLOWSERV_DATABASE = Settings.variable("database")
+FLOWSERV_AUTH = Settings.variable("auth")
+FLOWSERV_ACCESS_TOKEN = Settings.variable("access_token")
+FLOWSERV_ASYNCENGINE = Settings.variable("async_engine")
+FLOWSERV_HEARTBEAT = Settings.variable("heartbeat")
+FLOWSERV_RUN_LEASE = Settings.variable("run_lease")
+FLOWSERV_EVENTS_POLL = Settings.variable("events_poll")
+FLOWSERV_EVENTS_BUFFER = Settings.variable("events_buffer")
+FLOWSERV_WEBHOOKS = Settings.variable("webhooks")
+
+VARIABLES: tuple[str, ...] = tuple(
+    sorted(item.metadata[_VARIABLE].name for item in fields(Settings))
+)
+"""The names of all settings."""

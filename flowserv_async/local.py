@@ -5,7 +5,10 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from enum import StrEnum
+from pathlib import Path
 from types import MappingProxyType, TracebackType
 from typing import Any
 
@@ -18,10 +21,11 @@ from flowserv_async.config import (
     Settings,
     merge_env,
 )
-from flowserv_async.controller import WorkflowController
+from flowserv_async.controller import EngineContext, EngineLimits, WorkflowController
 from flowserv_async.db import DB, init_db
 from flowserv_async.db.models import GroupMember, Run
 from flowserv_async.engine.controller import AsyncioEngine
+from flowserv_async.engine.job import RunJob
 from flowserv_async.errors import (
     FlowservError,
     InvalidConfigurationError,
@@ -32,11 +36,24 @@ from flowserv_async.events import Event, EventFilter, EventHub, EventStream, Eve
 from flowserv_async.events.webhooks import WebhookDispatcher, WebhookStats, load_targets
 from flowserv_async.services.base import ServiceContext, translate_errors
 from flowserv_async.services.runs import load_run_handle
+from flowserv_async.services.runstore import DatabaseRunStore
 from flowserv_async.services.users import authenticate
-from flowserv_async.states import FINAL_STATES
+from flowserv_async.states import FINAL_STATES, RunState
 from flowserv_async.volume import StorageVolume, volume_from_spec
 
 logger = logging.getLogger(__name__)
+
+
+class FactoryState(StrEnum):
+    """Where a :class:`LocalAPIFactory` is in its lifespan.
+
+    NEW: constructed, or released after a one-off session (it opens again on demand).
+    OPEN: database, file store and engine are open. CLOSED: closed for good.
+    """
+
+    NEW = "new"
+    OPEN = "open"
+    CLOSED = "closed"
 
 
 def init_backend(api: LocalAPIFactory) -> WorkflowController:
@@ -99,7 +116,7 @@ class LocalAPIFactory:
         self._owns_db = db is None
         self._engine = engine
         self._owns_engine = engine is None
-        self._state = "new"
+        self._state = FactoryState.NEW
         self._explicit = False
         self._active_sessions = 0
         self._volume: StorageVolume | None = None
@@ -115,7 +132,7 @@ class LocalAPIFactory:
     @property
     def db(self) -> DB:
         """The open database."""
-        if self._db is None or self._state == "closed":
+        if self._db is None or self._state == FactoryState.CLOSED:
             raise FlowservError(f"the API factory is {self._state}: it has no database")
         return self._db
 
@@ -129,7 +146,7 @@ class LocalAPIFactory:
     @property
     def volume(self) -> StorageVolume:
         """The open file store."""
-        if self._volume is None or self._state == "closed":
+        if self._volume is None or self._state == FactoryState.CLOSED:
             raise FlowservError(f"the API factory is {self._state}: it has no file store")
         return self._volume
 
@@ -139,12 +156,17 @@ class LocalAPIFactory:
         return list(self._webhooks.stats) if self._webhooks is not None else []
 
     @property
+    def state(self) -> FactoryState:
+        """Where the factory is in its lifespan."""
+        return self._state
+
+    @property
     def is_open(self) -> bool:
         """True between a successful :meth:`open` and :meth:`aclose`."""
-        return self._state == "open"
+        return self._state == FactoryState.OPEN
 
     def _check_open(self) -> None:
-        if self._state != "open":
+        if self._state != FactoryState.OPEN:
             raise FlowservError(f"the API factory is {self._state}, not open")
 
     async def open(self) -> None:
@@ -157,9 +179,9 @@ class LocalAPIFactory:
         async with self._lock:
             if explicit:
                 self._explicit = True
-            if self._state == "open":
+            if self._state == FactoryState.OPEN:
                 return
-            if self._state == "closed":
+            if self._state == FactoryState.CLOSED:
                 raise FlowservError("the API factory is closed")
             self._volume = await volume_from_spec(self.settings.filestore or self.settings.api_dir)
             if self._db is None:
@@ -179,7 +201,7 @@ class LocalAPIFactory:
                     self._webhooks = webhooks
                 if self._engine is None:
                     self._engine = init_backend(self)
-                await self._engine.open()
+                await self._engine.open(self._engine_context(self._db, self._volume))
             except BaseException:
                 with anyio.CancelScope(shield=True):
                     if self._webhooks is not None:
@@ -191,7 +213,16 @@ class LocalAPIFactory:
                         self._db = None
                 raise
             self._hub = hub
-            self._state = "open"
+            self._state = FactoryState.OPEN
+
+    def _engine_context(self, db: DB, volume: StorageVolume) -> EngineContext:
+        settings = self.settings
+        return EngineContext(
+            store=DatabaseRunStore(db, settings.engine_config),
+            volume=volume,
+            runsdir=Path(settings.api_dir, "tmp", "runs"),
+            limits=EngineLimits.from_settings(settings),
+        )
 
     async def aclose(self) -> None:
         """Stop the engine (active runs are cancelled), then close the database."""
@@ -201,8 +232,8 @@ class LocalAPIFactory:
         if self._lock is None:
             self._lock = anyio.Lock()
         async with self._lock:
-            was_open = self._state == "open"
-            self._state = "closed" if final else "new"
+            was_open = self._state == FactoryState.OPEN
+            self._state = FactoryState.CLOSED if final else FactoryState.NEW
             if not was_open:
                 return
             with anyio.CancelScope(shield=True):
@@ -223,7 +254,7 @@ class LocalAPIFactory:
                         self._engine = None
 
     async def _session_started(self) -> None:
-        if self._state != "open":
+        if self._state != FactoryState.OPEN:
             await self._open(explicit=False)
         self._active_sessions += 1
 
@@ -233,6 +264,18 @@ class LocalAPIFactory:
             # Opened for a one-off session (``async with LocalAPIFactory(env)() as api``):
             # release what it opened. Background work needs an explicit lifespan.
             await self._close(final=False)
+
+    @asynccontextmanager
+    async def _lease(self) -> AsyncIterator[WorkflowController]:
+        """The open engine for one call; a factory that was not open is released after."""
+        if self._state == FactoryState.CLOSED:
+            raise FlowservError("the API factory is closed")
+        await self._session_started()
+        try:
+            yield self.engine
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._session_ended()
 
     async def __aenter__(self) -> LocalAPIFactory:
         await self.open()
@@ -250,7 +293,7 @@ class LocalAPIFactory:
         self, user_id: str | None = None, access_token: str | None = None
     ) -> SessionManager:
         """Return a session manager: ``async with factory() as api:``."""
-        if self._state == "closed":
+        if self._state == FactoryState.CLOSED:
             raise FlowservError("the API factory is closed")
         return SessionManager(self, user_id=user_id, access_token=access_token)
 
@@ -279,8 +322,8 @@ class LocalAPIFactory:
 
     async def cancel_run(self, run_id: str, reason: str | None = None) -> None:
         """Ask the engine to cancel a run; the engine records it CANCELED."""
-        await self.open()
-        await self.engine.cancel_run(run_id, reason=reason)
+        async with self._lease() as engine:
+            await engine.cancel_run(run_id, reason=reason)
 
     async def wait_run(
         self,
@@ -298,25 +341,34 @@ class LocalAPIFactory:
             TimeoutError: the run did not end within ``timeout`` seconds.
 
         """
-        await self.open()
-        assert self._hub is not None
-        with anyio.fail_after(timeout):
-            # Subscribed before the state is read: an end committed in between is seen.
-            async with self._hub.stream(EventFilter(run_id=run_id)) as stream:
-                async with self.db.session() as session:
-                    run = await session.get(Run, run_id)
-                    if run is None:
-                        raise UnknownRunError(run_id)
-                    if run.state in FINAL_STATES:
-                        return await load_run_handle(session, run)
-                async for event in stream:
-                    if event.type == EventType.RUN_STATE and event.data["state"] in FINAL_STATES:
-                        break
-            async with self.db.session() as session:
-                run = await session.get(Run, run_id)
-                if run is None:
-                    raise UnknownRunError(run_id)
+        async with self._lease() as engine:
+            assert self._hub is not None
+            with anyio.fail_after(timeout):
+                # Subscribed before the state is read: an end committed in between is seen.
+                async with self._hub.stream(EventFilter(run_id=run_id)) as stream:
+                    if await self._final_handle(run_id) is None:
+                        async for event in stream:
+                            if (
+                                event.type == EventType.RUN_STATE
+                                and event.data["state"] in FINAL_STATES
+                            ):
+                                break
+                # A run of this engine: also wait until its processes, log and folder
+                # are done with (returns at once for other runs).
+                await engine.wait(run_id)
+                handle = await self._final_handle(run_id)
+                assert handle is not None, "a final state is never left"
+                return handle
+
+    async def _final_handle(self, run_id: str) -> dict[str, Any] | None:
+        """The run's handle if it is in a final state, else None."""
+        async with self.db.session() as session:
+            run = await session.get(Run, run_id)
+            if run is None:
+                raise UnknownRunError(run_id)
+            if run.state in FINAL_STATES:
                 return await load_run_handle(session, run)
+        return None
 
     def events(
         self,
@@ -334,7 +386,8 @@ class LocalAPIFactory:
         stream: ...``. Without ``after`` the stream starts with what is committed after
         it is entered; ``after=event.id`` resumes exactly after that event. The caller
         (``user_id``/``access_token`` as for sessions, else the factory's) sees group
-        events only as a member of the group, as with ``get_run``.
+        events only as a member of the group, as with ``get_run``. The factory must be
+        open.
 
         Raises (on entering or the first read):
             UnknownRunError, UnknownWorkflowGroupError, UnknownWorkflowError: an unknown
@@ -357,9 +410,22 @@ class LocalAPIFactory:
         staticfs: Any,
         config: dict[str, Any] | None = None,
     ) -> tuple[str, Any]:
-        """Hand a run to the engine (see :class:`WorkflowController`)."""
-        await self.open()
-        return await self.engine.exec_workflow(run, template, arguments, staticfs, config)
+        """Hand a prepared run to the engine (flowserv's signature; see :meth:`start`).
+
+        Only ``run`` is used: a :class:`~flowserv_async.engine.job.RunJob` carries the
+        template, arguments and configuration already applied. Returns the run's state
+        and the file store. The factory must be open: a run needs its lifespan.
+
+        Raises:
+            TypeError: ``run`` is not a RunJob.
+            FlowservError: the factory is not open.
+
+        """
+        if not isinstance(run, RunJob):
+            raise TypeError(f"exec_workflow takes a RunJob, not {run!r}")
+        self._check_open()
+        await self.engine.start(run)
+        return str(RunState.PENDING), self.volume
 
 
 class SessionManager:

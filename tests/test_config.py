@@ -87,3 +87,19 @@ def test_url_and_paths(tmp_path: Path) -> None:
 
 def test_any_other_auth_value_is_the_default_policy() -> None:
     assert Settings.from_env({"FLOWSERV_AUTH": "whatever"}).auth == "default"
+
+
+def test_each_setting_is_read_from_its_own_variable() -> None:
+    from dataclasses import fields
+
+    from flowserv_async.config import VARIABLES
+
+    names = [f.name for f in fields(Settings)]
+    assert sorted(Settings.variable(n) for n in names) == list(VARIABLES)
+    assert len(set(VARIABLES)) == len(names)
+    assert Settings.variable("engine_config") == "FLOWSERV_SERIAL_ENGINECONFIG"
+    env = {Settings.variable("api_port"): "8080", Settings.variable("api_dir"): "  "}
+    settings = Settings.from_env(env)
+    assert settings.api_port == 8080 and settings.api_dir.is_absolute()
+    with pytest.raises(KeyError):
+        Settings.variable("nope")

@@ -10,11 +10,16 @@ import anyio
 import pytest
 
 from flowserv_async import DB, LocalAPIFactory, WorkflowController, init_backend
+from flowserv_async.controller import EngineContext
+from flowserv_async.engine import parse_workflow
+from flowserv_async.engine.job import RunJob
 from flowserv_async.errors import (
     FlowservError,
     InvalidConfigurationError,
     MissingConfigurationError,
+    UnknownRunError,
 )
+from flowserv_async.local import FactoryState
 
 
 class RecordingEngine(WorkflowController):
@@ -24,22 +29,14 @@ class RecordingEngine(WorkflowController):
         super().__init__(service)
         self.calls: list[str] = []
 
-    async def open(self) -> None:
+    async def open(self, context: EngineContext) -> None:
         self.calls.append("open")
 
     async def aclose(self) -> None:
         self.calls.append("aclose")
 
-    async def exec_workflow(
-        self,
-        run: Any,
-        template: Any,
-        arguments: dict[str, Any],
-        staticfs: Any,
-        config: dict[str, Any] | None = None,
-    ) -> tuple[str, Any]:
-        self.calls.append(f"exec:{run}")
-        return "PENDING", None
+    async def start(self, job: RunJob) -> None:
+        self.calls.append(f"exec:{job.run_id}")
 
     async def cancel_run(self, run_id: str, reason: str | None = None) -> None:
         self.calls.append(f"cancel:{run_id}")
@@ -63,7 +60,16 @@ async def test_lifespan_opens_and_closes_in_order(tmp_path: Path) -> None:
             tg.start_soon(factory.open)
     assert factory.is_open and engine.calls == ["open"]
     assert await anyio.Path(tmp_path / "flowserv.db").exists()
-    await factory.exec_workflow("r1", None, {}, None)
+    job = RunJob(
+        "r1",
+        "w1",
+        None,
+        parse_workflow({"steps": [{"name": "s", "action": {"commands": ["true"]}}]}),
+        {},
+        "w1/static",
+        "w1/runs/r1",
+    )
+    assert await factory.exec_workflow(job, None, {}, None) == ("PENDING", factory.volume)
     await factory.cancel_run("r1")
     await factory.aclose()
     await factory.aclose()
@@ -157,3 +163,26 @@ async def test_failed_open_leaves_nothing_open(tmp_path: Path) -> None:
     with pytest.raises(InvalidConfigurationError):
         await factory.open()
     assert not factory.is_open
+
+
+async def test_calls_on_a_never_opened_factory_do_not_keep_it_open(tmp_path: Path) -> None:
+    engine = RecordingEngine()
+    factory = LocalAPIFactory(env={"FLOWSERV_API_DIR": str(tmp_path)}, engine=engine)
+    job = RunJob(
+        "r1",
+        "w1",
+        None,
+        parse_workflow({"steps": [{"name": "s", "action": {"commands": ["true"]}}]}),
+        {},
+        "w1/static",
+        "w1/runs/r1",
+    )
+    with pytest.raises(FlowservError, match="new, not open"):
+        await factory.exec_workflow(job, None, {}, None)
+    with pytest.raises(TypeError, match="RunJob"):
+        await factory.exec_workflow("r1", None, {}, None)
+    await factory.cancel_run("r1")
+    with pytest.raises(UnknownRunError):
+        await factory.wait_run("r1", timeout=5)
+    assert factory.state == FactoryState.NEW
+    assert engine.calls == ["open", "cancel:r1", "aclose", "open", "aclose"]

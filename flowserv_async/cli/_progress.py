@@ -7,12 +7,13 @@ import math
 import signal
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import anyio
 from rich.text import Text
 
+from flowserv_async._paths import relative_path
 from flowserv_async.cli._context import CLIError
 from flowserv_async.cli.render import Output, state_text
 from flowserv_async.errors import InvalidRunStateError
@@ -257,9 +258,10 @@ async def drain_log(factory: LocalAPIFactory, run_id: str, printer: LogPrinter, 
 
 def local_target(folder: Path, name: str) -> Path:
     """The local path for a result file name (a relative POSIX path inside ``folder``)."""
-    parts = PurePosixPath(name).parts
-    if not parts or PurePosixPath(name).is_absolute() or ".." in parts:
-        raise CLIError(f"refusing to write result file {name!r} outside {folder}")
+    try:
+        parts = relative_path(name).split("/")
+    except (TypeError, ValueError):
+        raise CLIError(f"refusing to write result file {name!r} outside {folder}") from None
     return folder.joinpath(*parts)
 
 

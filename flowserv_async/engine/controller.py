@@ -16,36 +16,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
 import anyio.to_thread
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from flowserv_async.controller import WorkflowController
+from flowserv_async.controller import EngineContext, WorkflowController
 from flowserv_async.engine.job import RunJob
 from flowserv_async.engine.log import RunLog
-from flowserv_async.engine.runner import find_missing_files, run_workflow
+from flowserv_async.engine.runner import run_workflow
+from flowserv_async.engine.store import CANCELED_BY_USER, save_results
 from flowserv_async.errors import FlowservError
-from flowserv_async.services.postproc import start_postproc
-from flowserv_async.services.runs import (
-    CANCELED_BY_USER,
-    append_log,
-    collect_outcome,
-    fail_stale_runs,
-    heartbeat,
-    record_success,
-    set_state,
-)
-from flowserv_async.services.stored import run_prefix
 from flowserv_async.states import RunState
-
-if TYPE_CHECKING:
-    from flowserv_async.db import DB
-    from flowserv_async.local import LocalAPIFactory
-    from flowserv_async.volume import StorageVolume
 
 logger = logging.getLogger(__name__)
 
@@ -66,14 +51,15 @@ class _ActiveRun:
 class AsyncioEngine(WorkflowController):
     """Executes runs concurrently in this process, each step as a subprocess or code.
 
-    Settings: ``FLOWSERV_MAX_CONCURRENT_RUNS`` (FIFO queue beyond it),
-    ``FLOWSERV_STEP_TIMEOUT``, ``FLOWSERV_CANCEL_GRACE``, ``FLOWSERV_HEARTBEAT`` and
-    ``FLOWSERV_RUN_LEASE``.
+    Its :class:`~flowserv_async.controller.EngineLimits` come from the settings
+    ``FLOWSERV_MAX_CONCURRENT_RUNS`` (FIFO queue beyond it), ``FLOWSERV_STEP_TIMEOUT``,
+    ``FLOWSERV_CANCEL_GRACE``, ``FLOWSERV_HEARTBEAT`` and ``FLOWSERV_RUN_LEASE``.
     """
 
-    def __init__(self, service: LocalAPIFactory | None = None) -> None:
+    def __init__(self, service: Any = None) -> None:
         super().__init__(service)
         self._runs: dict[str, _ActiveRun] = {}
+        self._ctx: EngineContext | None = None
         self._tg: anyio.abc.TaskGroup | None = None
         self._supervisor: asyncio.Task[None] | None = None
         self._closing: anyio.Event | None = None
@@ -81,20 +67,21 @@ class AsyncioEngine(WorkflowController):
         self._closed = False
 
     @property
-    def _factory(self) -> LocalAPIFactory:
-        if self.service is None:
-            raise FlowservError("the asyncio engine needs the factory as its service")
-        return self.service
+    def _context(self) -> EngineContext:
+        if self._ctx is None:
+            raise FlowservError("the workflow engine is not open")
+        return self._ctx
 
-    async def open(self) -> None:
-        """Start the supervisor task and fail runs left behind by dead engines."""
-        factory = self._factory
-        self._db: DB = factory.db
-        self._volume: StorageVolume = factory.volume
-        settings = factory.settings
-        self._runsdir = Path(settings.api_dir, "tmp", "runs")
-        if settings.max_concurrent_runs:
-            self._slots = anyio.Semaphore(settings.max_concurrent_runs)
+    async def open(self, context: EngineContext) -> None:
+        """Start the supervisor task and fail runs left behind by dead engines.
+
+        An engine can be opened again after :meth:`aclose`, not while it is open.
+        """
+        if self._ctx is not None:
+            raise FlowservError("the workflow engine is already open")
+        self._ctx, self._closed = context, False
+        if context.limits.max_concurrent_runs:
+            self._slots = anyio.Semaphore(context.limits.max_concurrent_runs)
         await self._sweep()
         self._closing = anyio.Event()
         ready = anyio.Event()
@@ -114,40 +101,30 @@ class AsyncioEngine(WorkflowController):
 
     async def aclose(self) -> None:
         """Cancel every run (recorded CANCELED: the service shut down), then stop."""
-        if self._closed:
+        if self._closed or self._ctx is None:
             return
         self._closed = True
         active = list(self._runs.values())
         for run in active:
             run.reason = run.reason or SHUTDOWN_REASON
             run.scope.cancel()
-        grace = self._factory.settings.cancel_grace
         with anyio.CancelScope(shield=True):
-            with anyio.move_on_after(grace + _STOP_MARGIN):
+            with anyio.move_on_after(self._ctx.limits.cancel_grace + _STOP_MARGIN):
                 for run in active:
                     await run.done.wait()
             if self._closing is not None:
                 self._closing.set()
             if self._supervisor is not None:
                 await self._supervisor
+        self._ctx = self._tg = self._supervisor = self._slots = None
 
-    async def exec_workflow(
-        self,
-        run: Any,
-        template: Any,
-        arguments: dict[str, Any],
-        staticfs: Any,
-        config: dict[str, Any] | None = None,
-    ) -> tuple[str, Any]:
-        """Queue a run (a :class:`RunJob`); it starts when a slot is free."""
-        if not isinstance(run, RunJob):
-            raise TypeError(f"the asyncio engine executes RunJob objects, not {run!r}")
+    async def start(self, job: RunJob) -> None:
+        """Queue a run; it starts when a slot is free."""
         if self._closed or self._tg is None:
             raise FlowservError("the workflow engine is closed")
-        active = _ActiveRun(job=run)
-        self._runs[run.run_id] = active
-        self._tg.start_soon(self._execute, active, name=f"run {run.run_id}")
-        return str(RunState.PENDING), self._volume
+        active = _ActiveRun(job=job)
+        self._runs[job.run_id] = active
+        self._tg.start_soon(self._execute, active, name=f"run {job.run_id}")
 
     async def cancel_run(self, run_id: str, reason: str | None = None) -> None:
         """Cancel a run; return once its processes are gone and it is recorded CANCELED.
@@ -160,7 +137,7 @@ class AsyncioEngine(WorkflowController):
             return
         active.reason = active.reason or reason
         active.scope.cancel()
-        grace = self._factory.settings.cancel_grace
+        grace = self._context.limits.cancel_grace
         with anyio.CancelScope(shield=True), anyio.move_on_after(grace + _STOP_MARGIN):
             await active.done.wait()
 
@@ -180,7 +157,7 @@ class AsyncioEngine(WorkflowController):
 
     async def _execute(self, active: _ActiveRun) -> None:
         run_id = active.job.run_id
-        rundir = self._runsdir / run_id
+        rundir = self._context.runsdir / run_id
         try:
             with active.scope:
                 if self._slots is not None:
@@ -191,12 +168,12 @@ class AsyncioEngine(WorkflowController):
         except Exception as exc:
             logger.exception("run %s failed in the engine", run_id)
             with anyio.CancelScope(shield=True):
-                await self._record(run_id, RunState.ERROR, [f"engine failure: {exc}"])
+                await self._finish(run_id, RunState.ERROR, [f"engine failure: {exc}"])
         finally:
             with anyio.CancelScope(shield=True):
                 if active.scope.cancel_called:
                     message = active.reason or CANCELED_BY_USER
-                    await self._record(run_id, RunState.CANCELED, [message])
+                    await self._finish(run_id, RunState.CANCELED, [message])
                 await self._flush_log(active)
                 await anyio.to_thread.run_sync(_remove_tree, rundir)
                 active.log.close()
@@ -204,16 +181,15 @@ class AsyncioEngine(WorkflowController):
                 active.done.set()
 
     async def _run(self, active: _ActiveRun, rundir: Path) -> None:
-        job = active.job
+        job, ctx = active.job, self._context
         with anyio.CancelScope(shield=True):
-            moved = await self._record(job.run_id, RunState.RUNNING)
+            moved = await self._guarded(ctx.store.mark_running(job.run_id), job.run_id)
         if not moved:
             return  # cancelled or failed while it waited
-        settings = self._factory.settings
         await anyio.Path(rundir).mkdir(parents=True, exist_ok=True)
-        await self._volume.copy_to_local(rundir, job.static_prefix)
+        await ctx.volume.copy_to_local(rundir, job.static_prefix)
         if job.input_files:
-            await self._volume.copy_to_local(rundir, "", job.input_files)
+            await ctx.volume.copy_to_local(rundir, "", job.input_files)
         for target, content in job.generated_files:
             path = anyio.Path(rundir, target)
             await path.parent.mkdir(parents=True, exist_ok=True)
@@ -226,68 +202,35 @@ class AsyncioEngine(WorkflowController):
                 log=active.log,
                 config=job.config,
                 context=job.context,
-                step_timeout=settings.step_timeout or None,
-                grace=settings.cancel_grace,
+                step_timeout=ctx.limits.step_timeout or None,
+                grace=ctx.limits.cancel_grace,
             )
             tg.cancel_scope.cancel()
         if not result.success:
             with anyio.CancelScope(shield=True):
-                await self._record(job.run_id, RunState.ERROR, result.messages)
+                await self._finish(job.run_id, RunState.ERROR, result.messages)
             return
-        missing = await find_missing_files(rundir, job.result_files)
-        if missing:
-            with anyio.CancelScope(shield=True):
-                await self._record(
-                    job.run_id,
-                    RunState.ERROR,
-                    [f"output file '{path}' is missing" for path in missing],
-                )
-            return
-        prefix = run_prefix(job.workflow_id, job.run_id)
         with anyio.CancelScope(shield=True):
-            outcome = await collect_outcome(rundir, job.result_files, job.result_schema)
-            await self._volume.copy_from_local(
-                rundir, prefix, [(f, None) for f in job.result_files]
+            postproc = await save_results(
+                ctx.store, ctx.volume, rundir, job.results, self.engine_id
             )
-            async with self._db.write_session() as session:
-                done = await record_success(
-                    session, job.run_id, job.workflow_id, job.group_id, outcome
-                )
-                postproc = None
-                if done and job.has_postproc and outcome.results is not None:
-                    postproc = await self._prepare_postproc(session, job.workflow_id)
-            if not done:
-                await self._volume.delete(prefix)
-            elif postproc is not None:
-                if self._closed:
-                    await self._record(postproc.run_id, RunState.CANCELED, [SHUTDOWN_REASON])
-                else:
-                    await self.exec_workflow(postproc, None, {}, self._volume)
+            if postproc is None:
+                return
+            if self._closed:
+                await self._finish(postproc.run_id, RunState.CANCELED, [SHUTDOWN_REASON])
+            else:
+                await self.start(postproc)
 
-    async def _prepare_postproc(self, session: AsyncSession, workflow_id: str) -> RunJob | None:
-        """Create a post-processing run if the ranking changed (SPEC 7).
-
-        Runs in the transaction that records the ranked run, inside a savepoint: a
-        failure here is logged and never undoes the run's success.
-        """
+    async def _guarded(self, call: Awaitable[bool], run_id: str) -> bool:
+        """Await a store call that changes a state; log (never raise) a failure."""
         try:
-            async with session.begin_nested():
-                return await start_postproc(
-                    session, workflow_id, self.engine_id, self._factory.settings.engine_config
-                )
+            return await call
         except Exception:
-            logger.exception("cannot start post-processing of workflow %s", workflow_id)
-            return None
-
-    async def _record(
-        self, run_id: str, state: RunState, messages: list[str] | None = None
-    ) -> bool:
-        try:
-            async with self._db.write_session() as session:
-                return await set_state(session, run_id, state, messages)
-        except Exception:
-            logger.exception("cannot record state %s of run %s", state, run_id)
+            logger.exception("cannot record a state change of run %s", run_id)
             return False
+
+    async def _finish(self, run_id: str, state: RunState, messages: Sequence[str]) -> bool:
+        return await self._guarded(self._context.store.finish(run_id, state, messages), run_id)
 
     async def _log_writer(self, active: _ActiveRun) -> None:
         while True:
@@ -301,31 +244,27 @@ class AsyncioEngine(WorkflowController):
         if not entries:
             return
         try:
-            async with self._db.write_session() as session:
-                await append_log(session, active.job.run_id, entries)
+            await self._context.store.append_log(active.job.run_id, entries)
         except Exception:
             logger.exception("cannot store the log of run %s", active.job.run_id)
 
     # -- durability ------------------------------------------------------------------
 
     async def _heartbeat_loop(self) -> None:
-        interval = self._factory.settings.heartbeat
+        ctx = self._context
         while True:
-            await anyio.sleep(interval)
+            await anyio.sleep(ctx.limits.heartbeat)
             with anyio.CancelScope(shield=True):
                 try:
-                    async with self._db.write_session() as session:
-                        await heartbeat(session, self.engine_id, list(self._runs))
+                    await ctx.store.heartbeat(self.engine_id, list(self._runs))
                 except Exception:
                     logger.exception("cannot record the engine heartbeat")
                 await self._sweep()
 
     async def _sweep(self) -> None:
+        ctx = self._context
         try:
-            async with self._db.write_session() as session:
-                failed = await fail_stale_runs(
-                    session, self.engine_id, self._factory.settings.run_lease
-                )
+            failed = await ctx.store.fail_stale_runs(self.engine_id, ctx.limits.run_lease)
         except Exception:
             logger.exception("cannot check for interrupted runs")
             return

@@ -16,11 +16,11 @@ optional actor was not given, and the step is skipped)::
 
 from __future__ import annotations
 
-import posixpath
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from flowserv_async._paths import relative_path
 from flowserv_async.errors import InvalidTemplateError
 
 
@@ -211,13 +211,11 @@ def _parse_paths(doc: Any, where: str) -> tuple[str, ...]:
 
 
 def normalize_path(path: Any, where: str = "path") -> str:
-    """Normalise a relative POSIX path in the run folder; refuse absolute and ``..`` paths."""
-    if not isinstance(path, str) or not path.strip():
-        raise InvalidTemplateError(f"{where}: {path!r} is not a path")
-    norm = posixpath.normpath(path.strip())
-    if norm.startswith("/") or norm == ".." or norm.startswith("../"):
-        raise InvalidTemplateError(f"{where}: path '{path}' leaves the run folder")
-    return norm
+    """Normalise a relative POSIX path in the run folder (see :mod:`flowserv_async._paths`)."""
+    try:
+        return relative_path(path)
+    except (TypeError, ValueError) as exc:
+        raise InvalidTemplateError(f"{where}: {exc}") from None
 
 
 def _parse_timeout(value: Any, where: str) -> float | None:

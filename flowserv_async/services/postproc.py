@@ -20,13 +20,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from flowserv_async._util import new_id, utc_now
 from flowserv_async.db.models import Run, RunFile, Workflow
+from flowserv_async.db.runstate import set_state
 from flowserv_async.engine.config import load_engine_config
-from flowserv_async.engine.job import RunJob
+from flowserv_async.engine.job import RunJob, result_files
 from flowserv_async.engine.spec import parse_workflow
 from flowserv_async.errors import FlowservError
 from flowserv_async.events import changes
 from flowserv_async.services.ranking import ranked_runs, sort_columns
-from flowserv_async.services.runs import set_state
 from flowserv_async.services.stored import run_prefix, static_prefix, template_of
 from flowserv_async.states import RunState
 from flowserv_async.template import ParameterIndex, replace_references
@@ -72,6 +72,7 @@ async def start_postproc(
     if await _reuse(session, wf, key):
         return None
     run_id = new_id()
+    created = utc_now()
     try:
         async with session.begin_nested():
             session.add(
@@ -82,7 +83,8 @@ async def start_postproc(
                     state=str(RunState.PENDING),
                     arguments=[],
                     engine_id=engine_id,
-                    heartbeat_at=utc_now(),
+                    heartbeat_at=created,
+                    created_at=created,
                     postproc_key=key,
                 )
             )
@@ -92,9 +94,7 @@ async def start_postproc(
         return None
     wf.postproc_run_id = run_id
     await session.flush()
-    run = await session.get(Run, run_id)
-    assert run is not None
-    changes.run_created(session, run_id, workflow_id, None, run.created_at)
+    changes.run_created(session, run_id, workflow_id, None, created)
     stored = await session.execute(
         select(RunFile.run_id, RunFile.key).where(RunFile.run_id.in_(run_ids))
     )
@@ -116,8 +116,6 @@ async def start_postproc(
     except FlowservError as exc:
         await set_state(session, run_id, RunState.ERROR, [f"post-processing: {exc.message}"])
         return None
-    outputs = postproc.outputs
-    result_files = tuple(o.source for o in outputs) if outputs is not None else spec.outputs
     return RunJob(
         run_id=run_id,
         workflow_id=workflow_id,
@@ -125,9 +123,10 @@ async def start_postproc(
         workflow=spec,
         context={},
         static_prefix=static_prefix(workflow_id),
+        result_prefix=run_prefix(workflow_id, run_id),
         input_files=tuple(inputs),
         generated_files=((join_key(postproc.runs, RUNS_FILE), json.dumps(listing).encode()),),
-        result_files=tuple(result_files),
+        result_files=result_files(postproc.outputs, spec.outputs),
         config=config,
     )
 

@@ -1,22 +1,19 @@
-"""The runs service, and the run-state bookkeeping that the engine shares with it.
+"""The runs service: start, watch, cancel and delete runs, download their results.
 
-State changes go through :func:`set_state`, a conditional ``UPDATE`` that only moves a
-run along an allowed transition (SPEC 4), so two writers can never move a run out of a
-final state.
+Run states change only through :mod:`flowserv_async.db.runstate`; the engine reports
+through a :class:`~flowserv_async.engine.store.RunStore`
+(:mod:`flowserv_async.services.runstore`).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import anyio
-import anyio.to_thread
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from flowserv_async._util import new_id, utc_now
@@ -29,12 +26,13 @@ from flowserv_async.db.models import (
     UploadedFile,
     Workflow,
 )
+from flowserv_async.db.runstate import set_state
 from flowserv_async.engine.config import load_engine_config
-from flowserv_async.engine.job import RunJob
-from flowserv_async.engine.log import DEFAULT_MAX_LINES, ENGINE_STREAM, LogEntry
+from flowserv_async.engine.job import ResultSpec, RunJob, result_files
+from flowserv_async.engine.log import DEFAULT_MAX_LINES, ENGINE_STREAM
 from flowserv_async.engine.spec import parse_workflow
+from flowserv_async.engine.store import CANCELED_BY_USER, save_results
 from flowserv_async.errors import (
-    ConstraintViolationError,
     InvalidArgumentError,
     InvalidRunStateError,
     UnknownFileError,
@@ -44,199 +42,18 @@ from flowserv_async.errors import (
 from flowserv_async.events import changes
 from flowserv_async.services import serialize
 from flowserv_async.services.base import Service, paged
+from flowserv_async.services.runstore import SessionRunStore
 from flowserv_async.services.stored import run_prefix, static_prefix, template_of, upload_key
-from flowserv_async.states import ACTIVE_STATES, FINAL_STATES, RunState, allowed_sources
+from flowserv_async.states import ACTIVE_STATES, RunState
 from flowserv_async.template import (
     InputFile,
     ParameterIndex,
-    ResultSchema,
     WorkflowTemplate,
     input_files,
     parse_arguments,
     replace_references,
 )
 from flowserv_async.volume import DownloadHandle, StorageVolume, join_key
-
-CANCELED_BY_USER = "canceled at user request"
-
-
-# -- State bookkeeping (shared with the engine) ------------------------------------
-
-
-async def set_state(
-    session: AsyncSession,
-    run_id: str,
-    state: RunState,
-    messages: Sequence[str] | None = None,
-) -> bool:
-    """Move a run to ``state`` if that is an allowed transition; True when it moved.
-
-    RUNNING sets ``startedAt``; a final state sets ``finishedAt`` (and ``startedAt`` for
-    a run that never ran) and the messages.
-    """
-    now = utc_now()
-    values: dict[str, Any] = {"state": str(state), "heartbeat_at": now}
-    if state == RunState.RUNNING:
-        values["started_at"] = now
-    elif state in FINAL_STATES:
-        values["ended_at"] = now
-        values["started_at"] = func.coalesce(Run.started_at, now)
-        values["messages"] = list(messages or [])
-    sources = [str(s) for s in allowed_sources(state)]
-    if not sources:
-        return False
-    stmt = (
-        update(Run)
-        .where(Run.run_id == run_id, Run.state.in_(sources))
-        .values(**values)
-        .returning(
-            Run.workflow_id,
-            Run.group_id,
-            Run.messages,
-            Run.created_at,
-            Run.started_at,
-            Run.ended_at,
-        )
-        .execution_options(synchronize_session=False)
-    )
-    row = (await session.execute(stmt)).first()
-    if row is None:
-        return False
-    changes.state_changed(
-        session,
-        run_id=run_id,
-        workflow_id=row.workflow_id,
-        group_id=row.group_id,
-        state=str(state),
-        messages=row.messages,
-        created_at=row.created_at,
-        started_at=row.started_at,
-        ended_at=row.ended_at,
-    )
-    return True
-
-
-@dataclass(frozen=True)
-class RunOutcome:
-    """What a successful run produced, read from its folder before any transaction.
-
-    Attributes:
-        files: ``(name, size)`` of the result files.
-        results: the typed result values for the leaderboard, or None.
-        error: why the results are invalid (the run then becomes ERROR), or None.
-
-    """
-
-    files: tuple[tuple[str, int], ...]
-    results: dict[str, Any] | None = None
-    error: str | None = None
-
-
-async def collect_outcome(
-    rundir: Path, files: Sequence[str], schema: ResultSchema | None
-) -> RunOutcome:
-    """Read the result file (when ranked) and the sizes of the result files."""
-    sizes = tuple([(name, (await anyio.Path(rundir, name).stat()).st_size) for name in files])
-    if schema is None:
-        return RunOutcome(sizes)
-    try:
-        doc = await _read_json(rundir / schema.result_file)
-        return RunOutcome(sizes, results=schema.extract(doc))
-    except ConstraintViolationError as exc:
-        return RunOutcome(sizes, error=exc.message)
-
-
-async def record_success(
-    session: AsyncSession,
-    run_id: str,
-    workflow_id: str,
-    group_id: str | None,
-    outcome: RunOutcome,
-) -> bool:
-    """Record a successful run (state, result files, ranking); True when recorded.
-
-    The files must already be in the file store under :func:`run_prefix`. A run whose
-    results do not fit the workflow's result schema becomes ERROR instead, with the
-    reason (it is not silently left unranked).
-    """
-    if outcome.error is not None:
-        await set_state(session, run_id, RunState.ERROR, [outcome.error])
-        return False
-    if not await set_state(session, run_id, RunState.SUCCESS):
-        return False
-    session.add_all(
-        RunFile(file_id=new_id(), run_id=run_id, key=name, name=name, size=size)
-        for name, size in outcome.files
-    )
-    if outcome.results is not None and group_id is not None:
-        session.add(
-            Ranking(
-                run_id=run_id, workflow_id=workflow_id, group_id=group_id, values=outcome.results
-            )
-        )
-        changes.ranking_changed(session, workflow_id, run_id, "ranked")
-    await session.flush()
-    return True
-
-
-async def _read_json(path: Path) -> Any:
-    try:
-        text = await anyio.Path(path).read_text(encoding="utf-8")
-        return json.loads(text)
-    except FileNotFoundError:
-        raise ConstraintViolationError(f"result file {path.name} is missing") from None
-    except (OSError, ValueError) as exc:
-        raise ConstraintViolationError(f"result file {path.name} is not valid JSON: {exc}") from exc
-
-
-async def append_log(session: AsyncSession, run_id: str, entries: Sequence[LogEntry]) -> None:
-    """Store log lines of a run, keeping at most the newest ``DEFAULT_MAX_LINES``."""
-    if not entries:
-        return
-    session.add_all(
-        RunLogLine(run_id=run_id, pos=e.pos, step=e.step, stream=e.stream, text=e.text)
-        for e in entries
-    )
-    await session.flush()
-    owner = (
-        await session.execute(select(Run.workflow_id, Run.group_id).where(Run.run_id == run_id))
-    ).one()
-    lines = [{"pos": e.pos, "step": e.step, "stream": e.stream, "text": e.text} for e in entries]
-    changes.log_appended(session, run_id, owner.workflow_id, owner.group_id, lines)
-    cutoff = entries[-1].pos - DEFAULT_MAX_LINES
-    if cutoff > 0:
-        await session.execute(
-            delete(RunLogLine).where(RunLogLine.run_id == run_id, RunLogLine.pos <= cutoff)
-        )
-
-
-async def heartbeat(session: AsyncSession, engine_id: str, run_ids: Sequence[str]) -> None:
-    """Tell that this engine still executes these runs."""
-    if run_ids:
-        await session.execute(
-            update(Run)
-            .where(Run.run_id.in_(run_ids), Run.engine_id == engine_id)
-            .values(heartbeat_at=utc_now())
-            .execution_options(synchronize_session=False)
-        )
-
-
-async def fail_stale_runs(session: AsyncSession, engine_id: str, lease: float) -> list[str]:
-    """Set active runs that no live engine has reported for ``lease`` seconds to ERROR.
-
-    Runs of ``engine_id`` (the caller) are never stale. Returns the failed run ids.
-    """
-    limit = utc_now() - timedelta(seconds=lease)
-    stale = or_(Run.heartbeat_at.is_(None), Run.heartbeat_at < limit)
-    stmt = select(Run.run_id).where(
-        Run.state.in_([str(s) for s in ACTIVE_STATES]),
-        or_(Run.engine_id.is_(None), Run.engine_id != engine_id),
-        stale,
-    )
-    run_ids = list((await session.scalars(stmt)).all())
-    message = f"the run was interrupted: its engine stopped reporting for over {lease:g} s"
-    failed = [r for r in run_ids if await set_state(session, r, RunState.ERROR, [message])]
-    return failed
 
 
 async def load_run_handle(session: AsyncSession, run: Run) -> dict[str, Any]:
@@ -261,12 +78,6 @@ def _outputs_of(wf: Workflow, run: Run) -> list[dict[str, Any]] | None:
         spec = wf.postproc_spec or {}
         return list(spec.get("outputs") or []) or None
     return list(wf.outputs) if wf.outputs is not None else None
-
-
-def _result_files(template: WorkflowTemplate, declared: Sequence[str]) -> tuple[str, ...]:
-    if template.outputs is not None:
-        return tuple(o.source for o in template.outputs)
-    return tuple(declared)
 
 
 def _context_value(value: Any) -> Any:
@@ -309,8 +120,9 @@ async def prepare_job(
         workflow=spec,
         context=context,
         static_prefix=static_prefix(wf.workflow_id),
+        result_prefix=run_prefix(wf.workflow_id, run_id),
         input_files=input_keys,
-        result_files=_result_files(template, spec.outputs),
+        result_files=result_files(template.outputs, spec.outputs),
         config=engine_config,
         result_schema=template.result_schema if group is not None else None,
         has_postproc=template.postproc is not None and not wf.ignore_postproc,
@@ -392,7 +204,7 @@ class RunService(Service):
         await self.session.flush()
         changes.run_created(self.session, run_id, wf.workflow_id, group_id, run.created_at)
         await self.ctx.commit()
-        await engine.exec_workflow(job, template, values, self.ctx.factory.volume, config)
+        await engine.start(job)
         if self.ctx.settings.async_engine:
             return serialize.run_handle(run, parameters=list(group.parameters))
         try:
@@ -580,45 +392,50 @@ class RunService(Service):
         if run is None:
             raise UnknownRunError(run_id)
         await self.ctx.begin_write()
+        store = SessionRunStore(self.session, self.ctx.settings.engine_config)
         if target != RunState.SUCCESS:
-            await set_state(self.session, run_id, target, messages)
+            await store.finish(run_id, target, messages or ())
         else:
             if runstore is None:
                 raise InvalidArgumentError("update_run: SUCCESS needs the runstore folder")
-            wf = await self.session.get(Workflow, run.workflow_id)
-            assert wf is not None
-            template = template_of(wf)
-            declared = (template.workflow.get("files") or {}).get("outputs") or []
-            keep = list(files) if files is not None else list(_result_files(template, declared))
-            schema = template.result_schema if run.group_id is not None else None
-            outcome = await collect_outcome(Path(runstore), keep, schema)
-            volume, prefix = self.ctx.factory.volume, run_prefix(run.workflow_id, run_id)
-            self.ctx.on_rollback.append(lambda: volume.delete(prefix))
-            await volume.copy_from_local(Path(runstore), prefix, [(f, None) for f in keep])
-            if not await record_success(
-                self.session, run_id, run.workflow_id, run.group_id, outcome
-            ):
-                await volume.delete(prefix)
-            elif outcome.results is not None and template.postproc and not wf.ignore_postproc:
-                await self._start_postproc(run.workflow_id)
+            spec = await self._result_spec(run, files)
+            factory = self.ctx.factory
+            volume = factory.volume
+            self.ctx.on_rollback.append(lambda: volume.delete(spec.prefix))
+            postproc = await save_results(
+                store, volume, Path(runstore), spec, factory.engine.engine_id
+            )
+            if postproc is not None:
+                job = postproc
+
+                async def hand_over() -> None:
+                    await factory.engine.start(job)
+
+                self.ctx.after_commit.append(hand_over)
         await self.session.refresh(run)
         return await load_run_handle(self.session, run)
 
-    async def _start_postproc(self, workflow_id: str) -> None:
-        """Create the post-processing run of a changed ranking; start it after commit."""
-        # Imported here: the post-processing module builds on this one.
-        from flowserv_async.services.postproc import start_postproc
-
-        factory = self.ctx.factory
-        job = await start_postproc(
-            self.session, workflow_id, factory.engine.engine_id, self.ctx.settings.engine_config
+    async def _result_spec(self, run: Run, files: Sequence[str] | None) -> ResultSpec:
+        """What a run reported through :meth:`update_run` keeps when it succeeds."""
+        wf = await self.session.get(Workflow, run.workflow_id)
+        assert wf is not None, "runs are deleted with their workflow"
+        template = template_of(wf)
+        if run.group_id is None:
+            postproc = template.postproc
+            assert postproc is not None, "post-processing runs exist for such workflows"
+            section, outputs, schema = postproc.workflow, postproc.outputs, None
+        else:
+            section, outputs, schema = template.workflow, template.outputs, template.result_schema
+        declared = (section.get("files") or {}).get("outputs") or []
+        return ResultSpec(
+            run_id=run.run_id,
+            workflow_id=run.workflow_id,
+            group_id=run.group_id,
+            prefix=run_prefix(run.workflow_id, run.run_id),
+            files=tuple(files) if files is not None else result_files(outputs, declared),
+            schema=schema,
+            has_postproc=template.postproc is not None and not wf.ignore_postproc,
         )
-        if job is not None:
-
-            async def hand_over() -> None:
-                await factory.exec_workflow(job, None, {}, factory.volume)
-
-            self.ctx.after_commit.append(hand_over)
 
     async def _readable(self, run_id: str, write: bool = False) -> Run:
         """The run, if the caller may see it (and act on it when ``write``)."""

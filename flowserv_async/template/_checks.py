@@ -2,38 +2,13 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
-from pathlib import PurePosixPath
 from typing import Any
 
+from flowserv_async._paths import relative_path
 from flowserv_async.errors import InvalidTemplateError
 
-_ABSOLUTE = re.compile(r"^([\\/]|[A-Za-z]:)")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
-
-def relative_path(value: object) -> str:
-    """Return ``value`` as a normalised relative POSIX path.
-
-    Raises:
-        TypeError: when the value is not a string.
-        ValueError: with the reason when the value is empty, is absolute, contains a
-            ``..`` part or a NUL or control character.
-
-    """
-    if not isinstance(value, str):
-        raise TypeError(f"path must be a string, got {value!r}")
-    if _CONTROL.search(value):
-        raise ValueError(f"path {value!r} contains a NUL or control character")
-    if _ABSOLUTE.match(value):
-        raise ValueError(f"path {value!r} is absolute")
-    if ".." in re.split(r"[\\/]", value):
-        raise ValueError(f"path {value!r} leaves its folder")
-    path = PurePosixPath(value).as_posix()
-    if path == ".":
-        raise ValueError(f"path {value!r} names no file")
-    return path
+__all__ = ["checked_mapping", "relative_path"]
 
 
 def checked_mapping(

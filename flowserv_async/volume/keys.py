@@ -7,36 +7,24 @@ refused with :class:`~flowserv_async.errors.ConstraintViolationError`.
 
 from __future__ import annotations
 
-import unicodedata
-
+from flowserv_async._paths import relative_path
 from flowserv_async.errors import ConstraintViolationError
 
 
 def validate_key(key: str) -> str:
     """Return the normalised form of a file key, or refuse it.
 
-    Refused: empty keys, absolute paths, ``..`` components, backslashes, NUL and other
-    control characters.
+    Refused: what :func:`flowserv_async._paths.relative_path` refuses (empty keys,
+    absolute paths, ``..`` components, backslashes, NUL and other control characters).
 
     Raises:
         ConstraintViolationError: naming the key and what is wrong with it.
 
     """
-    for char in key:
-        if unicodedata.category(char) == "Cc":
-            raise ConstraintViolationError(
-                f"invalid file key {key!r}: control character {char!r} is not allowed"
-            )
-    if "\\" in key:
-        raise ConstraintViolationError(f"invalid file key {key!r}: backslash is not allowed")
-    if key.startswith("/"):
-        raise ConstraintViolationError(f"invalid file key {key!r}: absolute path")
-    parts = [part for part in key.split("/") if part not in ("", ".")]
-    if ".." in parts:
-        raise ConstraintViolationError(f"invalid file key {key!r}: '..' is not allowed")
-    if not parts:
-        raise ConstraintViolationError(f"invalid file key {key!r}: empty")
-    return "/".join(parts)
+    try:
+        return relative_path(key)
+    except (TypeError, ValueError) as exc:
+        raise ConstraintViolationError(f"invalid file key: {exc}") from None
 
 
 def validate_prefix(prefix: str) -> str:

@@ -204,7 +204,7 @@ async def test_missing_declared_output_fails_the_run_naming_the_file(tmp_path: P
     assert result.messages == ["declared output 'results/score.json' is missing"]
     assert result.steps["s"].state is StepState.SUCCESS
     assert await find_missing_files(tmp_path, ["made.txt", "nope"]) == ["nope"]
-    with pytest.raises(InvalidTemplateError, match="leaves the run folder"):
+    with pytest.raises(InvalidTemplateError, match="leaves its folder"):
         await find_missing_files(tmp_path, ["../outside"])
 
 

@@ -1,0 +1,155 @@
+"""The statements that change a run's state, log and heartbeat: the only run writers.
+
+Every state change goes through :func:`set_state`, a conditional ``UPDATE`` that only
+moves a run along an allowed transition (SPEC 4), so two writers can never move a run
+out of a final state. The functions only ``flush``: the caller owns the transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from flowserv_async._util import new_id, utc_now
+from flowserv_async.db.models import Ranking, Run, RunFile, RunLogLine
+from flowserv_async.engine.job import ResultSpec
+from flowserv_async.engine.log import DEFAULT_MAX_LINES, LogEntry
+from flowserv_async.engine.store import RunOutcome
+from flowserv_async.events import changes
+from flowserv_async.states import ACTIVE_STATES, FINAL_STATES, RunState, allowed_sources
+
+
+async def set_state(
+    session: AsyncSession,
+    run_id: str,
+    state: RunState,
+    messages: Sequence[str] | None = None,
+) -> bool:
+    """Move a run to ``state`` if that is an allowed transition; True when it moved.
+
+    RUNNING sets ``startedAt``; a final state sets ``finishedAt`` (and ``startedAt`` for
+    a run that never ran) and the messages.
+    """
+    now = utc_now()
+    values: dict[str, Any] = {"state": str(state), "heartbeat_at": now}
+    if state == RunState.RUNNING:
+        values["started_at"] = now
+    elif state in FINAL_STATES:
+        values["ended_at"] = now
+        values["started_at"] = func.coalesce(Run.started_at, now)
+        values["messages"] = list(messages or [])
+    sources = [str(s) for s in allowed_sources(state)]
+    if not sources:
+        return False
+    stmt = (
+        update(Run)
+        .where(Run.run_id == run_id, Run.state.in_(sources))
+        .values(**values)
+        .returning(
+            Run.workflow_id,
+            Run.group_id,
+            Run.messages,
+            Run.created_at,
+            Run.started_at,
+            Run.ended_at,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    row = (await session.execute(stmt)).first()
+    if row is None:
+        return False
+    changes.state_changed(
+        session,
+        run_id=run_id,
+        workflow_id=row.workflow_id,
+        group_id=row.group_id,
+        state=str(state),
+        messages=row.messages,
+        created_at=row.created_at,
+        started_at=row.started_at,
+        ended_at=row.ended_at,
+    )
+    return True
+
+
+async def record_success(session: AsyncSession, spec: ResultSpec, outcome: RunOutcome) -> bool:
+    """Record a successful run (state, result files, ranking); True when recorded.
+
+    The files must already be in the file store under ``spec.prefix``. A run whose
+    results do not fit the workflow's result schema becomes ERROR instead, with the
+    reason (it is not silently left unranked).
+    """
+    if outcome.error is not None:
+        await set_state(session, spec.run_id, RunState.ERROR, [outcome.error])
+        return False
+    if not await set_state(session, spec.run_id, RunState.SUCCESS):
+        return False
+    session.add_all(
+        RunFile(file_id=new_id(), run_id=spec.run_id, key=name, name=name, size=size)
+        for name, size in outcome.files
+    )
+    if outcome.results is not None and spec.group_id is not None:
+        session.add(
+            Ranking(
+                run_id=spec.run_id,
+                workflow_id=spec.workflow_id,
+                group_id=spec.group_id,
+                values=outcome.results,
+            )
+        )
+        changes.ranking_changed(session, spec.workflow_id, spec.run_id, "ranked")
+    await session.flush()
+    return True
+
+
+async def append_log(session: AsyncSession, run_id: str, entries: Sequence[LogEntry]) -> None:
+    """Store log lines of a run, keeping at most the newest ``DEFAULT_MAX_LINES``."""
+    if not entries:
+        return
+    session.add_all(
+        RunLogLine(run_id=run_id, pos=e.pos, step=e.step, stream=e.stream, text=e.text)
+        for e in entries
+    )
+    await session.flush()
+    owner = (
+        await session.execute(select(Run.workflow_id, Run.group_id).where(Run.run_id == run_id))
+    ).one()
+    lines = [{"pos": e.pos, "step": e.step, "stream": e.stream, "text": e.text} for e in entries]
+    changes.log_appended(session, run_id, owner.workflow_id, owner.group_id, lines)
+    cutoff = entries[-1].pos - DEFAULT_MAX_LINES
+    if cutoff > 0:
+        await session.execute(
+            delete(RunLogLine).where(RunLogLine.run_id == run_id, RunLogLine.pos <= cutoff)
+        )
+
+
+async def heartbeat(session: AsyncSession, engine_id: str, run_ids: Sequence[str]) -> None:
+    """Tell that this engine still executes these runs."""
+    if run_ids:
+        await session.execute(
+            update(Run)
+            .where(Run.run_id.in_(run_ids), Run.engine_id == engine_id)
+            .values(heartbeat_at=utc_now())
+            .execution_options(synchronize_session=False)
+        )
+
+
+async def fail_stale_runs(session: AsyncSession, engine_id: str, lease: float) -> list[str]:
+    """Set active runs that no live engine has reported for ``lease`` seconds to ERROR.
+
+    Runs of ``engine_id`` (the caller) are never stale. Returns the failed run ids.
+    """
+    limit = utc_now() - timedelta(seconds=lease)
+    stale = or_(Run.heartbeat_at.is_(None), Run.heartbeat_at < limit)
+    stmt = select(Run.run_id).where(
+        Run.state.in_([str(s) for s in ACTIVE_STATES]),
+        or_(Run.engine_id.is_(None), Run.engine_id != engine_id),
+        stale,
+    )
+    run_ids = list((await session.scalars(stmt)).all())
+    message = f"the run was interrupted: its engine stopped reporting for over {lease:g} s"
+    return [r for r in run_ids if await set_state(session, r, RunState.ERROR, [message])]

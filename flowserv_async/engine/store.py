@@ -1,0 +1,153 @@
+"""Where an engine records its runs: the :class:`RunStore` protocol, and the success path.
+
+The engine never talks to the database. It reports every change of a run to a
+:class:`RunStore`, which the database layer implements
+(:class:`flowserv_async.services.runstore.DatabaseRunStore`); engine tests use
+:class:`flowserv_async.engine.memory.MemoryRunStore`. A store only moves a run along
+an allowed transition (SPEC 4), so a run never leaves a final state.
+
+:func:`save_results` is the one path by which a run becomes SUCCESS, shared by the
+engine and by engines that report through ``RunService.update_run``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import anyio
+
+from flowserv_async.engine.job import ResultSpec, RunJob
+from flowserv_async.engine.log import LogEntry
+from flowserv_async.engine.runner import find_missing_files
+from flowserv_async.errors import ConstraintViolationError
+from flowserv_async.states import RunState
+from flowserv_async.template import ResultSchema
+from flowserv_async.volume import StorageVolume
+
+CANCELED_BY_USER = "canceled at user request"
+"""The message of a run cancelled without a reason."""
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """What a successful run produced, read from its folder before any transaction.
+
+    Attributes:
+        files: ``(name, size)`` of the result files.
+        results: the typed result values for the leaderboard, or None.
+        error: why the results are invalid (the run then becomes ERROR), or None.
+
+    """
+
+    files: tuple[tuple[str, int], ...]
+    results: dict[str, Any] | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class SavedResults:
+    """What :meth:`RunStore.save_results` did.
+
+    Attributes:
+        recorded: True when the run is now SUCCESS with its files.
+        postproc: the post-processing run that the success made due, to be started
+            by the caller, or None.
+
+    """
+
+    recorded: bool
+    postproc: RunJob | None = None
+
+
+class RunStore(Protocol):
+    """Persists what an engine does to its runs.
+
+    Every method that changes a state returns False (and changes nothing) when the
+    transition is not allowed: a run in a final state stays there.
+    """
+
+    async def mark_running(self, run_id: str) -> bool:
+        """Move a PENDING run to RUNNING; True when it moved."""
+        ...
+
+    async def finish(self, run_id: str, state: RunState, messages: Sequence[str] = ()) -> bool:
+        """Move an active run to ERROR or CANCELED with messages; True when it moved."""
+        ...
+
+    async def save_results(
+        self, spec: ResultSpec, outcome: RunOutcome, engine_id: str
+    ) -> SavedResults:
+        """Record a success: SUCCESS, result files, ranking; or ERROR for bad results.
+
+        The files are already in the file store under ``spec.prefix``. A post-processing
+        run that this makes due is created for ``engine_id`` and returned.
+        """
+        ...
+
+    async def append_log(self, run_id: str, entries: Sequence[LogEntry]) -> None:
+        """Store log lines of a run (the store may keep only the newest)."""
+        ...
+
+    async def heartbeat(self, engine_id: str, run_ids: Sequence[str]) -> None:
+        """Tell that ``engine_id`` still executes these runs."""
+        ...
+
+    async def fail_stale_runs(self, engine_id: str, lease: float) -> list[str]:
+        """Set active runs of engines silent for ``lease`` seconds to ERROR; their ids."""
+        ...
+
+
+async def collect_outcome(
+    rundir: Path, files: Sequence[str], schema: ResultSchema | None
+) -> RunOutcome:
+    """Read the result file (when ranked) and the sizes of the result files."""
+    sizes = tuple([(name, (await anyio.Path(rundir, name).stat()).st_size) for name in files])
+    if schema is None:
+        return RunOutcome(sizes)
+    try:
+        doc = await _read_json(rundir / schema.result_file)
+        return RunOutcome(sizes, results=schema.extract(doc))
+    except ConstraintViolationError as exc:
+        return RunOutcome(sizes, error=exc.message)
+
+
+async def _read_json(path: Path) -> Any:
+    try:
+        text = await anyio.Path(path).read_text(encoding="utf-8")
+        return json.loads(text)
+    except FileNotFoundError:
+        raise ConstraintViolationError(f"result file {path.name} is missing") from None
+    except (OSError, ValueError) as exc:
+        raise ConstraintViolationError(f"result file {path.name} is not valid JSON: {exc}") from exc
+
+
+async def save_results(
+    store: RunStore, volume: StorageVolume, rundir: Path, spec: ResultSpec, engine_id: str
+) -> RunJob | None:
+    """Finish a run whose steps succeeded: keep its result files and record it.
+
+    A missing result file makes the run ERROR. Otherwise the files are copied to the
+    file store and the store records the run (SUCCESS, or ERROR for results that do not
+    fit the schema); the copies are removed again when nothing was recorded. Returns the
+    post-processing run to start, if the success made one due.
+    """
+    missing = await find_missing_files(rundir, spec.files)
+    if missing:
+        messages = [f"output file '{path}' is missing" for path in missing]
+        await store.finish(spec.run_id, RunState.ERROR, messages)
+        return None
+    outcome = await collect_outcome(rundir, spec.files, spec.schema)
+    try:
+        await volume.copy_from_local(rundir, spec.prefix, [(f, None) for f in spec.files])
+        saved = await store.save_results(spec, outcome, engine_id)
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            await volume.delete(spec.prefix)
+        raise
+    if not saved.recorded:
+        await volume.delete(spec.prefix)
+    return saved.postproc

@@ -1,0 +1,232 @@
+"""The asyncio engine on its own: runs recorded in a memory store, no database."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from flowserv_async.controller import EngineContext, EngineLimits
+from flowserv_async.engine import parse_workflow
+from flowserv_async.engine.controller import SHUTDOWN_REASON, AsyncioEngine
+from flowserv_async.engine.job import RunJob
+from flowserv_async.engine.memory import MemoryRunStore
+from flowserv_async.engine.store import CANCELED_BY_USER
+from flowserv_async.errors import FlowservError
+from flowserv_async.states import RunState
+from flowserv_async.template import ResultSchema
+from flowserv_async.volume import FileSystemVolume
+
+PY = sys.executable
+
+
+@pytest.fixture
+def store() -> MemoryRunStore:
+    return MemoryRunStore()
+
+
+@pytest.fixture
+def volume(tmp_path: Path) -> FileSystemVolume:
+    return FileSystemVolume(tmp_path / "store")
+
+
+@pytest.fixture
+async def engine(
+    store: MemoryRunStore, volume: FileSystemVolume, tmp_path: Path
+) -> AsyncIterator[AsyncioEngine]:
+    engine = AsyncioEngine()
+    limits = EngineLimits(cancel_grace=1.0, heartbeat=0.2, run_lease=1.0)
+    await engine.open(EngineContext(store, volume, tmp_path / "runs", limits))
+    try:
+        yield engine
+    finally:
+        await engine.aclose()
+
+
+@pytest.fixture
+def job(store: MemoryRunStore, engine: AsyncioEngine) -> Callable[..., RunJob]:
+    """A RunJob of commands, its run PENDING in the store."""
+
+    def make(*commands: str, outputs: tuple[str, ...] = (), **kwargs: Any) -> RunJob:
+        run_id = f"r{len(store.runs)}"
+        store.add_run(run_id, engine.engine_id)
+        workflow = parse_workflow(
+            {"steps": [{"name": "s", "action": {"commands": list(commands)}}]}
+        )
+        return RunJob(
+            run_id=run_id,
+            workflow_id="w",
+            group_id="g",
+            workflow=workflow,
+            context={},
+            static_prefix="w/static",
+            result_prefix=f"w/runs/{run_id}",
+            result_files=outputs,
+            **kwargs,
+        )
+
+    return make
+
+
+async def run_to_end(engine: AsyncioEngine, job: RunJob) -> None:
+    await engine.start(job)
+    with anyio.fail_after(20):
+        assert await engine.wait(job.run_id)
+
+
+async def test_a_run_succeeds_with_its_files_and_log(
+    engine: AsyncioEngine,
+    store: MemoryRunStore,
+    volume: FileSystemVolume,
+    job: Any,
+    tmp_path: Path,
+) -> None:
+    await volume.store("w/static/in.txt", b"hello")
+    run = job(
+        f"{PY} -c \"print('out'); open('out.txt','w').write(open('in.txt').read())\"",
+        outputs=("out.txt",),
+    )
+    await run_to_end(engine, run)
+    stored = store.runs[run.run_id]
+    assert stored.history == [RunState.PENDING, RunState.RUNNING, RunState.SUCCESS]
+    assert stored.files == (("out.txt", 5),)
+    assert await volume.load("w/runs/r0/out.txt") == b"hello"
+    assert [e.text for e in stored.log if e.stream == "stdout"] == ["out"]
+    assert not engine.is_active(run.run_id)
+    assert not await anyio.Path(tmp_path, "runs", run.run_id).exists()
+
+
+async def test_a_failing_step_makes_the_run_error(
+    engine: AsyncioEngine, store: MemoryRunStore, volume: FileSystemVolume, job: Any
+) -> None:
+    run = job(f'{PY} -c "import sys; sys.exit(3)"', outputs=("out.txt",))
+    await run_to_end(engine, run)
+    stored = store.runs[run.run_id]
+    assert stored.state == RunState.ERROR and stored.messages
+    assert await volume.walk("w/runs") == []
+
+
+async def test_a_missing_result_file_makes_the_run_error_and_stores_nothing(
+    engine: AsyncioEngine, store: MemoryRunStore, volume: FileSystemVolume, job: Any
+) -> None:
+    run = job("true", outputs=("missing.txt",))
+    await run_to_end(engine, run)
+    stored = store.runs[run.run_id]
+    assert stored.state == RunState.ERROR
+    assert stored.messages == ["output file 'missing.txt' is missing"]
+    assert await volume.walk("w/runs") == []
+
+
+async def test_results_that_break_the_schema_make_the_run_error(
+    engine: AsyncioEngine, store: MemoryRunStore, volume: FileSystemVolume, job: Any
+) -> None:
+    schema = ResultSchema.from_dict(
+        {"file": "r.json", "schema": [{"name": "score", "label": "Score", "dtype": "float"}]}
+    )
+    run = job(
+        f"{PY} -c \"open('r.json','w').write('{{\\\"score\\\": \\\"high\\\"}}')\"",
+        outputs=("r.json",),
+        result_schema=schema,
+    )
+    await run_to_end(engine, run)
+    stored = store.runs[run.run_id]
+    assert stored.state == RunState.ERROR and "score" in stored.messages[0]
+    assert await volume.walk("w/runs") == []
+
+
+async def test_cancel_records_the_reason_once_the_step_is_gone(
+    engine: AsyncioEngine, store: MemoryRunStore, job: Any
+) -> None:
+    run = job("sleep 30")
+    await engine.start(run)
+    with anyio.fail_after(10):
+        while store.runs[run.run_id].state != RunState.RUNNING:
+            await anyio.sleep(0.01)
+        await engine.cancel_run(run.run_id, reason="enough")
+    stored = store.runs[run.run_id]
+    assert stored.state == RunState.CANCELED and stored.messages == ["enough"]
+    assert not engine.is_active(run.run_id)
+    await engine.cancel_run(run.run_id)  # no longer known: a no-op
+
+
+async def test_a_run_that_ended_while_queued_never_starts(
+    engine: AsyncioEngine, store: MemoryRunStore, job: Any
+) -> None:
+    run = job("touch started")
+    await store.finish(run.run_id, RunState.CANCELED, [CANCELED_BY_USER])
+    await run_to_end(engine, run)
+    assert store.runs[run.run_id].history == [RunState.PENDING, RunState.CANCELED]
+
+
+async def test_close_cancels_active_runs_and_refuses_new_ones(
+    store: MemoryRunStore, volume: FileSystemVolume, tmp_path: Path
+) -> None:
+    engine = AsyncioEngine()
+    await engine.open(EngineContext(store, volume, tmp_path / "runs", EngineLimits(cancel_grace=1)))
+    store.add_run("r", engine.engine_id)
+    job = RunJob(
+        "r",
+        "w",
+        "g",
+        parse_workflow({"steps": [{"name": "s", "action": {"commands": ["sleep 30"]}}]}),
+        {},
+        "w/static",
+        "w/runs/r",
+    )
+    await engine.start(job)
+    with anyio.fail_after(10):
+        while store.runs["r"].state != RunState.RUNNING:
+            await anyio.sleep(0.01)
+        await engine.aclose()
+    assert store.runs["r"].state == RunState.CANCELED
+    assert store.runs["r"].messages == [SHUTDOWN_REASON]
+    with pytest.raises(FlowservError, match="closed"):
+        await engine.start(job)
+    await engine.open(EngineContext(store, volume, tmp_path / "runs", EngineLimits()))
+    with pytest.raises(FlowservError, match="already open"):
+        await engine.open(EngineContext(store, volume, tmp_path / "runs", EngineLimits()))
+    store.add_run("again", engine.engine_id)
+    quick = parse_workflow({"steps": [{"name": "s", "action": {"commands": ["true"]}}]})
+    await run_to_end(engine, dataclasses.replace(job, run_id="again", workflow=quick))
+    assert store.runs["again"].state == RunState.SUCCESS
+    await engine.aclose()
+
+
+async def test_runs_of_a_silent_engine_fail_and_own_runs_get_heartbeats(
+    store: MemoryRunStore, volume: FileSystemVolume, tmp_path: Path
+) -> None:
+    orphan = store.add_run("orphan", engine_id="dead")
+    orphan.heartbeat_at -= 60
+    engine = AsyncioEngine()
+    limits = EngineLimits(heartbeat=0.05, run_lease=1.0)
+    await engine.open(EngineContext(store, volume, tmp_path / "runs", limits))
+    try:
+        assert orphan.state == RunState.ERROR and "interrupted" in orphan.messages[0]
+        mine = store.add_run("mine", engine_id=engine.engine_id)
+        job = RunJob(
+            "mine",
+            "w",
+            "g",
+            parse_workflow({"steps": [{"name": "s", "action": {"commands": ["sleep 30"]}}]}),
+            {},
+            "w/static",
+            "w/runs/mine",
+        )
+        await engine.start(job)
+        with anyio.fail_after(10):
+            while mine.state != RunState.RUNNING:
+                await anyio.sleep(0.01)
+            mine.heartbeat_at -= 60
+            silent_since = mine.heartbeat_at
+            while mine.heartbeat_at == silent_since:
+                await anyio.sleep(0.02)
+        # Refreshed by the heartbeat, so the engine's own sweep left it running.
+        assert mine.heartbeat_at > silent_since + 59
+        assert mine.state == RunState.RUNNING
+    finally:
+        await engine.aclose()

@@ -15,10 +15,13 @@ import asyncio
 import logging
 import weakref
 from collections import deque
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from types import TracebackType
 from typing import Any, Protocol
 
 import anyio
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from flowserv_async.db import DB
 from flowserv_async.errors import EventsExpiredError, FlowservError
@@ -72,6 +75,8 @@ class EventHub:
         self._users = 0
         self._stop: anyio.Event | None = None
         self._supervisor: asyncio.Task[None] | None = None
+        self._reader: AsyncConnection | None = None
+        self._reader_lock = anyio.Lock()
         # Sessions of this database wake the hub when they commit events.
         db.session_factory.configure(info={NOTIFY_KEY: self.notify, KEEP_KEY: keep})
 
@@ -147,17 +152,28 @@ class EventHub:
         with anyio.CancelScope(shield=True):
             await self._read_rows()
 
+    @asynccontextmanager
+    async def _reading(self) -> AsyncIterator[AsyncSession | AsyncConnection]:
+        # On PostgreSQL the listening connection (in autocommit) also reads: one round
+        # trip per read, with no wait for a pooled connection while runs hold them.
+        if self._reader is not None:
+            async with self._reader_lock:
+                yield self._reader
+        else:
+            async with self.db.session() as session:
+                yield session
+
     async def _read_rows(self) -> None:
         if not self._streams:
-            async with self.db.session() as session:
-                top = (await id_range(session))[1]
+            async with self._reading() as conn:
+                top = (await id_range(conn))[1]
             if not self._streams:
                 # Nobody listens: skip ahead instead of reading rows nobody wants.
                 self._last = max(self._last, top)
                 return
         while True:
-            async with self.db.session() as session:
-                events = await read_events(session, self._last, EventFilter(), PAGE_SIZE)
+            async with self._reading() as conn:
+                events = await read_events(conn, self._last, EventFilter(), PAGE_SIZE)
             for event in events:
                 for stream in list(self._streams):
                     stream._offer(event)
@@ -190,19 +206,24 @@ class EventHub:
         def on_lost(*args: Any) -> None:
             lost.set()
 
-        async with self.db.engine.connect() as conn:
+        async with self.db.engine.connect() as pooled:
+            conn = await pooled.execution_options(isolation_level="AUTOCOMMIT")
             raw = (await conn.get_raw_connection()).driver_connection
             assert raw is not None
             raw.add_termination_listener(on_lost)
             await raw.add_listener(CHANNEL, on_notify)
+            self._reader = conn
             # Events committed while nobody listened.
             self._wake.set()
             try:
                 await lost.wait()
             finally:
-                if not raw.is_closed():
-                    with anyio.CancelScope(shield=True), anyio.move_on_after(5):
-                        await raw.remove_listener(CHANNEL, on_notify)
+                with anyio.CancelScope(shield=True):
+                    async with self._reader_lock:
+                        self._reader = None
+                    if not raw.is_closed():
+                        with anyio.move_on_after(5):
+                            await raw.remove_listener(CHANNEL, on_notify)
                 raw.remove_termination_listener(on_lost)
 
 

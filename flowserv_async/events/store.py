@@ -11,11 +11,13 @@ commit order there anyway.
 
 from __future__ import annotations
 
+import json
+from datetime import UTC
 from typing import Any
 from typing import cast as typed
 
-from sqlalchemy import String, Table, cast, delete, event, func, insert, select, text
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import BigInteger, String, Table, column, delete, event, func, insert, select, text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import Session, SessionTransaction
 
 from flowserv_async._util import utc_now
@@ -62,6 +64,35 @@ def emit(
     sync.info.setdefault(_PENDING, []).append((transaction, row))
 
 
+# PostgreSQL, in one round trip: take the advisory lock (held until the commit ends, so
+# the next writer's ids are larger and commit later; every inserted row needs the lock's
+# row first, so no id is drawn before it), insert, and notify the largest new id
+# (delivered when the transaction commits).
+_PG_WRITE = text(
+    """
+    WITH locked AS (SELECT pg_advisory_xact_lock(:key)),
+    inserted AS (
+        INSERT INTO events (type, workflow_id, group_id, run_id, created_at, data)
+        SELECT r.type, r.workflow_id, r.group_id, r.run_id, r.created_at, r.data
+        FROM locked, json_to_recordset(CAST(:rows AS json)) AS r(
+            type text, workflow_id text, group_id text, run_id text,
+            created_at timestamp, data json)
+        RETURNING event_id
+    )
+    SELECT min(event_id), max(event_id), pg_notify(:channel, max(event_id)::text)
+    FROM inserted
+    """
+).columns(column("first", BigInteger), column("last", BigInteger), column("notified", String))
+
+
+def _pg_params(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    doc = [
+        {**row, "created_at": row["created_at"].astimezone(UTC).replace(tzinfo=None).isoformat()}
+        for row in rows
+    ]
+    return {"key": LOCK_KEY, "channel": CHANNEL, "rows": json.dumps(doc)}
+
+
 @event.listens_for(Session, "before_commit")
 def _write_pending(session: Session) -> None:
     if session.in_nested_transaction():
@@ -69,28 +100,17 @@ def _write_pending(session: Session) -> None:
     pending: list[tuple[SessionTransaction | None, dict[str, Any]]] = session.info.pop(_PENDING, [])
     if not pending:
         return
-    postgres = session.get_bind().dialect.name == "postgresql"
-    if postgres:
-        # Held until the commit ends: the next writer's ids are larger and commit later.
-        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": LOCK_KEY})
-    table = _TABLE
-    inserted = insert(table).values([row for _, row in pending]).returning(table.c.event_id)
-    if postgres:
-        # One round trip while the lock is held: insert, and notify the largest new id
-        # (delivered when the transaction commits).
-        rows = inserted.cte("inserted")
-        largest = func.max(rows.c.event_id)
-        stmt = select(
-            func.min(rows.c.event_id), largest, func.pg_notify(CHANNEL, cast(largest, String))
-        )
-        first, last, _ = session.execute(stmt).one()
+    rows = [row for _, row in pending]
+    if session.get_bind().dialect.name == "postgresql":
+        first, last, _ = session.execute(_PG_WRITE, _pg_params(rows)).one()
     else:
+        inserted = insert(_TABLE).values(rows).returning(_TABLE.c.event_id)
         ids = list(session.execute(inserted).scalars())
         first, last = min(ids), max(ids)
     keep = int(session.info.get(KEEP_KEY, DEFAULT_KEEP))
     every = min(keep, PRUNE_EVERY)
     if keep and (first - 1) // every != last // every and last > keep:
-        session.execute(delete(table).where(table.c.event_id <= last - keep))
+        session.execute(delete(_TABLE).where(_TABLE.c.event_id <= last - keep))
     session.info[_WRITTEN] = last
 
 
@@ -134,7 +154,7 @@ def _filtered(stmt: Any, flt: EventFilter) -> Any:
 
 
 async def read_events(
-    session: AsyncSession, after: int, flt: EventFilter, limit: int
+    session: AsyncSession | AsyncConnection, after: int, flt: EventFilter, limit: int
 ) -> list[Event]:
     """The first ``limit`` stored events after id ``after`` that match the filter."""
     stmt = _filtered(select(_TABLE), flt)
@@ -153,7 +173,7 @@ async def read_events(
     ]
 
 
-async def id_range(session: AsyncSession) -> tuple[int, int]:
+async def id_range(session: AsyncSession | AsyncConnection) -> tuple[int, int]:
     """The smallest and largest stored event id, ``(0, 0)`` for an empty store."""
     row = (
         await session.execute(

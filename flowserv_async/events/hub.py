@@ -174,13 +174,23 @@ class EventHub:
         while True:
             async with self._reading() as conn:
                 events = await read_events(conn, self._last, EventFilter(), PAGE_SIZE)
-            for event in events:
-                for stream in list(self._streams):
-                    stream._offer(event)
+            self._dispatch(events)
             if events:
                 self._last = events[-1].id
             if len(events) < PAGE_SIZE:
                 return
+
+    def _dispatch(self, events: list[Event]) -> None:
+        # Streams with the same filter share the matching (1,000 streams of one
+        # workflow filter the page once).
+        by_filter: dict[EventFilter, list[EventStream]] = {}
+        for stream in list(self._streams):
+            by_filter.setdefault(stream.filter, []).append(stream)
+        for flt, streams in by_filter.items():
+            matching = [e for e in events if flt.matches(e)]
+            if matching:
+                for stream in streams:
+                    stream._offer(matching)
 
     async def _poll(self) -> None:
         # SQLite has no notifications: commits of other processes are found by looking.
@@ -314,7 +324,8 @@ class EventStream:
         return self
 
     async def __anext__(self) -> Event:
-        await self.start()
+        if self._state == "new":
+            await self.start()
         while True:
             event = await self._next()
             if self._access is None or await self._access.allows(event):
@@ -358,13 +369,14 @@ class EventStream:
         if len(events) == PAGE_SIZE:
             self._lagging = True
 
-    def _offer(self, event: Event) -> None:
-        if self._lagging or not self.filter.matches(event):
+    def _offer(self, events: list[Event]) -> None:
+        """Take new events that match the filter (called by the hub, in id order)."""
+        if self._lagging:
             return
-        if len(self._buffer) >= self._hub.buffer_size:
+        if len(self._buffer) + len(events) > self._hub.buffer_size:
             # Too far behind: read on from the store instead of holding more here.
             self._lagging = True
             self._buffer.clear()
         else:
-            self._buffer.append(event)
+            self._buffer.extend(events)
         self._wake.set()

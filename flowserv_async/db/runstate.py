@@ -32,7 +32,9 @@ async def set_state(
     """Move a run to ``state`` if that is an allowed transition; True when it moved.
 
     RUNNING sets ``startedAt``; a final state sets ``finishedAt`` (and ``startedAt`` for
-    a run that never ran) and the messages.
+    a run that never ran) and the messages. The move is recorded as a ``run.state``
+    event in the same transaction (:mod:`flowserv_async.events`): a writer of run states
+    that bypasses this function must emit it too.
     """
     now = utc_now()
     values: dict[str, Any] = {"state": str(state), "heartbeat_at": now}

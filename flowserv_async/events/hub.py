@@ -261,7 +261,7 @@ class EventStream:
         self._hub = hub
         self._after = after
         self._access = access
-        self.cursor = 0
+        self._cursor = 0
         self._buffer: deque[Event] = deque()
         self._page: deque[Event] = deque()
         self._lagging = after is not None
@@ -271,7 +271,7 @@ class EventStream:
     @property
     def position(self) -> int:
         """The id of the last event returned (resume from here with ``after=``)."""
-        return self.cursor
+        return self._cursor
 
     async def start(self) -> None:
         """Check access and take the position; done by ``async with`` or the first read."""
@@ -287,9 +287,9 @@ class EventStream:
         try:
             if self._after is None:
                 async with self._hub.db.session() as session:
-                    self.cursor = (await id_range(session))[1]
+                    self._cursor = (await id_range(session))[1]
             else:
-                self.cursor = max(self._after, 0)
+                self._cursor = max(self._after, 0)
         except BaseException:
             self._release("closed")
             raise
@@ -348,8 +348,8 @@ class EventStream:
                 self._wake = anyio.Event()
                 await self._wake.wait()
                 continue
-            if event.id > self.cursor:
-                self.cursor = event.id
+            if event.id > self._cursor:
+                self._cursor = event.id
                 return event
 
     async def _read_page(self) -> None:
@@ -357,12 +357,12 @@ class EventStream:
         self._lagging = False
         self._buffer.clear()
         async with self._hub.db.session() as session:
-            events = await read_events(session, self.cursor, self.filter, PAGE_SIZE)
-            if self.cursor > 0 and (not events or events[0].id > self.cursor + 1):
+            events = await read_events(session, self._cursor, self.filter, PAGE_SIZE)
+            if self._cursor > 0 and (not events or events[0].id > self._cursor + 1):
                 first, _ = await id_range(session)
-                if first > self.cursor + 1:
+                if first > self._cursor + 1:
                     raise EventsExpiredError(
-                        f"events after id {self.cursor} are no longer stored (the oldest"
+                        f"events after id {self._cursor} are no longer stored (the oldest"
                         f" kept is {first}); resume from a newer position"
                     )
         self._page.extend(events)

@@ -78,7 +78,9 @@ class EventHub:
         self._reader: AsyncConnection | None = None
         self._reader_lock = anyio.Lock()
         # Sessions of this database wake the hub when they commit events.
-        db.session_factory.configure(info={NOTIFY_KEY: self.notify, KEEP_KEY: keep})
+        info = dict(db.session_factory.kw.get("info") or {})
+        info.update({NOTIFY_KEY: self.notify, KEEP_KEY: keep})
+        db.session_factory.configure(info=info)
 
     @property
     def is_open(self) -> bool:

@@ -189,3 +189,21 @@ async def test_bad_webhook_files_keep_the_factory_closed(
 ) -> None:
     with pytest.raises(InvalidConfigurationError, match="FLOWSERV_WEBHOOKS"):
         await hooked_factory(make_factory, tmp_path, targets)
+
+
+async def test_a_client_error_is_not_retried(
+    make_factory: Callable[..., LocalAPIFactory],
+    receiver: Receiver,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    receiver.statuses = [404]
+    targets = [{"url": receiver.url, "events": ["run.state"], "secret": SECRET, "backoff": 0.01}]
+    factory = await hooked_factory(make_factory, tmp_path, targets)
+    with caplog.at_level(logging.ERROR, logger="flowserv_async.events.webhooks"):
+        await run_once(factory, tmp_path / "wf")
+        await receiver.wait_for(lambda: factory.webhooks[0].delivered == 1)
+    stats = factory.webhooks[0]
+    assert (stats.delivered, stats.retried, stats.failed) == (1, 0, 1)
+    assert [d["data"]["state"] for d in receiver.bodies()] == ["RUNNING", "SUCCESS"]
+    assert "not delivered: HTTP 404" in caplog.records[0].getMessage()

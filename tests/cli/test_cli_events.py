@@ -64,3 +64,10 @@ def test_runs_wait_errors(invoke: Invoke, template: Callable[..., Path]) -> None
     assert json.loads(waited.stdout)["state"] == "ERROR"
     unknown = invoke("runs", "wait", "nope")
     assert (unknown.exit_code, unknown.stderr) == (1, "error: unknown run 'nope'\n")
+
+
+def test_events_with_unknown_filters_fail_with_one_line(invoke: Invoke) -> None:
+    unknown = invoke("events", "--workflow", "nope")
+    assert (unknown.exit_code, unknown.stderr) == (1, "error: unknown workflow 'nope'\n")
+    bad = invoke("events", "--after", "-1")
+    assert bad.exit_code == 2

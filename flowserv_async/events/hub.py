@@ -35,7 +35,9 @@ PAGE_SIZE = 500
 # Seconds to wait before listening again after the PostgreSQL listener failed.
 _RELISTEN_DELAY = 1.0
 
-_HUBS: weakref.WeakKeyDictionary[DB, EventHub] = weakref.WeakKeyDictionary()
+# Key of the hub in the database's session factory ``info`` (each session of the
+# database also finds its hub's wake-up there).
+_HUB_KEY = "flowserv_events_hub"
 
 
 class EventAccess(Protocol):
@@ -50,11 +52,11 @@ class EventAccess(Protocol):
 
 def hub_of(db: DB, *, keep: int, poll_interval: float, buffer_size: int) -> EventHub:
     """The hub of a database (one per database, shared by the factories that use it)."""
-    hub = _HUBS.get(db)
+    info = db.session_factory.kw.get("info") or {}
+    hub = info.get(_HUB_KEY)
     if hub is None:
-        hub = _HUBS[db] = EventHub(
-            db, keep=keep, poll_interval=poll_interval, buffer_size=buffer_size
-        )
+        hub = EventHub(db, keep=keep, poll_interval=poll_interval, buffer_size=buffer_size)
+    assert isinstance(hub, EventHub)
     return hub
 
 
@@ -79,7 +81,7 @@ class EventHub:
         self._reader_lock = anyio.Lock()
         # Sessions of this database wake the hub when they commit events.
         info = dict(db.session_factory.kw.get("info") or {})
-        info.update({NOTIFY_KEY: self.notify, KEEP_KEY: keep})
+        info.update({NOTIFY_KEY: self.notify, KEEP_KEY: keep, _HUB_KEY: self})
         db.session_factory.configure(info=info)
 
     @property

@@ -34,6 +34,7 @@ import psutil
 
 from benchmarks.flowserv_env import FlowservEnvError, ensure_flowserv_venv
 from benchmarks.monitor import TreeMonitor
+from benchmarks.ours_driver import POSTGRES_VARIABLE
 from benchmarks.templates import NAMES, write_template
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -220,15 +221,25 @@ def _count_errors(path: Path) -> int:
     return sum(1 for line in text.splitlines() if line.startswith(("ERROR", "Traceback")))
 
 
-def _driver_env(side: str) -> dict[str, str]:
+def _driver_env(side: str, postgres: str | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWSERV_")}
+    env.pop(POSTGRES_VARIABLE, None)
+    if side == "ours" and postgres:
+        env[POSTGRES_VARIABLE] = postgres
     if side == "flowserv":
         for name in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV"):
             env.pop(name, None)
     return env
 
 
-def run_driver(command: list[str], case: Case, side: str, workdir: Path, template: Path) -> Any:
+def run_driver(
+    command: list[str],
+    case: Case,
+    side: str,
+    workdir: Path,
+    template: Path,
+    postgres: str | None = None,
+) -> Any:
     """Run one side of one case; return its metrics (or ``{"error": ...}``)."""
     stderr_path = workdir / f"{side}.stderr"
     args = [
@@ -240,7 +251,7 @@ def run_driver(command: list[str], case: Case, side: str, workdir: Path, templat
         proc = subprocess.Popen(
             args,
             cwd=REPO_DIR if side == "ours" else workdir,
-            env=_driver_env(side),
+            env=_driver_env(side, postgres),
             stdout=subprocess.PIPE,
             stderr=stderr,
             text=True,
@@ -420,6 +431,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--output", type=Path, default=RESULTS_FILE, help=f"JSON output (default {RESULTS_FILE})"
     )
+    parser.add_argument(
+        "--postgres",
+        metavar="URL",
+        help="run flowserv-async on this PostgreSQL database (a schema per driver run)",
+    )
     args = parser.parse_args(argv)
     only = [s.strip() for item in (args.only or [",".join(SCENARIOS)]) for s in item.split(",")]
     unknown = sorted(set(only) - set(SCENARIOS))
@@ -439,6 +455,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.postgres:
+        SIDE_TITLES["ours"] = "flowserv-async (PG)"
     began = time.perf_counter()
     sides = SIDES if args.side == "both" else (args.side,)
     cases = plan(args.quick, args.only, args.concurrency)
@@ -474,7 +492,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if side == "flowserv" and env_error:
                     res: Any = {"error": env_error}
                 else:
-                    res = run_driver(commands[side], case, side, workdir, template)
+                    res = run_driver(commands[side], case, side, workdir, template, args.postgres)
                 results[case.name][side] = res
                 status = f"error: {res['error']}" if "error" in res else "ok"
                 print(f" {time.perf_counter() - t0:.1f} s, {status}", flush=True)
@@ -507,6 +525,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "only": args.only,
             "side": args.side,
             "concurrency": args.concurrency,
+            "postgres": args.postgres,
         },
         "cases": [
             {

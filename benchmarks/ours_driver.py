@@ -17,18 +17,23 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import psutil
+from sqlalchemy import text
 
 from benchmarks.driverlib import CancelTally, alive, kill, mark, names, percentile, summary_ms
-from flowserv_async import LocalAPIFactory, __version__
+from flowserv_async import DB, LocalAPIFactory, __version__
 
+# Set by the harness (--postgres): run on this PostgreSQL database instead of SQLite.
+POSTGRES_VARIABLE = "BENCH_POSTGRES_URL"
 FINAL_STATES = frozenset({"SUCCESS", "ERROR", "CANCELED"})
 SPECFILE = "benchmark.yaml"
 WAIT_TIMEOUT = 60.0
@@ -298,8 +303,27 @@ SCENARIOS: dict[str, Callable[[Bench, str, dict[str, Any]], Awaitable[dict[str, 
 
 async def run_scenario(scenario: str, template: str, basedir: str, params: dict[str, Any]) -> Any:
     env = {"FLOWSERV_API_DIR": basedir, "FLOWSERV_AUTH": "open", "FLOWSERV_ASYNCENGINE": "true"}
-    async with LocalAPIFactory(env=env) as factory:
-        return await SCENARIOS[scenario](Bench(factory), template, params)
+    postgres = os.environ.get(POSTGRES_VARIABLE)
+    if not postgres:
+        async with LocalAPIFactory(env=env) as factory:
+            return await SCENARIOS[scenario](Bench(factory), template, params)
+    # PostgreSQL: a fresh schema of the given database, dropped afterwards.
+    schema = f"bench_{uuid.uuid4().hex}"
+    admin = DB(postgres)
+    try:
+        async with admin.engine.begin() as conn:
+            await conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+        db = DB(postgres, connect_args={"server_settings": {"search_path": schema}})
+        try:
+            await db.create_schema()
+            async with LocalAPIFactory(env=env, db=db) as factory:
+                return await SCENARIOS[scenario](Bench(factory), template, params)
+        finally:
+            await db.dispose()
+            async with admin.engine.begin() as conn:
+                await conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+    finally:
+        await admin.dispose()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,7 +23,7 @@ from flowserv_async.config import (
 )
 from flowserv_async.controller import EngineContext, EngineLimits, WorkflowController
 from flowserv_async.db import DB, init_db
-from flowserv_async.db.models import GroupMember, Run
+from flowserv_async.db.models import GroupMember
 from flowserv_async.engine.controller import AsyncioEngine
 from flowserv_async.engine.job import RunJob
 from flowserv_async.errors import (
@@ -35,7 +35,7 @@ from flowserv_async.errors import (
 from flowserv_async.events import Event, EventFilter, EventHub, EventStream, EventType, hub_of
 from flowserv_async.events.webhooks import WebhookDispatcher, WebhookStats, load_targets
 from flowserv_async.services.base import ServiceContext, translate_errors
-from flowserv_async.services.runs import load_run_handle
+from flowserv_async.services.reads import read_run
 from flowserv_async.services.runstore import DatabaseRunStore
 from flowserv_async.services.users import authenticate
 from flowserv_async.states import FINAL_STATES, RunState
@@ -120,6 +120,7 @@ class LocalAPIFactory:
         self._explicit = False
         self._active_sessions = 0
         self._volume: StorageVolume | None = None
+        self._store: DatabaseRunStore | None = None
         self._lock: anyio.Lock | None = None
         self._hub: EventHub | None = None
         self._webhooks: WebhookDispatcher | None = None
@@ -194,6 +195,8 @@ class LocalAPIFactory:
                 buffer_size=settings.events_buffer,
             )
             await hub.open()
+            store = DatabaseRunStore(self._db, settings.engine_config)
+            await store.open()
             try:
                 if settings.webhooks:
                     webhooks = WebhookDispatcher(hub, await load_targets(settings.webhooks))
@@ -201,24 +204,26 @@ class LocalAPIFactory:
                     self._webhooks = webhooks
                 if self._engine is None:
                     self._engine = init_backend(self)
-                await self._engine.open(self._engine_context(self._db, self._volume))
+                await self._engine.open(self._engine_context(store, self._volume))
             except BaseException:
                 with anyio.CancelScope(shield=True):
                     if self._webhooks is not None:
                         await self._webhooks.aclose()
                         self._webhooks = None
+                    await store.aclose()
                     await hub.aclose()
                     if self._owns_db:
                         await self._db.dispose()
                         self._db = None
                 raise
             self._hub = hub
+            self._store = store
             self._state = FactoryState.OPEN
 
-    def _engine_context(self, db: DB, volume: StorageVolume) -> EngineContext:
+    def _engine_context(self, store: DatabaseRunStore, volume: StorageVolume) -> EngineContext:
         settings = self.settings
         return EngineContext(
-            store=DatabaseRunStore(db, settings.engine_config),
+            store=store,
             volume=volume,
             runsdir=Path(settings.api_dir, "tmp", "runs"),
             limits=EngineLimits.from_settings(settings),
@@ -244,6 +249,9 @@ class LocalAPIFactory:
                     if self._webhooks is not None:
                         await self._webhooks.aclose()
                         self._webhooks = None
+                    if self._store is not None:
+                        await self._store.aclose()
+                        self._store = None
                     if self._hub is not None:
                         await self._hub.aclose()
                         self._hub = None
@@ -363,12 +371,10 @@ class LocalAPIFactory:
     async def _final_handle(self, run_id: str) -> dict[str, Any] | None:
         """The run's handle if it is in a final state, else None."""
         async with self.db.session() as session:
-            run = await session.get(Run, run_id)
-            if run is None:
-                raise UnknownRunError(run_id)
-            if run.state in FINAL_STATES:
-                return await load_run_handle(session, run)
-        return None
+            read = await read_run(session, run_id, None)
+        if read is None:
+            raise UnknownRunError(run_id)
+        return read.handle if read.handle["state"] in FINAL_STATES else None
 
     def events(
         self,

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session, SessionTransaction
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from flowserv_async.config import DEFAULT_USER, FLOWSERV_DATABASE, Settings, merge_env
+from flowserv_async.db._sqlite import statement_dbapi
 from flowserv_async.db.models import Base, User
 from flowserv_async.errors import InvalidConfigurationError
 
@@ -35,6 +36,8 @@ _ASYNC_DRIVERS = {
     "postgresql+psycopg2": "postgresql+asyncpg",
     "postgresql+psycopg": "postgresql+asyncpg",
 }
+
+_SQLITE_POOL_SIZE = 32
 
 # How long SQLite waits for a lock before it reports "database is locked", in ms.
 SQLITE_BUSY_TIMEOUT_MS = 60_000
@@ -62,8 +65,8 @@ WRITE_OPTION = "flowserv_write"
 def _configure_sqlite(engine: AsyncEngine) -> None:
     """WAL, a busy timeout, foreign keys, and write transactions that wait their turn.
 
-    Reading transactions begin deferred: in WAL mode they neither wait for writers nor
-    block them. Writing transactions begin with ``BEGIN IMMEDIATE`` (see
+    Sessions that only read run without a transaction: in WAL mode they neither wait
+    for writers nor block them. Writing transactions begin with ``BEGIN IMMEDIATE`` (see
     :meth:`DB.begin_write`): a deferred transaction that reads and then writes fails at
     once with "database is locked" when another connection wrote in between (the busy
     timeout does not apply to that upgrade), whereas an immediate one waits for the lock.
@@ -82,8 +85,11 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
-        write = conn.get_execution_options().get(WRITE_OPTION, False)
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+        # Reading transactions send no BEGIN: the adapter (db/_sqlite.py) begins one
+        # with the first statement that writes.
+        if conn.get_execution_options().get(WRITE_OPTION, False):
+            # Sent with the transaction's first statement, in the same driver call.
+            conn.connection.dbapi_connection.begin_immediate()
 
 
 _WRITER_KEY = "flowserv_writer"
@@ -126,7 +132,13 @@ class DB:
         self.connect_args = dict(connect_args or {})
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
         kwargs: dict[str, Any] = {"echo": echo, "connect_args": self.connect_args}
-        if not self.is_sqlite:
+        if self.is_sqlite:
+            kwargs["module"] = statement_dbapi()
+            # Enough pooled connections (each is a thread) that a burst of sessions
+            # reuses them instead of opening and closing overflow connections.
+            kwargs["pool_size"] = _SQLITE_POOL_SIZE
+            kwargs["max_overflow"] = _SQLITE_POOL_SIZE
+        else:
             kwargs["pool_pre_ping"] = True
         self.engine = create_async_engine(self.url, **kwargs)
         if self.is_sqlite:

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from flowserv_async._util import new_id, utc_now
@@ -36,6 +36,16 @@ async def set_state(
     event in the same transaction (:mod:`flowserv_async.events`): a writer of run states
     that bypasses this function must emit it too.
     """
+    return bool(await set_states(session, [run_id], state, messages))
+
+
+async def set_states(
+    session: AsyncSession,
+    run_ids: Sequence[str],
+    state: RunState,
+    messages: Sequence[str] | None = None,
+) -> set[str]:
+    """:func:`set_state` for many runs in one ``UPDATE``; returns the runs that moved."""
     now = utc_now()
     values: dict[str, Any] = {"state": str(state), "heartbeat_at": now}
     if state == RunState.RUNNING:
@@ -45,13 +55,15 @@ async def set_state(
         values["started_at"] = func.coalesce(Run.started_at, now)
         values["messages"] = list(messages or [])
     sources = [str(s) for s in allowed_sources(state)]
-    if not sources:
-        return False
+    if not sources or not run_ids:
+        return set()
+    where = Run.run_id == run_ids[0] if len(run_ids) == 1 else Run.run_id.in_(run_ids)
     stmt = (
         update(Run)
-        .where(Run.run_id == run_id, Run.state.in_(sources))
+        .where(where, Run.state.in_(sources))
         .values(**values)
         .returning(
+            Run.run_id,
             Run.workflow_id,
             Run.group_id,
             Run.messages,
@@ -61,21 +73,21 @@ async def set_state(
         )
         .execution_options(synchronize_session=False)
     )
-    row = (await session.execute(stmt)).first()
-    if row is None:
-        return False
-    changes.state_changed(
-        session,
-        run_id=run_id,
-        workflow_id=row.workflow_id,
-        group_id=row.group_id,
-        state=str(state),
-        messages=row.messages,
-        created_at=row.created_at,
-        started_at=row.started_at,
-        ended_at=row.ended_at,
-    )
-    return True
+    moved = set()
+    for row in (await session.execute(stmt)).all():
+        moved.add(row.run_id)
+        changes.state_changed(
+            session,
+            run_id=row.run_id,
+            workflow_id=row.workflow_id,
+            group_id=row.group_id,
+            state=str(state),
+            messages=row.messages,
+            created_at=row.created_at,
+            started_at=row.started_at,
+            ended_at=row.ended_at,
+        )
+    return moved
 
 
 async def record_success(session: AsyncSession, spec: ResultSpec, outcome: RunOutcome) -> bool:
@@ -110,23 +122,41 @@ async def record_success(session: AsyncSession, spec: ResultSpec, outcome: RunOu
 
 async def append_log(session: AsyncSession, run_id: str, entries: Sequence[LogEntry]) -> None:
     """Store log lines of a run, keeping at most the newest ``DEFAULT_MAX_LINES``."""
-    if not entries:
-        return
-    session.add_all(
-        RunLogLine(run_id=run_id, pos=e.pos, step=e.step, stream=e.stream, text=e.text)
+    await append_logs(session, [(run_id, entries)])
+
+
+async def append_logs(
+    session: AsyncSession, logs: Sequence[tuple[str, Sequence[LogEntry]]]
+) -> None:
+    """Store log lines of several runs in one ``INSERT`` (see :func:`append_log`)."""
+    rows = [
+        {"run_id": run_id, "pos": e.pos, "step": e.step, "stream": e.stream, "text": e.text}
+        for run_id, entries in logs
         for e in entries
-    )
-    await session.flush()
-    owner = (
-        await session.execute(select(Run.workflow_id, Run.group_id).where(Run.run_id == run_id))
-    ).one()
-    lines = [{"pos": e.pos, "step": e.step, "stream": e.stream, "text": e.text} for e in entries]
-    changes.log_appended(session, run_id, owner.workflow_id, owner.group_id, lines)
-    cutoff = entries[-1].pos - DEFAULT_MAX_LINES
-    if cutoff > 0:
-        await session.execute(
-            delete(RunLogLine).where(RunLogLine.run_id == run_id, RunLogLine.pos <= cutoff)
+    ]
+    if not rows:
+        return
+    await session.execute(insert(RunLogLine), rows)
+    run_ids = [run_id for run_id, entries in logs if entries]
+    owners = {
+        row.run_id: row
+        for row in await session.execute(
+            select(Run.run_id, Run.workflow_id, Run.group_id).where(Run.run_id.in_(run_ids))
         )
+    }
+    for run_id, entries in logs:
+        if not entries:
+            continue
+        owner = owners[run_id]
+        lines = [
+            {"pos": e.pos, "step": e.step, "stream": e.stream, "text": e.text} for e in entries
+        ]
+        changes.log_appended(session, run_id, owner.workflow_id, owner.group_id, lines)
+        cutoff = entries[-1].pos - DEFAULT_MAX_LINES
+        if cutoff > 0:
+            await session.execute(
+                delete(RunLogLine).where(RunLogLine.run_id == run_id, RunLogLine.pos <= cutoff)
+            )
 
 
 async def heartbeat(session: AsyncSession, engine_id: str, run_ids: Sequence[str]) -> None:
@@ -154,4 +184,5 @@ async def fail_stale_runs(session: AsyncSession, engine_id: str, lease: float) -
     )
     run_ids = list((await session.scalars(stmt)).all())
     message = f"the run was interrupted: its engine stopped reporting for over {lease:g} s"
-    return [r for r in run_ids if await set_state(session, r, RunState.ERROR, [message])]
+    failed = await set_states(session, run_ids, RunState.ERROR, [message])
+    return [r for r in run_ids if r in failed]

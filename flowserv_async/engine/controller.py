@@ -158,6 +158,7 @@ class AsyncioEngine(WorkflowController):
     async def _execute(self, active: _ActiveRun) -> None:
         run_id = active.job.run_id
         rundir = self._context.runsdir / run_id
+        failure = None
         try:
             with active.scope:
                 if self._slots is not None:
@@ -167,14 +168,16 @@ class AsyncioEngine(WorkflowController):
                     await self._run(active, rundir)
         except Exception as exc:
             logger.exception("run %s failed in the engine", run_id)
-            with anyio.CancelScope(shield=True):
-                await self._finish(run_id, RunState.ERROR, [f"engine failure: {exc}"])
+            failure = f"engine failure: {exc}"
         finally:
             with anyio.CancelScope(shield=True):
+                # The log before the final state: whoever sees the state sees the lines.
+                await self._flush_log(active)
+                if failure is not None:
+                    await self._finish(run_id, RunState.ERROR, [failure])
                 if active.scope.cancel_called:
                     message = active.reason or CANCELED_BY_USER
                     await self._finish(run_id, RunState.CANCELED, [message])
-                await self._flush_log(active)
                 await anyio.to_thread.run_sync(_remove_tree, rundir)
                 active.log.close()
                 del self._runs[run_id]
@@ -206,6 +209,8 @@ class AsyncioEngine(WorkflowController):
                 grace=ctx.limits.cancel_grace,
             )
             tg.cancel_scope.cancel()
+        with anyio.CancelScope(shield=True):
+            await self._flush_log(active)  # before the final state, see _execute
         if not result.success:
             with anyio.CancelScope(shield=True):
                 await self._finish(job.run_id, RunState.ERROR, result.messages)

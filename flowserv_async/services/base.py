@@ -122,11 +122,17 @@ class ServiceContext:
         """Raise unless the caller is a member of the group; return the caller's id."""
         if not self.settings.open_access:
             self.require_user()
-        if not await self.is_member(group_id):
-            raise UnauthorizedAccessError(
-                f"user '{self.user_id}' is not a member of group '{group_id}'"
-            )
+        self.check_member(group_id, await self.is_member(group_id))
         return self.user_id
+
+    def check_member(self, group_id: str, is_member: bool) -> None:
+        """:meth:`require_member` with membership already read (``is_member``)."""
+        if not self.settings.open_access:
+            self.require_user()
+            if not is_member:
+                raise UnauthorizedAccessError(
+                    f"user '{self.user_id}' is not a member of group '{group_id}'"
+                )
 
 
 def paged(stmt: Select[Any], limit: int | None, offset: int | None) -> Select[Any]:
@@ -136,12 +142,22 @@ def paged(stmt: Select[Any], limit: int | None, offset: int | None) -> Select[An
         InvalidArgumentError: for a negative or non-integer value.
 
     """
+    check_page(limit, offset)
+    return stmt.limit(limit).offset(offset)
+
+
+def check_page(limit: int | None, offset: int | None) -> None:
+    """Refuse a ``limit`` or ``offset`` that is not a non-negative integer or None.
+
+    Raises:
+        InvalidArgumentError: naming the bad value.
+
+    """
     for name, value in (("limit", limit), ("offset", offset)):
         if value is not None and (
             not isinstance(value, int) or isinstance(value, bool) or value < 0
         ):
             raise InvalidArgumentError(f"{name} must be a non-negative integer, got {value!r}")
-    return stmt.limit(limit).offset(offset)
 
 
 def _translated(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:

@@ -17,7 +17,8 @@ from flowserv_async.errors import (
     UnknownWorkflowGroupError,
 )
 from flowserv_async.services import serialize
-from flowserv_async.services.base import Service, paged
+from flowserv_async.services.base import Service
+from flowserv_async.services.reads import MemberRow, read_groups
 from flowserv_async.services.stored import group_prefix, template_of
 from flowserv_async.states import ACTIVE_STATES
 from flowserv_async.volume import join_key
@@ -67,7 +68,7 @@ class GroupService(Service):
         if wf is None:
             raise UnknownWorkflowError(workflow_id)
         merged = template_of(wf).merge_parameters(parameters or [])
-        member_ids = await self._active_users([user_id, *_member_list(members)])
+        users = await self._active_users([user_id, *_member_list(members)])
         await self._check_name_free(workflow_id, group_name)
         group_id = identifier or new_id()
         if identifier is not None and await self.session.get(Group, identifier) is not None:
@@ -82,14 +83,16 @@ class GroupService(Service):
             engine_config=engine_config if engine_config is not None else wf.engine_config,
         )
         self.session.add(group)
-        self.session.add_all(GroupMember(group_id=group_id, user_id=u) for u in member_ids)
+        self.session.add_all(GroupMember(group_id=group_id, user_id=u) for u in users)
         try:
             await self.session.flush()
         except IntegrityError as exc:
             raise ConstraintViolationError(
                 f"group '{group_name}' or identifier '{group_id}' exists"
             ) from exc
-        return await self._handle(group, with_private=True)
+        # A new group: its members are known, and it has no files and no runs yet.
+        listed = sorted(users.items(), key=lambda item: item[1])
+        return serialize.group_handle(group, [MemberRow(u, n) for u, n in listed], [], [])
 
     async def get_group(self, group_id: str) -> dict[str, Any]:
         """Return the group handle; files and runs are shown to members only.
@@ -105,16 +108,8 @@ class GroupService(Service):
         self, workflow_id: str | None = None, limit: int | None = None, offset: int | None = None
     ) -> dict[str, Any]:
         """List the caller's groups (all groups for an anonymous caller)."""
-        stmt = select(Group)
-        if workflow_id is not None:
-            stmt = stmt.where(Group.workflow_id == workflow_id)
-        if self.ctx.user_id is not None:
-            stmt = stmt.join(GroupMember, GroupMember.group_id == Group.group_id).where(
-                GroupMember.user_id == self.ctx.user_id
-            )
-        stmt = paged(stmt.order_by(Group.created_at, Group.group_id), limit, offset)
-        groups = (await self.session.scalars(stmt)).all()
-        return {"groups": [serialize.group_descriptor(g) for g in groups]}
+        groups = await read_groups(self.session, workflow_id, self.ctx.user_id, limit, offset)
+        return {"groups": groups}
 
     async def update_group(
         self, group_id: str, name: str | None = None, members: list[str] | None = None
@@ -139,7 +134,7 @@ class GroupService(Service):
         if members is not None:
             if not members:
                 raise ConstraintViolationError("a group needs at least one member")
-            member_ids = await self._active_users(_member_list(members))
+            member_ids = list(await self._active_users(_member_list(members)))
             await self.session.execute(delete(GroupMember).where(GroupMember.group_id == group_id))
             self.session.add_all(GroupMember(group_id=group_id, user_id=u) for u in member_ids)
         try:
@@ -194,17 +189,20 @@ class GroupService(Service):
         if await self.session.scalar(stmt) is not None:
             raise ConstraintViolationError(f"group name '{name}' is taken for this workflow")
 
-    async def _active_users(self, user_ids: Iterable[Any]) -> list[str]:
+    async def _active_users(self, user_ids: Iterable[Any]) -> dict[str, str]:
+        """The names of the given users, in the given order; all must be active."""
         wanted = list(dict.fromkeys(user_ids))
         for user_id in wanted:
             if not isinstance(user_id, str):
                 raise UnknownUserError(user_id)
-        stmt = select(User.user_id).where(User.user_id.in_(wanted), User.active.is_(True))
-        found = set((await self.session.scalars(stmt)).all())
+        stmt = select(User.user_id, User.name).where(
+            User.user_id.in_(wanted), User.active.is_(True)
+        )
+        found = {row.user_id: row.name for row in await self.session.execute(stmt)}
         for user_id in wanted:
             if user_id not in found:
                 raise UnknownUserError(user_id)
-        return wanted
+        return {user_id: found[user_id] for user_id in wanted}
 
     async def _handle(self, group: Group, with_private: bool) -> dict[str, Any]:
         members = (

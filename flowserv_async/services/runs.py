@@ -41,7 +41,8 @@ from flowserv_async.errors import (
 )
 from flowserv_async.events import changes
 from flowserv_async.services import serialize
-from flowserv_async.services.base import Service, paged
+from flowserv_async.services.base import Service
+from flowserv_async.services.reads import read_group_runs, read_run
 from flowserv_async.services.runstore import SessionRunStore
 from flowserv_async.services.stored import run_prefix, static_prefix, template_of, upload_key
 from flowserv_async.states import ACTIVE_STATES, RunState
@@ -151,9 +152,8 @@ class RunService(Service):
             InvalidConfigurationError: a bad engine configuration.
 
         """
-        # One write transaction for checks and insert: on SQLite that saves moving a
-        # read transaction to a write one, and validation is quick.
-        await self.ctx.begin_write()
+        # Validation reads before the write lock: on SQLite the lock is then held only
+        # for the insert (concurrent starts queue on it).
         group = await self.session.get(Group, group_id)
         if group is None:
             raise UnknownWorkflowGroupError(group_id)
@@ -191,6 +191,7 @@ class RunService(Service):
             input_keys=tuple(inputs),
         )
         engine = self.ctx.factory.engine
+        await self.ctx.begin_write()
         run = Run(
             run_id=run_id,
             workflow_id=wf.workflow_id,
@@ -222,8 +223,12 @@ class RunService(Service):
             UnknownRunError, UnauthorizedAccessError.
 
         """
-        run = await self._readable(run_id)
-        return await load_run_handle(self.session, run)
+        read = await read_run(self.session, run_id, self.ctx.user_id)
+        if read is None:
+            raise UnknownRunError(run_id)
+        if read.group_id is not None:
+            self.ctx.check_member(read.group_id, read.is_member)
+        return read.handle
 
     async def list_runs(
         self,
@@ -239,19 +244,19 @@ class RunService(Service):
             unknown state).
 
         """
-        if await self.session.get(Group, group_id) is None:
-            raise UnknownWorkflowGroupError(group_id)
-        await self.ctx.require_member(group_id)
-        stmt = select(Run).where(Run.group_id == group_id)
+        states = None
         if state is not None:
             states = [state] if isinstance(state, str) else list(state)
             for s in states:
                 if s not in RunState.__members__:
                     raise InvalidArgumentError(f"unknown run state {s!r}")
-            stmt = stmt.where(Run.state.in_(states))
-        stmt = paged(stmt.order_by(Run.created_at, Run.run_id), limit, offset)
-        runs = (await self.session.scalars(stmt)).all()
-        return {"runs": [serialize.run_descriptor(r) for r in runs]}
+        listed = await read_group_runs(
+            self.session, group_id, self.ctx.user_id, states, limit, offset
+        )
+        if listed is None:
+            raise UnknownWorkflowGroupError(group_id)
+        self.ctx.check_member(group_id, listed.is_member)
+        return {"runs": listed.runs}
 
     async def cancel_run(self, run_id: str, reason: str | None = None) -> dict[str, Any]:
         """Cancel an active run; its processes are gone when this returns.

@@ -1,22 +1,28 @@
 """The database's :class:`~flowserv_async.engine.store.RunStore`.
 
 :class:`SessionRunStore` applies the engine's reports inside a caller's session (the
-``RunService.update_run`` callback); :class:`DatabaseRunStore` gives each report a write
-transaction of its own (the asyncio engine). Both write through
+``RunService.update_run`` callback); :class:`DatabaseRunStore` writes the reports of
+all runs of the asyncio engine in batched transactions (group commit). Both write through
 :mod:`flowserv_async.db.runstate`; a run state is persisted nowhere else.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
+import anyio
+import anyio.lowlevel
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from flowserv_async.db import DB, runstate
 from flowserv_async.engine.job import ResultSpec, RunJob
 from flowserv_async.engine.log import LogEntry
 from flowserv_async.engine.store import RunOutcome, SavedResults
+from flowserv_async.errors import FlowservError
 from flowserv_async.services.postproc import start_postproc
 from flowserv_async.states import RunState
 
@@ -85,8 +91,33 @@ class SessionRunStore:
         return await runstate.fail_stale_runs(self.session, engine_id, lease)
 
 
+@dataclass(eq=False)
+class _Report:
+    """One report waiting for the writer: what to write, then its outcome."""
+
+    kind: str
+    args: tuple[Any, ...]
+    done: anyio.Event = field(default_factory=anyio.Event)
+    result: Any = None
+    error: Exception | None = None
+    awaited: bool = True
+
+
+# Waiters woken per loop iteration after a batch: a batch of hundreds of runs must not
+# make hundreds of tasks ready at once (that is loop lag for everyone else).
+_WAKE_CHUNK = 32
+
+
 class DatabaseRunStore:
-    """A run store that commits every report in a write transaction of its own.
+    """A run store on the database, with group commit.
+
+    While open (:meth:`open` ... :meth:`aclose`), one writer task writes the reports of
+    all runs: every report queued while a transaction runs goes into the next one, state
+    changes to the same target as one ``UPDATE ... RETURNING`` (which only moves runs
+    along allowed transitions), log lines as one ``INSERT``, each success in a savepoint.
+    A batch that fails is written again report by report, so that one bad report fails
+    alone. Before :meth:`open` and after :meth:`aclose` each report is its own
+    transaction.
 
     Args:
         db: the database.
@@ -97,38 +128,138 @@ class DatabaseRunStore:
     def __init__(self, db: DB, engine_config: str | None = None) -> None:
         self.db = db
         self.engine_config = engine_config
+        self._queue: list[_Report] = []
+        self._wakeup = anyio.Event()
+        self._writer: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    async def open(self) -> None:
+        """Start the writer task."""
+        if self._writer is not None:
+            raise FlowservError("the run store is already open")
+        self._stopping = False
+        # Held outside any task group, like the engine's supervisor: aclose awaits it.
+        self._writer = asyncio.get_running_loop().create_task(self._write_loop())
+
+    async def aclose(self) -> None:
+        """Write what is queued, then stop the writer task."""
+        writer, self._writer = self._writer, None
+        if writer is None:
+            return
+        self._stopping = True
+        self._wakeup.set()
+        with anyio.CancelScope(shield=True):
+            await writer
 
     async def mark_running(self, run_id: str) -> bool:
         """Move a PENDING run to RUNNING."""
-        async with self.db.write_session() as session:
-            return await SessionRunStore(session).mark_running(run_id)
+        return bool(await self._submit("state", run_id, RunState.RUNNING, ()))
 
     async def finish(self, run_id: str, state: RunState, messages: Sequence[str] = ()) -> bool:
         """Move an active run to a final state with messages."""
-        async with self.db.write_session() as session:
-            return await SessionRunStore(session).finish(run_id, state, messages)
+        return bool(await self._submit("state", run_id, state, tuple(messages)))
 
     async def save_results(
         self, spec: ResultSpec, outcome: RunOutcome, engine_id: str
     ) -> SavedResults:
         """Record the success and create the post-processing run it makes due."""
-        async with self.db.write_session() as session:
-            store = SessionRunStore(session, self.engine_config)
-            return await store.save_results(spec, outcome, engine_id)
+        saved: SavedResults = await self._submit("results", spec, outcome, engine_id)
+        return saved
 
     async def append_log(self, run_id: str, entries: Sequence[LogEntry]) -> None:
-        """Store log lines of a run."""
-        if entries:
-            async with self.db.write_session() as session:
-                await runstate.append_log(session, run_id, entries)
+        """Store log lines of a run.
+
+        While the writer runs, the lines are queued and this returns at once: they are
+        written with the next batch, so before any state change reported after them. A
+        failure to store them is logged.
+        """
+        if not entries:
+            return
+        if self._writer is None:
+            await self._submit("log", run_id, list(entries))
+        else:
+            self._queue.append(_Report("log", (run_id, list(entries)), awaited=False))
+            self._wakeup.set()
 
     async def heartbeat(self, engine_id: str, run_ids: Sequence[str]) -> None:
         """Refresh the heartbeat of the engine's runs."""
         if run_ids:
-            async with self.db.write_session() as session:
-                await runstate.heartbeat(session, engine_id, run_ids)
+            await self._submit("heartbeat", engine_id, list(run_ids))
 
     async def fail_stale_runs(self, engine_id: str, lease: float) -> list[str]:
         """Fail active runs of engines that stopped reporting."""
-        async with self.db.write_session() as session:
-            return await runstate.fail_stale_runs(session, engine_id, lease)
+        failed: list[str] = await self._submit("stale", engine_id, lease)
+        return failed
+
+    async def _submit(self, kind: str, *args: Any) -> Any:
+        report = _Report(kind, args)
+        if self._writer is None:
+            await self._write([report])
+        else:
+            self._queue.append(report)
+            self._wakeup.set()
+            await report.done.wait()
+        if report.error is not None:
+            raise report.error
+        return report.result
+
+    async def _write_loop(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup = anyio.Event()
+            while self._queue:
+                batch, self._queue = self._queue, []
+                await self._write(batch)
+            if self._stopping:
+                return
+
+    async def _write(self, batch: list[_Report]) -> None:
+        """Write a batch in one transaction and wake its waiters; never raises."""
+        try:
+            async with self.db.write_session() as session:
+                await self._apply(session, batch)
+        except Exception as exc:
+            if len(batch) > 1:
+                for report in batch:
+                    await self._write([report])
+                return
+            batch[0].error = exc
+            if not batch[0].awaited:
+                logger.exception("cannot store a %s report of the engine", batch[0].kind)
+        for i, report in enumerate(batch):
+            report.done.set()
+            if i % _WAKE_CHUNK == _WAKE_CHUNK - 1:
+                await anyio.lowlevel.checkpoint()
+
+    async def _apply(self, session: AsyncSession, batch: list[_Report]) -> None:
+        moves: dict[tuple[RunState, tuple[str, ...]], list[_Report]] = {}
+        logs: list[tuple[str, Sequence[LogEntry]]] = []
+        beats: dict[str, list[str]] = {}
+        for report in batch:
+            report.result, report.error = None, None
+            if report.kind == "state":
+                _, state, messages = report.args
+                moves.setdefault((state, messages), []).append(report)
+            elif report.kind == "log":
+                logs.append(report.args)
+            elif report.kind == "heartbeat":
+                engine_id, run_ids = report.args
+                beats.setdefault(engine_id, []).extend(run_ids)
+        # Log lines first: they were reported before the state changes of this batch,
+        # and their events must come before them (a follower stops at the final state).
+        await runstate.append_logs(session, logs)
+        for (state, messages), reports in moves.items():
+            run_ids = [r.args[0] for r in reports]
+            moved = await runstate.set_states(session, run_ids, state, messages)
+            for report in reports:
+                report.result = report.args[0] in moved
+        store = SessionRunStore(session, self.engine_config)
+        for report in batch:
+            # No savepoint: when a report fails, the batch is written again report by
+            # report, and the failing one fails alone.
+            if report.kind == "results":
+                report.result = await store.save_results(*report.args)
+            elif report.kind == "stale":
+                report.result = await runstate.fail_stale_runs(session, *report.args)
+        for engine_id, run_ids in beats.items():
+            await runstate.heartbeat(session, engine_id, run_ids)

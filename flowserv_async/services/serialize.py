@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Row
 
 from flowserv_async._util import isoformat
 from flowserv_async.db.models import Group, Run, RunFile, UploadedFile, User, Workflow
 
+if TYPE_CHECKING:
+    from flowserv_async.services.reads import GroupRow, MemberRow, RunFileRow
 
-def workflow_descriptor(wf: Workflow) -> dict[str, Any]:
+# Rows of a Core select with the models' column names serialize like the models.
+WorkflowFields = Workflow | Row[Any]
+GroupFields = Group | Row[Any]
+RunFields = Run | Row[Any]
+
+
+def workflow_descriptor(wf: WorkflowFields) -> dict[str, Any]:
     """``{id, name, description?, instructions?}``."""
     doc: dict[str, Any] = {"id": wf.workflow_id, "name": wf.name}
     if wf.description is not None:
@@ -19,8 +30,8 @@ def workflow_descriptor(wf: Workflow) -> dict[str, Any]:
 
 
 def workflow_handle(
-    wf: Workflow,
-    groups: list[Group] | None = None,
+    wf: WorkflowFields,
+    groups: Sequence[Group | GroupRow] | None = None,
     postproc: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A workflow handle: the descriptor plus parameters and the optional parts.
@@ -41,14 +52,14 @@ def workflow_handle(
     return doc
 
 
-def group_descriptor(group: Group) -> dict[str, Any]:
+def group_descriptor(group: GroupFields | GroupRow) -> dict[str, Any]:
     """``{id, name, workflow}``."""
     return {"id": group.group_id, "name": group.name, "workflow": group.workflow_id}
 
 
 def group_handle(
     group: Group,
-    members: list[User],
+    members: Sequence[User | MemberRow],
     files: list[UploadedFile],
     runs: list[Run] | None,
 ) -> dict[str, Any]:
@@ -73,14 +84,14 @@ def file_handle(file: UploadedFile) -> dict[str, Any]:
     }
 
 
-def run_descriptor(run: Run) -> dict[str, Any]:
+def run_descriptor(run: RunFields) -> dict[str, Any]:
     """``{id, state, createdAt}``."""
     return {"id": run.run_id, "state": run.state, "createdAt": isoformat(run.created_at)}
 
 
 def run_handle(
-    run: Run,
-    files: list[RunFile] | None = None,
+    run: RunFields,
+    files: Sequence[RunFile | RunFileRow] | None = None,
     outputs: list[dict[str, Any]] | None = None,
     parameters: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:

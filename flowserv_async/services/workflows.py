@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from flowserv_async._util import new_id, validate_identifier, validate_name
-from flowserv_async.db.models import Group, GroupMember, Run, RunFile, Workflow
+from flowserv_async.db.models import Run, RunFile, Workflow
 from flowserv_async.errors import (
     ConstraintViolationError,
     InvalidManifestError,
@@ -23,10 +23,11 @@ from flowserv_async.errors import (
 from flowserv_async.services import serialize
 from flowserv_async.services.base import Service, paged
 from flowserv_async.services.ranking import leaderboard, ranked_runs, sort_columns
-from flowserv_async.services.runs import load_run_handle, result_archive
-from flowserv_async.services.stored import run_prefix, static_prefix, template_of
+from flowserv_async.services.reads import read_run, read_workflow
+from flowserv_async.services.runs import result_archive
+from flowserv_async.services.stored import run_prefix, static_prefix
 from flowserv_async.states import ACTIVE_STATES, RunState
-from flowserv_async.template import WorkflowTemplate, load_template
+from flowserv_async.template import ResultSchema, WorkflowTemplate, load_template
 from flowserv_async.template.manifest import Manifest, read_manifest
 from flowserv_async.volume import DownloadHandle, join_key
 
@@ -179,22 +180,10 @@ class WorkflowService(Service):
             UnknownWorkflowError: no such workflow.
 
         """
-        wf = await self._get(workflow_id)
-        groups: list[Group] = []
-        if self.ctx.user_id is not None:
-            stmt = (
-                select(Group)
-                .join(GroupMember, GroupMember.group_id == Group.group_id)
-                .where(Group.workflow_id == workflow_id, GroupMember.user_id == self.ctx.user_id)
-                .order_by(Group.created_at, Group.group_id)
-            )
-            groups = list((await self.session.scalars(stmt)).all())
-        postproc = None
-        if wf.postproc_run_id is not None:
-            run = await self.session.get(Run, wf.postproc_run_id, populate_existing=True)
-            if run is not None:
-                postproc = await load_run_handle(self.session, run)
-        return serialize.workflow_handle(wf, groups=groups, postproc=postproc)
+        handle = await read_workflow(self.session, workflow_id, self.ctx.user_id)
+        if handle is None:
+            raise UnknownWorkflowError(workflow_id)
+        return handle
 
     async def list_workflows(
         self, limit: int | None = None, offset: int | None = None
@@ -289,17 +278,22 @@ class WorkflowService(Service):
             InvalidArgumentError: an unknown column or malformed ``order_by``.
 
         """
-        wf = await self._get(workflow_id)
-        schema = template_of(wf).result_schema
-        if schema is None:
+        # Only the two columns it needs, not the whole template.
+        stmt = select(Workflow.result_schema, Workflow.postproc_run_id).where(
+            Workflow.workflow_id == workflow_id
+        )
+        wf = (await self.session.execute(stmt)).first()
+        if wf is None:
+            raise UnknownWorkflowError(workflow_id)
+        if wf.result_schema is None:
             return None
+        schema = ResultSchema.from_dict(wf.result_schema)
         order = sort_columns(schema, order_by)
         rows = await ranked_runs(self.session, workflow_id, schema, order, include_all)
         postproc = None
         if wf.postproc_run_id is not None:
-            run = await self.session.get(Run, wf.postproc_run_id, populate_existing=True)
-            if run is not None:
-                postproc = await load_run_handle(self.session, run)
+            read = await read_run(self.session, wf.postproc_run_id, self.ctx.user_id)
+            postproc = read.handle if read is not None else None
         return leaderboard(schema, rows, postproc)
 
     async def get_result_archive(self, workflow_id: str) -> DownloadHandle:

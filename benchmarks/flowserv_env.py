@@ -1,7 +1,8 @@
 """The reference environment: a virtualenv with flowserv-core 0.9.4, made once and cached.
 
 ``flowserv-core==0.9.4`` does not import with today's ``pyyaml-include`` (2.x changed
-its API), hence the pin. The venv is built with the running interpreter
+its API), hence the pin; papermill and ipykernel run flowserv's notebook steps (the
+differential tests use them). The venv is built with the running interpreter
 (``sys.executable -m venv``) and ``pip``; nothing else is downloaded.
 """
 
@@ -13,7 +14,8 @@ import sys
 from pathlib import Path
 
 VENV_DIR = Path(__file__).resolve().parent / ".venv-flowserv"
-REQUIREMENTS = ("flowserv-core==0.9.4", "pyyaml-include<2", "psutil")
+# papermill and ipykernel: flowserv's notebook steps (the differential tests run them).
+REQUIREMENTS = ("flowserv-core==0.9.4", "pyyaml-include<2", "psutil", "papermill", "ipykernel")
 _STAMP = ".benchmark-requirements"
 
 

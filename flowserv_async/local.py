@@ -35,6 +35,7 @@ from flowserv_async.errors import (
 from flowserv_async.events import Event, EventFilter, EventHub, EventStream, EventType, hub_of
 from flowserv_async.events.webhooks import WebhookDispatcher, WebhookStats, load_targets
 from flowserv_async.services.base import ServiceContext, translate_errors
+from flowserv_async.services.postproc import resume_postproc
 from flowserv_async.services.reads import read_run
 from flowserv_async.services.runstore import DatabaseRunStore
 from flowserv_async.services.users import authenticate
@@ -219,6 +220,22 @@ class LocalAPIFactory:
             self._hub = hub
             self._store = store
             self._state = FactoryState.OPEN
+            if explicit:
+                await self._resume_postproc(self._db, self._engine)
+
+    async def _resume_postproc(self, db: DB, engine: WorkflowController) -> None:
+        """Start again the post-processing runs that the last shutdown cancelled.
+
+        Only for a lifespan (explicit open): a factory opened for one session closes
+        right after it, which would cancel them again.
+        """
+        try:
+            async with db.write_session() as session:
+                jobs = await resume_postproc(session, engine.engine_id, self.settings.engine_config)
+            for job in jobs:
+                await engine.start(job)
+        except Exception:
+            logger.exception("cannot resume post-processing runs")
 
     def _engine_context(self, store: DatabaseRunStore, volume: StorageVolume) -> EngineContext:
         settings = self.settings

@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import anyio
 import psutil
+from dbutil import backend_database
 
 from flowserv_async import LocalAPIFactory
 
@@ -111,3 +114,17 @@ async def wait_for_process(predicate: Any, timeout: float = 10) -> psutil.Proces
             if found is not None:
                 return found
             await anyio.sleep(0.05)
+
+
+@asynccontextmanager
+async def blocking_factory(folder: Path) -> AsyncIterator[LocalAPIFactory]:
+    """An open factory on SQLite in ``folder`` whose ``start_run`` returns when the run
+    has ended (open access)."""
+    async with backend_database("sqlite", folder) as db:
+        env = {
+            "FLOWSERV_API_DIR": str(folder / "api"),
+            "FLOWSERV_AUTH": "open",
+            "FLOWSERV_ASYNCENGINE": "false",
+        }
+        async with LocalAPIFactory(env=env, db=db) as opened:
+            yield opened

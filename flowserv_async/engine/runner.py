@@ -163,7 +163,9 @@ async def run_workflow(
     spec = workflow if isinstance(workflow, WorkflowSpec) else parse_workflow(workflow)
     workers = bind_workers(spec, config if config is not None else EngineConfig())
     run = StepRun(
-        context={**spec.parameters, **(context or {}), "rundir": rundir},
+        # The template's own names win: the run folder is ``rundir`` only when the
+        # template does not define ``rundir`` (ROB post-processing sets it to 'runs/').
+        context={"rundir": rundir, **spec.parameters, **(context or {})},
         rundir=rundir,
         log=log,
         grace=grace,
@@ -186,12 +188,25 @@ async def run_workflow(
                 results[step.name].message = message
                 return WorkflowResult(False, [message], results, run.context)
     limit = step_timeout if step_timeout else None
+    error = await make_folders(rundir, spec.output_folders)
+    if error is not None:
+        return WorkflowResult(False, [f"workflow outputs: {error}"], results, run.context)
     await _StepGraph(spec, workers, funcs, run, results, limit).run()
     messages = [r.message for r in results.values() if r.state is StepState.ERROR and r.message]
     if not messages:
         missing = await find_missing_files(rundir, spec.outputs)
         messages = [f"declared output '{path}' is missing" for path in missing]
     return WorkflowResult(not messages, messages, results, run.context)
+
+
+async def make_folders(rundir: Path, folders: Iterable[str]) -> str | None:
+    """Create ``folders`` (normalised relative paths) in ``rundir``; the error, if one fails."""
+    for folder in folders:
+        try:
+            await anyio.Path(rundir, folder).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            return f"cannot create the output folder '{folder}': {exc.strerror or exc}"
+    return None
 
 
 async def find_missing_files(rundir: Path, paths: Iterable[str]) -> list[str]:
@@ -255,6 +270,9 @@ class _StepGraph:
     async def execute(self, step: WorkflowStep) -> StepOutcome:
         limit = step.timeout if step.timeout is not None else self.default_timeout
         worker = self.workers[step.name]
+        error = await make_folders(self.run_state.rundir, step.output_folders)
+        if error is not None:
+            return StepOutcome(None, f"step '{step.name}': {error}")
         with anyio.move_on_after(limit):
             if isinstance(worker, CodeWorker):
                 return await worker.run(step, self.funcs[step.name], self.run_state)

@@ -12,10 +12,13 @@ optional actor was not given, and the step is skipped)::
         timeout: seconds                           # optional
         action: {environment: str, commands: [str]}                     # container step
               | {func: "pkg.mod.fn", arg: str, variables: [{arg, var}]} # code step
+              | {notebook: path, output?: path, params?: [str],        # notebook step
+                 variables?: [{arg, var}], requirements?: [str]}
 """
 
 from __future__ import annotations
 
+import posixpath
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,7 +51,25 @@ class CodeAction:
     variables: Mapping[str, str] = field(default_factory=dict)
 
 
-StepAction = ContainerAction | CodeAction
+@dataclass(frozen=True, slots=True)
+class NotebookAction:
+    """A Jupyter notebook executed with papermill (the ``notebooks`` extra).
+
+    Attributes:
+        notebook: Path of the notebook in the run folder.
+        output: Path of the executed notebook (``x.ipynb`` -> ``x.out.ipynb`` by default).
+        params: Notebook parameters given values from the context.
+        variables: Notebook parameter name -> context variable name.
+
+    """
+
+    notebook: str
+    output: str
+    params: tuple[str, ...] = ()
+    variables: Mapping[str, str] = field(default_factory=dict)
+
+
+StepAction = ContainerAction | CodeAction | NotebookAction
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +85,8 @@ class WorkflowStep:
             that declares nothing is ordered after every earlier step and before
             every later one.
         timeout: Time limit in seconds, ``None`` for the engine default.
+        output_folders: Folders created before the step runs, as flowserv does: the
+            parent of each output file, and each output ending in ``/``.
 
     """
 
@@ -73,6 +96,7 @@ class WorkflowStep:
     outputs: tuple[str, ...] = ()
     declares_files: bool = False
     timeout: float | None = None
+    output_folders: tuple[str, ...] = ()
 
     @property
     def skipped(self) -> bool:
@@ -82,12 +106,13 @@ class WorkflowStep:
 
 @dataclass(frozen=True, slots=True)
 class WorkflowSpec:
-    """A parsed serial workflow."""
+    """A parsed serial workflow (``output_folders``: as for a step, made before any step)."""
 
     steps: tuple[WorkflowStep, ...]
     parameters: Mapping[str, Any] = field(default_factory=dict)
     inputs: tuple[str, ...] = ()
     outputs: tuple[str, ...] = ()
+    output_folders: tuple[str, ...] = ()
 
 
 def parse_workflow(doc: Mapping[str, Any]) -> WorkflowSpec:
@@ -118,7 +143,11 @@ def parse_workflow(doc: Mapping[str, Any]) -> WorkflowSpec:
         names.add(step.name)
         steps.append(step)
     return WorkflowSpec(
-        steps=tuple(steps), parameters=dict(parameters), inputs=inputs, outputs=outputs
+        steps=tuple(steps),
+        parameters=dict(parameters),
+        inputs=inputs,
+        outputs=outputs,
+        output_folders=_output_folders(doc.get("files")),
     )
 
 
@@ -140,6 +169,7 @@ def _parse_step(doc: Any, index: int) -> WorkflowStep:
         outputs=outputs,
         declares_files=declares_files,
         timeout=_parse_timeout(doc.get("timeout"), where),
+        output_folders=_output_folders(doc.get("files")),
     )
 
 
@@ -163,9 +193,31 @@ def _parse_action(doc: Any, where: str) -> StepAction | None:
         _reject_unknown(doc, {"func", "arg", "variables"}, f"{where} action")
         return _parse_code_action(doc, where)
     if "notebook" in doc:
-        raise InvalidTemplateError(f"{where}: notebook steps are not supported")
+        known = {"notebook", "output", "params", "variables", "requirements"}
+        _reject_unknown(doc, known, f"{where} action")
+        return _parse_notebook_action(doc, where)
     raise InvalidTemplateError(
-        f"{where}: unknown action with keys {sorted(doc)}; expected 'commands' or 'func'"
+        f"{where}: unknown action with keys {sorted(doc)}; expected 'commands', 'func' or "
+        "'notebook'"
+    )
+
+
+def _parse_notebook_action(doc: Mapping[str, Any], where: str) -> NotebookAction:
+    notebook = normalize_path(doc["notebook"], f"{where} notebook")
+    output = doc.get("output")
+    if output is None:
+        # flowserv's default name for the executed notebook.
+        stem = notebook[: -len(".ipynb")] if notebook.endswith(".ipynb") else notebook
+        output = f"{stem}.out.ipynb"
+    params = doc.get("params") or []
+    if not isinstance(params, list) or not all(isinstance(p, str) and p for p in params):
+        raise InvalidTemplateError(f"{where}: 'params' must be a list of names")
+    # ``requirements`` only matters for flowserv's Docker notebook worker.
+    return NotebookAction(
+        notebook=notebook,
+        output=normalize_path(output, f"{where} output"),
+        params=tuple(params),
+        variables=_parse_variables(doc, where),
     )
 
 
@@ -176,6 +228,10 @@ def _parse_code_action(doc: Mapping[str, Any], where: str) -> CodeAction:
     arg = doc.get("arg")
     if arg is not None and (not isinstance(arg, str) or not arg):
         raise InvalidTemplateError(f"{where}: 'arg' must be a non-empty string")
+    return CodeAction(func=func, arg=arg, variables=_parse_variables(doc, where))
+
+
+def _parse_variables(doc: Mapping[str, Any], where: str) -> dict[str, str]:
     variables: dict[str, str] = {}
     items = doc.get("variables") or []
     if not isinstance(items, list):
@@ -188,7 +244,7 @@ def _parse_code_action(doc: Mapping[str, Any], where: str) -> CodeAction:
         ):
             raise InvalidTemplateError(f"{where}: malformed variable mapping {item!r}")
         variables[item["arg"]] = item["var"]
-    return CodeAction(func=func, arg=arg, variables=variables)
+    return variables
 
 
 def _parse_files(doc: Any, where: str) -> tuple[tuple[str, ...], tuple[str, ...], bool]:
@@ -208,6 +264,18 @@ def _parse_paths(doc: Any, where: str) -> tuple[str, ...]:
     if not isinstance(doc, list):
         raise InvalidTemplateError(f"{where} must be a list of paths, got {_kind(doc)}")
     return tuple(normalize_path(path, where) for path in doc)
+
+
+def _output_folders(files: Mapping[str, Any] | None) -> tuple[str, ...]:
+    """The folders of the declared outputs (``files`` was checked by ``_parse_files``)."""
+    folders: list[str] = []
+    for path in (files or {}).get("outputs") or ():
+        folder = path if path.strip().endswith("/") else posixpath.dirname(path.strip())
+        if folder.strip("/"):
+            folder = normalize_path(folder)
+            if folder not in folders:
+                folders.append(folder)
+    return tuple(folders)
 
 
 def normalize_path(path: Any, where: str = "path") -> str:

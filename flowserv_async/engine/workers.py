@@ -4,6 +4,9 @@
   (the default for container steps).
 - :class:`CodeWorker` calls a code step's Python function in this process: an
   ``async def`` is awaited in the event loop, a plain function runs in a worker thread.
+- :class:`NotebookWorker` runs a notebook step with papermill (the ``notebooks`` extra)
+  as a step process (:mod:`flowserv_async.engine._notebook`), so cancellation, time
+  limits and live logs work as for commands.
 
 A worker reports a step failure as a :class:`StepOutcome` with an error message; it
 never swallows cancellation.
@@ -14,7 +17,9 @@ from __future__ import annotations
 import functools
 import importlib
 import inspect
+import json
 import os
+import shlex
 import signal
 import sys
 import traceback
@@ -28,7 +33,13 @@ import anyio
 from flowserv_async.engine.config import EngineConfig, WorkerSpec, WorkerType
 from flowserv_async.engine.log import RunLog
 from flowserv_async.engine.process import CommandResult, expand_command, run_command
-from flowserv_async.engine.spec import CodeAction, ContainerAction, WorkflowSpec, WorkflowStep
+from flowserv_async.engine.spec import (
+    CodeAction,
+    ContainerAction,
+    NotebookAction,
+    WorkflowSpec,
+    WorkflowStep,
+)
 from flowserv_async.errors import InvalidConfigurationError
 
 
@@ -126,7 +137,50 @@ class CodeWorker:
         return StepOutcome(None)
 
 
-Worker = SubprocessWorker | CodeWorker
+@dataclass(frozen=True, slots=True)
+class NotebookWorker:
+    """Runs notebook steps with papermill in a step process.
+
+    Attributes:
+        env: Added to (and overriding) the OS environment of the process.
+
+    """
+
+    env: Mapping[str, str] = field(default_factory=dict)
+
+    async def run(self, step: WorkflowStep, run: StepRun) -> StepOutcome:
+        """Execute the notebook with its ``params`` taken from the context."""
+        action = step.action
+        if not isinstance(action, NotebookAction):
+            raise TypeError(f"step '{step.name}' is not a notebook step")
+        parameters = {
+            name: run.context[source]
+            for name in action.params
+            if (source := action.variables.get(name, name)) in run.context
+        }
+        argv = [
+            sys.executable,
+            *("-u", "-m", "flowserv_async.engine._notebook"),
+            action.notebook,
+            action.output,
+            # Values papermill cannot pass on (e.g. the run folder's Path) as strings.
+            json.dumps(parameters, default=str),
+        ]
+        command = shlex.join(argv)
+        result = await run_command(
+            command,
+            cwd=run.rundir,
+            env={**os.environ, **self.env},
+            log=run.log,
+            step=step.name,
+            grace=run.grace,
+        )
+        if result.returncode != 0:
+            return StepOutcome(result.returncode, _command_error(step.name, command, result))
+        return StepOutcome(0)
+
+
+Worker = SubprocessWorker | CodeWorker | NotebookWorker
 
 
 def bind_workers(spec: WorkflowSpec, config: EngineConfig) -> dict[str, Worker]:
@@ -147,6 +201,12 @@ def bind_workers(spec: WorkflowSpec, config: EngineConfig) -> dict[str, Worker]:
                 SubprocessWorker()
                 if worker_spec is None
                 else SubprocessWorker(env=worker_spec.env, variables=worker_spec.variables)
+            )
+        elif isinstance(step.action, NotebookAction):
+            # A notebook step is a step process: a subprocess worker gives its env.
+            _check_type(step, worker_spec, WorkerType.SUBPROCESS)
+            workers[step.name] = NotebookWorker(
+                env=worker_spec.env if worker_spec is not None else {}
             )
         else:
             _check_type(step, worker_spec, WorkerType.CODE)
@@ -174,7 +234,8 @@ def import_function(name: str) -> Callable[..., Any]:
 
 def _check_type(step: WorkflowStep, worker: WorkerSpec | None, expected: WorkerType) -> None:
     if worker is not None and worker.type is not expected:
-        kind = "container" if expected is WorkerType.SUBPROCESS else "code"
+        kinds = {CodeAction: "code", NotebookAction: "notebook"}
+        kind = kinds.get(type(step.action), "container")
         raise InvalidConfigurationError(
             f"{kind} step '{step.name}' cannot run on {worker.type} worker '{worker.name}'"
         )

@@ -6,12 +6,17 @@ Its run folder has ``runs/{run_id}/{file}`` for the ``inputs.files`` of every ra
 and ``runs/runs.json`` = ``[{id, name, files}]`` in rank order: flowserv's layout, so
 existing post-processing scripts keep working. The ranking's digest is unique per
 workflow in the database, so concurrent successes start at most one run per ranking.
+
+A post-processing run cancelled because the service shut down gives up its ranking:
+:func:`resume_postproc` starts it again when the factory next opens. Deleting a ranked
+run starts the post-processing of the ranking that remains.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from typing import Any
 
 from sqlalchemy import select
@@ -22,6 +27,7 @@ from flowserv_async._util import new_id, utc_now
 from flowserv_async.db.models import Run, RunFile, Workflow
 from flowserv_async.db.runstate import set_state
 from flowserv_async.engine.config import load_engine_config
+from flowserv_async.engine.controller import SHUTDOWN_REASON
 from flowserv_async.engine.job import RunJob, result_files
 from flowserv_async.engine.spec import parse_workflow
 from flowserv_async.errors import FlowservError
@@ -33,6 +39,8 @@ from flowserv_async.template import ParameterIndex, replace_references
 from flowserv_async.volume import join_key
 
 RUNS_FILE = "runs.json"
+
+logger = logging.getLogger(__name__)
 
 
 def ranking_key(run_ids: list[str]) -> str:
@@ -66,6 +74,9 @@ async def start_postproc(
     assert postproc is not None
     rows = await ranked_runs(session, workflow_id, schema, sort_columns(schema, None))
     if not rows:
+        # No ranked run is left (they were deleted): no current post-processing either.
+        wf.postproc_run_id = None
+        await session.flush()
         return None
     run_ids = [row.run_id for row in rows]
     key = ranking_key(run_ids)
@@ -131,12 +142,54 @@ async def start_postproc(
     )
 
 
+async def resume_postproc(
+    session: AsyncSession, engine_id: str, engine_config: str | None
+) -> list[RunJob]:
+    """Create again the current post-processing runs that a shutdown cancelled.
+
+    Returns the jobs to hand to the engine once the session commits. A workflow whose
+    post-processing cannot be started is logged and skipped.
+    """
+    stmt = (
+        select(Workflow.workflow_id, Run.messages)
+        .join(Run, Run.run_id == Workflow.postproc_run_id)
+        .where(Run.state == str(RunState.CANCELED))
+    )
+    jobs = []
+    for workflow_id, messages in (await session.execute(stmt)).all():
+        if not _shut_down(RunState.CANCELED, messages):
+            continue  # cancelled by a user: left as it is
+        try:
+            async with session.begin_nested():
+                job = await start_postproc(session, workflow_id, engine_id, engine_config)
+        except Exception:
+            logger.exception("cannot resume post-processing of workflow %s", workflow_id)
+            continue
+        if job is not None:
+            jobs.append(job)
+    return jobs
+
+
+def _shut_down(state: RunState, messages: list[str] | None) -> bool:
+    """True for a run that was cancelled because the service shut down."""
+    return state == RunState.CANCELED and list(messages or []) == [SHUTDOWN_REASON]
+
+
 async def _reuse(session: AsyncSession, wf: Workflow, key: str) -> bool:
-    """Make the post-processing run of this ranking current, if there is one."""
+    """Make the post-processing run of this ranking current, if there is one.
+
+    A run that a shutdown cancelled is not reused: it gives up the ranking's key.
+    """
     existing = await session.scalar(
         select(Run.run_id).where(Run.workflow_id == wf.workflow_id, Run.postproc_key == key)
     )
     if existing is None:
+        return False
+    run = await session.get(Run, existing, populate_existing=True)
+    assert run is not None
+    if _shut_down(RunState(run.state), run.messages):
+        run.postproc_key = None
+        await session.flush()
         return False
     if wf.postproc_run_id != existing:
         wf.postproc_run_id = existing

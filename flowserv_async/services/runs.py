@@ -8,7 +8,7 @@ through a :class:`~flowserv_async.engine.store.RunStore`
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ import anyio
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from flowserv_async._paths import relative_path
 from flowserv_async._util import new_id, utc_now
 from flowserv_async.db.models import (
     Group,
@@ -42,6 +43,7 @@ from flowserv_async.errors import (
 from flowserv_async.events import changes
 from flowserv_async.services import serialize
 from flowserv_async.services.base import Service
+from flowserv_async.services.postproc import start_postproc
 from flowserv_async.services.reads import read_group_runs, read_run
 from flowserv_async.services.runstore import SessionRunStore
 from flowserv_async.services.stored import run_prefix, static_prefix, template_of, upload_key
@@ -53,6 +55,12 @@ from flowserv_async.template import (
     input_files,
     parse_arguments,
     replace_references,
+)
+from flowserv_async.template.parameters import (
+    FileParameter,
+    ListParameter,
+    Parameter,
+    RecordParameter,
 )
 from flowserv_async.volume import DownloadHandle, StorageVolume, join_key
 
@@ -81,10 +89,62 @@ def _outputs_of(wf: Workflow, run: Run) -> list[dict[str, Any]] | None:
     return list(wf.outputs) if wf.outputs is not None else None
 
 
-def _context_value(value: Any) -> Any:
+def _with_paths(value: Any) -> Any:
+    """``value`` with every :class:`InputFile` (also in lists and records) as its target path.
+
+    A reference to a file parameter (in ``files.inputs``, ``parameters`` or a command)
+    means where the file is in the run folder.
+    """
     if isinstance(value, InputFile):
         return value.target
+    if isinstance(value, dict):
+        return {key: _with_paths(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_with_paths(item) for item in value]
     return value
+
+
+def _file_slots(parameters: Iterable[Parameter]) -> set[str]:
+    """The paths that file parameters declare (``target``, or the default path)."""
+    slots: set[str] = set()
+    for para in parameters:
+        if isinstance(para, FileParameter):
+            # Both were checked as relative paths when the parameter was declared.
+            slots.update(relative_path(p) for p in (para.target, para.default) if p)
+        elif isinstance(para, ListParameter):
+            slots |= _file_slots([para.para])
+        elif isinstance(para, RecordParameter):
+            slots |= _file_slots(para.fields)
+    return slots
+
+
+async def _refuse_static_targets(
+    volume: StorageVolume,
+    workflow_id: str,
+    parameters: ParameterIndex,
+    inputs: Sequence[tuple[str, str]],
+) -> None:
+    """Refuse file arguments whose target would replace a file shipped with the template.
+
+    Otherwise a participant could replace, say, the scoring code and rank anything. The
+    paths a file parameter declares (its ``target`` or default) are the exception: there
+    the template ships a default input meant to be replaced (flowserv's hello world).
+
+    Raises:
+        InvalidArgumentError: naming the target path and the template file.
+
+    """
+    prefix = static_prefix(workflow_id)
+    static = [key[len(prefix) :].lstrip("/") for key in await volume.walk(prefix)]
+    slots = _file_slots(parameters.values())
+    for _, target in inputs:
+        if target in slots:
+            continue
+        for path in static:
+            if target == path or path.startswith(target + "/") or target.startswith(path + "/"):
+                raise InvalidArgumentError(
+                    f"file argument target '{target}' would overwrite the template file '{path}'"
+                )
 
 
 async def prepare_job(
@@ -105,6 +165,7 @@ async def prepare_job(
         InvalidConfigurationError: a malformed engine configuration.
 
     """
+    values = _with_paths(values)
     section = replace_references(template.workflow, values, template.parameters)
     spec = parse_workflow(section)
     engine_config = await load_engine_config(
@@ -113,7 +174,7 @@ async def prepare_job(
         group.engine_config if group is not None else None,
         config,
     )
-    context = {k: _context_value(v) for k, v in values.items() if k not in spec.parameters}
+    context = {k: v for k, v in values.items() if k not in spec.parameters}
     return RunJob(
         run_id=run_id,
         workflow_id=wf.workflow_id,
@@ -179,6 +240,10 @@ class RunService(Service):
             if upload is None or upload.group_id != group_id:
                 raise UnknownFileError(item.file_id)
             inputs.append((upload_key(wf.workflow_id, group_id, upload.file_id), item.target))
+        if inputs:
+            await _refuse_static_targets(
+                self.ctx.factory.volume, wf.workflow_id, parameters, inputs
+            )
         run_id = new_id()
         job = await prepare_job(
             self.ctx.settings.engine_config,
@@ -300,12 +365,29 @@ class RunService(Service):
             .values(postproc_run_id=None)
             .execution_options(synchronize_session=False)
         )
-        if await self.session.get(Ranking, run_id) is not None:
+        ranked = await self.session.scalar(select(Ranking.run_id).where(Ranking.run_id == run_id))
+        if ranked is not None:
             changes.ranking_changed(self.session, run.workflow_id, run_id, "deleted")
         await self.session.delete(run)
         await self.session.flush()
-        volume, prefix = self.ctx.factory.volume, run_prefix(run.workflow_id, run_id)
+        factory = self.ctx.factory
+        volume, prefix = factory.volume, run_prefix(run.workflow_id, run_id)
         self.ctx.after_commit.append(lambda: volume.delete(prefix))
+        if ranked is not None:
+            # The ranking changed: post-process the runs that remain ranked.
+            job = await start_postproc(
+                self.session,
+                run.workflow_id,
+                factory.engine.engine_id,
+                self.ctx.settings.engine_config,
+            )
+            if job is not None:
+                postproc = job
+
+                async def hand_over() -> None:
+                    await factory.engine.start(postproc)
+
+                self.ctx.after_commit.append(hand_over)
 
     async def get_result_file(self, run_id: str, file_id: str) -> DownloadHandle:
         """Return a download handle for one result file of a successful run.

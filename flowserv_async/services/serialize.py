@@ -121,6 +121,8 @@ def run_handle(
         for f in files:
             item: dict[str, Any] = {"id": f.file_id, "name": f.name}
             info = by_source.get(f.key) or meta.get(f.key) or {}
+            # As flowserv's run view: a file with an output entry is named by its key.
+            item["name"] = info.get("key", f.name)
             for key in ("title", "caption", "format", "widget"):
                 if key in info:
                     item[key] = info[key]

@@ -14,7 +14,8 @@ through unchanged:
   ``name``; post-processing outputs ``id`` -> ``source``;
 - REANA serial workflows ``{inputs: {files, parameters}, workflow: {specification:
   {steps: [{environment, commands}]}}, outputs: {files}}`` -> ``{files: {inputs,
-  outputs}, parameters, steps: [{name, action: {environment, commands}}]}``.
+  outputs}, parameters, steps: [{name, action: {environment, commands}}]}``; a step
+  that is a bare actor reference ``'$[[name]]'`` becomes ``{name, action: '$[[name]]'}``.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from flowserv_async.errors import InvalidTemplateError
+from flowserv_async.template.references import parse_reference
 
 LEGACY_DTYPES = {"decimal": "float", "text": "string"}
 _RENAMED_KEYS = {
@@ -84,10 +86,14 @@ def convert_legacy_workflow(spec: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _convert_step(step: Any, pos: int) -> dict[str, Any]:
+    name = f"step{pos + 1}"
+    if isinstance(step, str) and parse_reference(step) is not None:
+        # A bare actor reference: the actor parameter's value is the whole step.
+        return {"name": name, "action": step}
     if not isinstance(step, Mapping) or "environment" not in step:
         raise InvalidTemplateError(f"workflow: step {pos} needs an environment, got {step!r}")
     return {
-        "name": step.get("name", f"step{pos + 1}"),
+        "name": step.get("name", name),
         "action": {"environment": step["environment"], "commands": step.get("commands", [])},
     }
 

@@ -104,7 +104,7 @@ def _expand_includes(text: str, base: Path, depth: int = 0) -> str:
         path = _inside(base, match.group(1), "instructions include")
         if not path.is_file():
             raise InvalidManifestError(f"instructions include {match.group(1)!r} not found")
-        return _expand_includes(_read_text(path, "instructions include"), base, depth + 1)
+        return _expand_includes(_read_text(path, "instructions include").strip(), base, depth + 1)
 
     return _INCLUDE.sub(include, text)
 
@@ -171,7 +171,8 @@ def read_manifest(
     if file is not None:
         if not file.is_file():
             raise InvalidManifestError(f"instructions file {str(file.name)!r} not found")
-        text = _expand_includes(_read_text(file, "instructions"), base)
+        # As flowserv: each file's text without surrounding white space.
+        text = _expand_includes(_read_text(file, "instructions").strip(), base)
     return Manifest(
         source=base,
         name=wf_name.strip(),

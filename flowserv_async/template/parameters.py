@@ -205,11 +205,17 @@ class NumericParameter(Parameter):
 
 @dataclass(frozen=True, kw_only=True)
 class IntParameter(NumericParameter):
-    """Integer parameter."""
+    """Integer parameter.
+
+    As in flowserv, ``'inf'``/``'-inf'`` (and infinite floats) are accepted and become
+    infinite floats (templates use them for "no limit").
+    """
 
     dtype: ClassVar[str] = "int"
 
-    def _convert(self, value: Any) -> int:
+    def _convert(self, value: Any) -> int | float:
+        if value in ("inf", "-inf") or (isinstance(value, float) and math.isinf(value)):
+            return float(value)
         return to_int(value)
 
 
@@ -379,7 +385,8 @@ class FileParameter(Parameter):
             raise self._invalid(self.default, str(err)) from None
 
     def _extra_dict(self) -> dict[str, Any]:
-        return {} if self.target is None else {"target": self.target}
+        # flowserv always shows the key, ``null`` without a target.
+        return {"target": self.target}
 
     @classmethod
     def _from_doc(cls, doc: Mapping[str, Any], base: dict[str, Any]) -> Self:
@@ -479,9 +486,29 @@ class RecordParameter(Parameter):
 
 @dataclass(frozen=True, kw_only=True)
 class ActorParameter(Parameter):
-    """Actor parameter: the value is a workflow step specification (a dict)."""
+    """Actor parameter: the value is a workflow step specification (a dict).
+
+    The ``defaultValue`` is not checked at install time (flowserv never checks it); a
+    default in the ROB form ``[actor type, step specification]`` means that step.
+    """
 
     dtype: ClassVar[str] = "actor"
+
+    def __post_init__(self) -> None:
+        # No check of the default: a malformed one fails the run that uses it.
+        return
+
+    def default_argument(self) -> Any:
+        """The default step specification (of the ROB ``[type, spec]`` form too), or ``None``."""
+        default = self.default
+        if (
+            isinstance(default, list)
+            and len(default) == 2
+            and isinstance(default[0], str)
+            and isinstance(default[1], dict)
+        ):
+            default = default[1]
+        return None if default is None else self.cast(default)
 
     def cast(self, value: Any) -> dict[str, Any]:
         """Return the step specification."""

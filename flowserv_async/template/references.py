@@ -17,7 +17,7 @@ from flowserv_async.errors import (
     UnknownParameterError,
 )
 from flowserv_async.template._values import to_bool
-from flowserv_async.template.parameters import ParameterIndex
+from flowserv_async.template.parameters import ActorParameter, ParameterIndex
 
 _REFERENCE = re.compile(r"\$\[\[([^\[\]]*)\]\]")
 
@@ -89,7 +89,10 @@ def _evaluate(ref: Reference, arguments: Mapping[str, Any], parameters: Paramete
     if ref.name in arguments:
         value = arguments[ref.name]
     elif ref.name in parameters:
-        value = parameters[ref.name].default_argument()
+        para = parameters[ref.name]
+        value = para.default_argument()
+        if value is None and isinstance(para, ActorParameter) and not para.is_required:
+            return None  # as in flowserv: the step of an absent optional actor is skipped
         if value is None:
             raise MissingArgumentError(ref.name)
     else:

@@ -81,11 +81,13 @@ class OutputFile:
     title: str | None = None
     caption: str | None = None
     format: dict[str, Any] | None = None
-    widget: dict[str, Any] | None = None
+    widget: dict[str, Any] | str | None = None
 
     @classmethod
     def from_dict(cls, doc: Any) -> OutputFile:
         """Validate ``{source, key?, title?, caption?, format?, widget?}``.
+
+        ``widget`` is a mapping or, as flowserv accepts, a widget name (``'TextView'``).
 
         Raises:
             InvalidTemplateError: for a malformed entry.
@@ -103,7 +105,7 @@ class OutputFile:
             or not isinstance(title, str | None)
             or not isinstance(caption, str | None)
             or not isinstance(fmt, dict | None)
-            or not isinstance(widget, dict | None)
+            or not isinstance(widget, dict | str | None)
         ):
             raise InvalidTemplateError(f"output file {dict(doc)!r}: malformed")
         return cls(source, key, title, caption, fmt, widget)

@@ -160,7 +160,8 @@ def test_run_installs_runs_downloads_and_reuses_the_workflow(
     assert second["workflowId"] == folder_workflow_id(HELLOWORLD.resolve())
     assert second["outputDir"] == str(out)
     paths = {f["name"]: f["path"] for f in second["files"]}
-    assert Path(paths["results/greetings.txt"]).read_text() == "Hello, Alice!\nHello, Bob!\n"
+    assert paths["greetings"] == str(out / "results" / "greetings.txt")  # at its source path
+    assert Path(paths["greetings"]).read_text() == "Hello, Alice!\nHello, Bob!\n"
     assert second["postproc"]["state"] == "SUCCESS"
 
     workflows = as_json(invoke("--json", "workflows", "list"))["workflows"]

@@ -80,7 +80,18 @@ def test_parse_container_code_and_skipped_steps() -> None:
         ({"steps": [{"name": "a"}]}, "step 'a' has no 'action'"),
         ({"steps": [{"name": "a", "action": {"image": "x"}}]}, "step 'a': unknown action"),
         ({"steps": [{"name": "a", "action": "$[[code]]"}]}, "step 'a': action reference"),
-        ({"steps": [{"name": "a", "action": {"notebook": "nb.ipynb"}}]}, "notebook"),
+        (
+            {"steps": [{"name": "a", "action": {"notebook": "nb.ipynb", "kernel": "x"}}]},
+            "step 'a' action: unknown key(s) ['kernel']",
+        ),
+        (
+            {"steps": [{"name": "a", "action": {"notebook": "../nb.ipynb"}}]},
+            "step 'a' notebook: path",
+        ),
+        (
+            {"steps": [{"name": "a", "action": {"notebook": "n.ipynb", "params": "x"}}]},
+            "step 'a': 'params'",
+        ),
         ({"steps": [{"name": "a", "action": {"commands": "ls"}}]}, "step 'a': 'commands'"),
         ({"steps": [{"name": "a", "action": {"func": "nodots"}}]}, "step 'a': 'func'"),
         (

@@ -147,7 +147,7 @@ async def test_each_new_ranking_gets_a_postproc_run_with_flowservs_layout(
     assert post["workflowId"] == wf_id
     assert len(await postproc_rows(database)) == 3  # every success changed the ranking
     # runs.json lists the ranked runs (best per group) in rank order, as flowserv did.
-    assert await read_output(factory, wf_id, "out/runs.json") == [
+    assert await read_output(factory, wf_id, "ranking") == [
         {"id": high["id"], "name": "g2", "files": ["results.json", "notes.txt"]},
         {"id": better["id"], "name": "g1", "files": ["results.json", "notes.txt"]},
     ]
@@ -173,7 +173,7 @@ async def test_each_new_ranking_gets_a_postproc_run_with_flowservs_layout(
     assert ranking_ids(board) == [high["id"], better["id"]]
     assert [(f["name"], f.get("title")) for f in board["postproc"]["files"]] == [  # type: ignore[index]
         ("out/files.json", "Inputs"),
-        ("out/runs.json", "Ranking"),
+        ("ranking", "Ranking"),  # named by the output's key, as in flowserv
     ]
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
         assert sorted(tar.getnames()) == ["out/files.json", "out/runs.json"]
@@ -209,7 +209,7 @@ async def test_an_unchanged_ranking_starts_no_new_postproc_run(
     assert len(await postproc_rows(database)) == 2
     second = await current_postproc(factory, wf_id)
     assert second is not None and second["id"] != first["id"]
-    ranked = await read_output(factory, wf_id, "out/runs.json")
+    ranked = await read_output(factory, wf_id, "ranking")
     assert [r["id"] for r in ranked] == [best["id"], low["id"]]
 
 
@@ -289,7 +289,7 @@ async def test_concurrent_successes_start_one_postproc_run_per_ranking(
         board = await api.workflows().get_ranking(wf_id)
     assert len(ranking_ids(board)) == 5
     assert board["postproc"]["state"] == "SUCCESS"  # type: ignore[index]
-    ranked = await read_output(factory, wf_id, "out/runs.json")
+    ranked = await read_output(factory, wf_id, "ranking")
     assert [r["id"] for r in ranked] == ranking_ids(board)
 
 
@@ -306,7 +306,7 @@ async def test_the_postproc_run_follows_a_ranking_that_returns_after_a_deletion(
     await run_score(factory, g1, 0.1)
     post = await current_postproc(factory, wf_id)
     assert post is not None and post["state"] == "SUCCESS"
-    ranked = await read_output(factory, wf_id, "out/runs.json")
+    ranked = await read_output(factory, wf_id, "ranking")
     assert [r["id"] for r in ranked] == [first["id"]]
 
 
@@ -337,7 +337,7 @@ async def test_hello_world_postproc_counts_ngrams_of_both_groups_in_rank_order(
         assert [e["group"]["name"] for e in board["ranking"]] == ["long", "short"]  # type: ignore[index]
         assert board["postproc"]["id"] == post["id"]  # type: ignore[index]
         (ngrams,) = board["postproc"]["files"]  # type: ignore[index]
-        assert ngrams["name"] == "results/ngrams.csv"
+        assert ngrams["name"] == "ngrams"  # the output key, as in flowserv
         assert ngrams["title"] == "Most frequent 3-grams"
         handle = await api.workflows().get_result_file(wf["id"], ngrams["id"])
         text = (await handle.read()).decode()
@@ -360,7 +360,7 @@ async def test_workflow_handle_shows_the_postproc_files(
     assert post["state"] == "SUCCESS"
     async with factory() as api:
         handle = await api.workflows().get_workflow(wf_id)
-    assert [f["name"] for f in handle["postproc"]["files"]] == ["out/files.json", "out/runs.json"]
+    assert [f["name"] for f in handle["postproc"]["files"]] == ["out/files.json", "ranking"]
 
 
 async def test_a_success_reported_by_update_run_starts_postproc_too(
@@ -380,5 +380,77 @@ async def test_a_success_reported_by_update_run_starts_postproc_too(
     post = await current_postproc(factory, wf_id)
     assert post is not None
     assert post["state"] == "SUCCESS"
-    listing = await read_output(factory, wf_id, "out/runs.json")
+    listing = await read_output(factory, wf_id, "ranking")
     assert [r["id"] for r in listing] == ["custom"]
+
+
+async def test_deleting_a_ranked_run_post_processes_the_ranking_that_remains(
+    make_factory: Callable[..., LocalAPIFactory], tmp_path: Path, database: DB
+) -> None:
+    factory, wf_id = await benchmark(make_factory, tmp_path / "wf")
+    a = await run_score(factory, await new_group(factory, wf_id, "g1"), 0.5)
+    b = await run_score(factory, await new_group(factory, wf_id, "g2"), 0.9)
+    c = await run_score(factory, await new_group(factory, wf_id, "g3"), 0.7)
+    await current_postproc(factory, wf_id)
+    assert [r["id"] for r in await read_output(factory, wf_id, "ranking")] == [
+        b["id"],
+        c["id"],
+        a["id"],
+    ]
+    async with factory() as api:
+        await api.runs().delete_run(b["id"])
+    post = await current_postproc(factory, wf_id)
+    assert post is not None and post["state"] == "SUCCESS"
+    assert len(await postproc_rows(database)) == 4  # {a}, {a,b}, {a,b,c}, then {a,c}
+    assert [r["id"] for r in await read_output(factory, wf_id, "ranking")] == [c["id"], a["id"]]
+
+
+async def test_deleting_the_last_ranked_run_leaves_no_postproc_results(
+    make_factory: Callable[..., LocalAPIFactory], tmp_path: Path
+) -> None:
+    factory, wf_id = await benchmark(make_factory, tmp_path / "wf")
+    only = await run_score(factory, await new_group(factory, wf_id, "g1"), 0.5)
+    assert await current_postproc(factory, wf_id) is not None
+    async with factory() as api:
+        await api.runs().delete_run(only["id"])
+        handle = await api.workflows().get_workflow(wf_id)
+        board = await api.workflows().get_ranking(wf_id)
+    assert "postproc" not in handle
+    assert board is not None and board["ranking"] == [] and "postproc" not in board
+
+
+async def test_a_postproc_run_cancelled_by_a_shutdown_starts_again_on_open(
+    make_factory: Callable[..., LocalAPIFactory], tmp_path: Path, database: DB
+) -> None:
+    # The post-processing step waits while the flag file exists, then collects.
+    flag = tmp_path / "hold"
+    await anyio.Path(flag).write_text("")
+    wait = (
+        "import os, time;"
+        f" [time.sleep(0.05) for _ in iter(lambda: os.path.exists({str(flag)!r}), False)]"
+    )
+    command = f'{PY} -c "{wait}; {COLLECT}"'
+    factory, wf_id = await benchmark(make_factory, tmp_path / "wf", command=command)
+    run = await run_score(factory, await new_group(factory, wf_id, "g1"), 0.5)
+    with anyio.fail_after(30):
+        while True:
+            async with factory() as api:
+                handle = await api.workflows().get_workflow(wf_id)
+            if handle.get("postproc", {}).get("state") == "RUNNING":
+                break
+            await anyio.sleep(0.05)
+    await factory.aclose()
+    (cancelled,) = await postproc_rows(database)
+    assert cancelled.state == "CANCELED"
+    await anyio.Path(flag).unlink()
+    reopened = make_factory({"FLOWSERV_AUTH": "open"})
+    await reopened.open()
+    post = await current_postproc(reopened, wf_id)
+    assert post is not None and post["id"] != cancelled.run_id
+    assert post["state"] == "SUCCESS", post["messages"]
+    assert [r["id"] for r in await read_output(reopened, wf_id, "ranking")] == [run["id"]]
+    # Opening again starts nothing more: the new run did its work.
+    await reopened.aclose()
+    again = make_factory({"FLOWSERV_AUTH": "open"})
+    await again.open()
+    assert len(await postproc_rows(database)) == 2

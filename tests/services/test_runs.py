@@ -61,10 +61,11 @@ async def test_hello_world_end_to_end(open_factory: Callable[..., Any]) -> None:
     assert final["state"] == "SUCCESS", final.get("messages")
     assert {"startedAt", "finishedAt", "files"} <= set(final)
     by_name = {f["name"]: f for f in final["files"]}
-    assert set(by_name) == {"results/greetings.txt", "results/analytics.json"}
-    assert by_name["results/greetings.txt"]["title"] == "Greetings"
+    # Named by their output keys, as in flowserv's run view.
+    assert set(by_name) == {"greetings", "analytics"}
+    assert by_name["greetings"]["title"] == "Greetings"
     async with factory() as api:
-        handle = await api.runs().get_result_file(run["id"], by_name["results/greetings.txt"]["id"])
+        handle = await api.runs().get_result_file(run["id"], by_name["greetings"]["id"])
         assert await handle.read() == b"Hi, Alice!\nHi, Bob!\n"
         archive = await api.runs().get_result_archive(run["id"])
         assert archive.name == f"run.{run['id']}.tar.gz"

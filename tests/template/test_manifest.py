@@ -32,7 +32,8 @@ def test_helloworld_manifest() -> None:
     assert manifest.source == HELLOWORLD.resolve()
     assert manifest.name == "Hello World"
     assert manifest.description is not None and manifest.description.startswith("Say hello")
-    assert manifest.instructions == (HELLOWORLD / "instructions.md").read_text()
+    # As flowserv: without the trailing newline.
+    assert manifest.instructions == (HELLOWORLD / "instructions.md").read_text().strip()
     assert manifest.specfile == (HELLOWORLD / "benchmark.yaml").resolve()
     assert manifest.files is None
 

@@ -118,6 +118,8 @@ async def test_every_event_kind_in_order_for_a_ranked_two_step_run(
     assert success["groupId"] == group_id and success["workflowId"] == wf_id
     assert success["data"]["startedAt"] and success["data"]["finishedAt"]
     assert success["data"]["messages"] == []
+    # The run's log lines are stored (and told) before its final state.
+    assert own[-1]["type"] == "run.state"
     lines = [line for d in own if d["type"] == "run.log" for line in d["data"]["lines"]]
     assert {"step": "hello", "stream": "stdout", "text": "hello"}.items() <= lines[0].items()
     kinds = [d["type"] for d in docs]

@@ -104,3 +104,32 @@ class CancelTally:
             "survivor_names": sorted(self.survivor_names),
             "procs_per_run": (statistics.mean(self.procs_per_run) if self.procs_per_run else None),
         }
+
+
+def count_named(procs: Iterable[psutil.Process], name: str) -> int:
+    """How many of the live processes are named ``name``."""
+    return sum(1 for n in names(p for p in procs if alive(p)) if n == name)
+
+
+def storm_result(
+    n: int,
+    calls_s: float,
+    final_s: float | None,
+    states: Iterable[str],
+    errors: list[str],
+    survivors: int,
+) -> dict[str, Any]:
+    """The metrics both drivers report for the cancel-storm scenario."""
+    states = list(states)
+    result: dict[str, Any] = {
+        "runs": n,
+        "calls_s": calls_s,
+        "final_s": final_s,
+        "canceled": sum(1 for s in states if s == "CANCELED"),
+        "other_final": sum(1 for s in states if s in ("SUCCESS", "ERROR")),
+        "errors": len(errors),
+        "survivors": survivors,
+    }
+    if errors:
+        result["first_error"] = errors[0][:200]
+    return result

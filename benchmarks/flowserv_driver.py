@@ -42,7 +42,16 @@ from flowserv.volume.fs import FStore
 
 # Run as a script by flowserv's interpreter: make the benchmarks package importable.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.driverlib import CancelTally, alive, kill, mark, names, summary_ms
+from benchmarks.driverlib import (
+    CancelTally,
+    alive,
+    count_named,
+    kill,
+    mark,
+    names,
+    storm_result,
+    summary_ms,
+)
 
 FINAL_STATES = frozenset({"SUCCESS", "ERROR", "CANCELED"})
 SPECFILE = "benchmark.yaml"
@@ -229,6 +238,47 @@ def scenario_cancel(bench: Bench, template: str, params: dict[str, Any]) -> dict
     return tally.result()
 
 
+def scenario_storm(bench: Bench, template: str, params: dict[str, Any]) -> dict[str, Any]:
+    """``n`` running runs cancelled at once, one thread and session each (the API is sync)."""
+    _, group_id = bench.install(template, "storm")
+    n = int(params["n"])
+    run_ids = [bench.start(group_id) for _ in range(n)]
+    me = psutil.Process()
+    deadline = time.monotonic() + 60 + n / 5
+    procs: list[psutil.Process] = []
+    while time.monotonic() < deadline:
+        procs = me.children(recursive=True)
+        if count_named(procs, "sleep") >= n:
+            break
+        time.sleep(0.05)
+    else:
+        raise TimeoutError(f"{n} 'sleep' processes did not appear")
+    errors: list[str] = []
+
+    def cancel(run_id: str) -> None:
+        try:
+            bench.call(lambda api: api.runs().cancel_run(run_id))
+        except Exception as exc:
+            errors.append(f"{type(exc).__name__}: {exc}")
+
+    threads = [threading.Thread(target=cancel, args=(rid,)) for rid in run_ids]
+    mark("start")
+    t0 = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    t1 = time.perf_counter()
+    mark("stop")
+    # cancel_run writes CANCELED itself: the states are final once the calls returned.
+    states = bench.states(run_ids)
+    time.sleep(max(0.0, t1 + 1.0 - time.perf_counter()))
+    left = [p for p in procs if alive(p)]
+    kill(left)
+    final = t1 - t0 if all(s in FINAL_STATES for s in states.values()) else None
+    return storm_result(n, t1 - t0, final, states.values(), errors, len(left))
+
+
 def scenario_api(bench: Bench, template: str, params: dict[str, Any]) -> dict[str, Any]:
     workflow_id, group_id = bench.install(template, "api")
     run_ids = [bench.start(group_id) for _ in range(int(params.get("runs", 5)))]
@@ -285,6 +335,7 @@ SCENARIOS: dict[str, Callable[[Bench, str, dict[str, Any]], dict[str, Any]]] = {
     "cancel": scenario_cancel,
     "api": scenario_api,
     "helloworld": scenario_helloworld,
+    "storm": scenario_storm,
 }
 
 

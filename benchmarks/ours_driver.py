@@ -29,7 +29,17 @@ from typing import Any
 import psutil
 from sqlalchemy import text
 
-from benchmarks.driverlib import CancelTally, alive, kill, mark, names, percentile, summary_ms
+from benchmarks.driverlib import (
+    CancelTally,
+    alive,
+    count_named,
+    kill,
+    mark,
+    names,
+    percentile,
+    storm_result,
+    summary_ms,
+)
 from flowserv_async import DB, LocalAPIFactory, __version__
 
 # Set by the harness (--postgres): run on this PostgreSQL database instead of SQLite.
@@ -83,8 +93,9 @@ class LoopLag:
 class Bench:
     """One flowserv-async service (SQLite, file store and run folders under a base dir)."""
 
-    def __init__(self, factory: LocalAPIFactory) -> None:
+    def __init__(self, factory: LocalAPIFactory, env: dict[str, str]) -> None:
         self.factory = factory
+        self.env = env
 
     async def call(self, fn: ApiCall) -> Any:
         """Run ``fn(api)`` in its own session, as a request handler would."""
@@ -218,6 +229,105 @@ async def scenario_cancel(bench: Bench, template: str, params: dict[str, Any]) -
     return tally.result()
 
 
+async def descendants_named(command: str, count: int) -> list[psutil.Process]:
+    """The driver's descendants, once ``count`` processes named ``command`` are among them."""
+    me = psutil.Process()
+    while True:
+        procs = await asyncio.to_thread(me.children, recursive=True)
+        if count_named(procs, command) >= count:
+            return procs
+        await asyncio.sleep(0.05)
+
+
+async def scenario_storm(bench: Bench, template: str, params: dict[str, Any]) -> dict[str, Any]:
+    """``n`` running runs cancelled at once (one session each)."""
+    _, group_id = await bench.install(template, "storm")
+    n = int(params["n"])
+    run_ids = await asyncio.gather(*(bench.start(group_id) for _ in range(n)))
+    async with asyncio.timeout(60 + n / 5):
+        procs = await descendants_named("sleep", n)
+    errors: list[str] = []
+
+    async def cancel(run_id: str) -> None:
+        try:
+            await bench.call(lambda api: api.runs().cancel_run(run_id))
+        except Exception as exc:
+            errors.append(f"{type(exc).__name__}: {exc}")
+
+    mark("start")
+    t0 = time.perf_counter()
+    await asyncio.gather(*(cancel(rid) for rid in run_ids))
+    t1 = time.perf_counter()
+    outcomes = await asyncio.gather(*(bench.wait(rid) for rid in run_ids))
+    mark("stop")
+    final = max(t for _, t in outcomes)
+    await asyncio.sleep(max(0.0, t1 + 1.0 - time.perf_counter()))
+    left = [p for p in procs if alive(p)]
+    kill(left)
+    states = [s for s, _ in outcomes]
+    return storm_result(n, t1 - t0, final - t0, states, errors, len(left))
+
+
+# The service that crashes: it starts the runs, prints their ids and waits.
+RECOVERY_CHILD = """
+import asyncio, json, sys
+from flowserv_async import LocalAPIFactory
+
+async def main(env, group_id, n):
+    async with LocalAPIFactory(env=env) as factory:
+        async def one():
+            async with factory() as api:
+                return (await api.runs().start_run(group_id, []))["id"]
+        ids = await asyncio.gather(*(one() for _ in range(n)))
+        print(json.dumps(ids), flush=True)
+        await asyncio.sleep(3600)
+
+asyncio.run(main(*json.loads(sys.argv[1])))
+"""
+
+
+async def scenario_recovery(bench: Bench, template: str, params: dict[str, Any]) -> dict[str, Any]:
+    """SIGKILL a service with ``n`` runs whose steps fork; this engine recovers them."""
+    _, group_id = await bench.install(template, "recovery")
+    n = int(params["n"])
+    child = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        RECOVERY_CHILD,
+        json.dumps([bench.env, group_id, n]),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert child.stdout is not None
+    run_ids = json.loads(await child.stdout.readline())
+    async with asyncio.timeout(60 + n):
+        # Each run: the step's shell, a grandchild and a grandchild in its own session.
+        procs = await descendants_named("sleep", 2 * n)
+    mark("start")
+    t0 = time.perf_counter()
+    child.kill()
+    await child.wait()
+    outcomes = await asyncio.gather(*(bench.wait(rid) for rid in run_ids))
+    final = max(t for _, t in outcomes)
+    gone = None
+    while time.perf_counter() - t0 < 60:
+        if not any(alive(p) for p in procs):
+            gone = time.perf_counter()
+            break
+        await asyncio.sleep(0.01)
+    mark("stop")
+    left = [p for p in procs if alive(p)]
+    kill(left)
+    states = [s for s, _ in outcomes]
+    return {
+        "runs": n,
+        "lease_s": float(bench.env.get("FLOWSERV_RUN_LEASE", 30)),
+        "final_s": final - t0,
+        "gone_s": gone - t0 if gone is not None else None,
+        "error_runs": sum(1 for s in states if s == "ERROR"),
+        "survivors": len(left),
+    }
+
+
 async def scenario_api(bench: Bench, template: str, params: dict[str, Any]) -> dict[str, Any]:
     workflow_id, group_id = await bench.install(template, "api")
     run_ids = [await bench.start(group_id) for _ in range(int(params.get("runs", 5)))]
@@ -298,15 +408,18 @@ SCENARIOS: dict[str, Callable[[Bench, str, dict[str, Any]], Awaitable[dict[str, 
     "cancel": scenario_cancel,
     "api": scenario_api,
     "helloworld": scenario_helloworld,
+    "storm": scenario_storm,
+    "recovery": scenario_recovery,
 }
 
 
 async def run_scenario(scenario: str, template: str, basedir: str, params: dict[str, Any]) -> Any:
     env = {"FLOWSERV_API_DIR": basedir, "FLOWSERV_AUTH": "open", "FLOWSERV_ASYNCENGINE": "true"}
+    env.update(params.get("env", {}))
     postgres = os.environ.get(POSTGRES_VARIABLE)
     if not postgres:
         async with LocalAPIFactory(env=env) as factory:
-            return await SCENARIOS[scenario](Bench(factory), template, params)
+            return await SCENARIOS[scenario](Bench(factory, env), template, params)
     # PostgreSQL: a fresh schema of the given database, dropped afterwards.
     schema = f"bench_{uuid.uuid4().hex}"
     admin = DB(postgres)
@@ -317,7 +430,7 @@ async def run_scenario(scenario: str, template: str, basedir: str, params: dict[
         try:
             await db.create_schema()
             async with LocalAPIFactory(env=env, db=db) as factory:
-                return await SCENARIOS[scenario](Bench(factory), template, params)
+                return await SCENARIOS[scenario](Bench(factory, env), template, params)
         finally:
             await db.dispose()
             async with admin.engine.begin() as conn:

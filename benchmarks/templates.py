@@ -77,6 +77,9 @@ TEMPLATES: dict[str, dict[str, Any]] = {
     "sleep": one_step("sleep 0.5"),
     "noop": one_step("true"),
     "cancel": one_step("sleep 30"),
+    "storm": one_step("sleep 300"),
+    # A shell step that forks a grandchild and a grandchild in a session of its own.
+    "forks": one_step("sh -c 'sleep 300 & setsid sleep 300 & wait'"),
     "helloworld": hello_world(),
 }
 

@@ -15,6 +15,8 @@ from typing import Any
 
 import platformdirs
 
+from flowserv_async.engine.containment import CONTAINMENTS
+from flowserv_async.engine.log import DEFAULT_MAX_BYTES
 from flowserv_async.errors import InvalidConfigurationError
 
 AUTH_DEFAULT = "default"
@@ -84,6 +86,15 @@ def _auth(name: str, value: Any) -> str:
     return AUTH_OPEN if str(value).strip().lower() == AUTH_OPEN else AUTH_DEFAULT
 
 
+def _containment(name: str, value: Any) -> str:
+    text = str(value).strip().lower()
+    if text not in CONTAINMENTS:
+        raise InvalidConfigurationError(
+            f"invalid value {value!r} for {name}: expected one of {', '.join(CONTAINMENTS)}"
+        )
+    return text
+
+
 def default_api_dir() -> Path:
     """The default base folder: the user's cache folder for ``flowserv_async``."""
     return Path(platformdirs.user_cache_dir("flowserv_async")).absolute()
@@ -146,6 +157,8 @@ class Settings:
     cancel_grace: float = _setting("FLOWSERV_CANCEL_GRACE", _seconds, 5.0)
     engine_config: str | None = _setting("FLOWSERV_SERIAL_ENGINECONFIG", _optional_text)
     max_upload_size: int = _setting("FLOWSERV_MAX_UPLOAD_SIZE", _count, 0)
+    max_log_size: int = _setting("FLOWSERV_MAX_LOG_SIZE", _count, DEFAULT_MAX_BYTES)
+    containment: str = _setting("FLOWSERV_CONTAINMENT", _containment, CONTAINMENTS[0])
     heartbeat: float = _setting("FLOWSERV_HEARTBEAT", _seconds, 5.0)
     run_lease: float = _setting("FLOWSERV_RUN_LEASE", _seconds, 30.0)
     repository: str | None = _setting("FLOWSERV_REPOSITORY", _optional_text)
@@ -160,6 +173,8 @@ class Settings:
     api_protocol: str = _setting("FLOWSERV_API_PROTOCOL", _text, "http")
 
     def __post_init__(self) -> None:
+        if self.max_log_size < 1:
+            raise InvalidConfigurationError("FLOWSERV_MAX_LOG_SIZE must be at least 1 byte")
         if self.heartbeat <= 0 or self.run_lease <= self.heartbeat:
             raise InvalidConfigurationError(
                 f"{FLOWSERV_RUN_LEASE} ({self.run_lease}) must be longer than"

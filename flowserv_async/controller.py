@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from flowserv_async._util import new_id
+from flowserv_async.engine.log import DEFAULT_MAX_BYTES
 
 if TYPE_CHECKING:
     from flowserv_async.config import Settings
@@ -33,6 +34,9 @@ class EngineLimits:
         cancel_grace: seconds between SIGTERM and SIGKILL of a cancelled step.
         heartbeat: seconds between heartbeats of the engine's runs.
         run_lease: seconds after which an unreported run of another engine fails.
+        max_log_size: bytes of a run's log that are kept (its tail).
+        containment: how a run's processes are contained (``auto`` or ``tag``, see
+            :mod:`flowserv_async.engine.containment`).
 
     """
 
@@ -41,6 +45,8 @@ class EngineLimits:
     cancel_grace: float = 5.0
     heartbeat: float = 5.0
     run_lease: float = 30.0
+    max_log_size: int = DEFAULT_MAX_BYTES
+    containment: str = "auto"
 
     @classmethod
     def from_settings(cls, settings: Settings) -> EngineLimits:
@@ -51,6 +57,8 @@ class EngineLimits:
             cancel_grace=settings.cancel_grace,
             heartbeat=settings.heartbeat,
             run_lease=settings.run_lease,
+            max_log_size=settings.max_log_size,
+            containment=settings.containment,
         )
 
 

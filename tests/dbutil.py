@@ -13,11 +13,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import anyio.to_thread
 import pytest
-from sqlalchemy import text
+from sqlalchemy import func, select, text
 from sqlalchemy.exc import DBAPIError
 
 from flowserv_async import DB
+from flowserv_async.db.models import Group, GroupMember, Run, UploadedFile, User, Workflow
 
 POSTGRES_URL = os.environ.get(
     "FLOWSERV_TEST_POSTGRES", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
@@ -55,3 +57,24 @@ async def backend_database(kind: str, folder: Path) -> AsyncIterator[DB]:
         async with admin.engine.begin() as conn:
             await conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
         await admin.dispose()
+
+
+def _snapshot_files(folder: Path) -> dict[str, bytes]:
+    files = {}
+    for dirpath, _, filenames in os.walk(folder):
+        for name in filenames:
+            if name.startswith("flowserv.db"):
+                continue
+            path = Path(dirpath, name)
+            files[path.relative_to(folder).as_posix()] = path.read_bytes()
+    return files
+
+
+async def snapshot(database: DB, basedir: Path) -> tuple[dict[str, int], dict[str, bytes]]:
+    """Row counts of the tables that a call could write, and the stored files."""
+    counts = {}
+    async with database.session() as s:
+        for model in (Workflow, Group, GroupMember, UploadedFile, Run, User):
+            stmt = select(func.count()).select_from(model)
+            counts[model.__tablename__] = int((await s.execute(stmt)).scalar_one())
+    return counts, await anyio.to_thread.run_sync(_snapshot_files, basedir)

@@ -61,6 +61,9 @@ def test_booleans(text: object, expected: bool) -> None:
         ("FLOWSERV_API_PORT", "0"),
         ("FLOWSERV_API_PORT", "70000"),
         ("FLOWSERV_MAX_UPLOAD_SIZE", "big"),
+        ("FLOWSERV_MAX_LOG_SIZE", "0"),
+        ("FLOWSERV_MAX_LOG_SIZE", "-5"),
+        ("FLOWSERV_CONTAINMENT", "cgroups"),
     ],
 )
 def test_malformed_values_name_the_variable(name: str, value: str) -> None:

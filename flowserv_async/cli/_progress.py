@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import signal
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.to_thread
 from rich.text import Text
 
 from flowserv_async._paths import relative_path
@@ -22,9 +24,12 @@ from flowserv_async.local import LocalAPIFactory
 from flowserv_async.states import FINAL_STATES, RunState
 from flowserv_async.volume import DownloadHandle
 
+#: The signals that stop a command: Ctrl-C, ``kill``, and a closed terminal or SSH link.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
 
 class Interrupt:
-    """The first SIGINT or SIGTERM that a command received, if any.
+    """The first SIGINT, SIGTERM or SIGHUP that a command received, if any.
 
     A signal sets :attr:`event` and cancels the scope registered with :meth:`guard`
     (the set-up work before a run exists); repeated signals are ignored while the
@@ -63,16 +68,33 @@ class Interrupt:
         async for signum in signals:
             if self.signum is None:
                 self.signum = signum
+                if signum == signal.SIGHUP:
+                    await anyio.to_thread.run_sync(_detach_from_terminal)
                 self.event.set()
             if self._scope is not None:
                 self._scope.cancel()
 
 
+def _detach_from_terminal() -> None:
+    """Point stdout and stderr that are a terminal at /dev/null.
+
+    After a hangup the terminal is gone and writing to it fails (EIO); the command
+    must still cancel its run and exit with its status.
+    """
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        for fd in (1, 2):
+            if os.isatty(fd):
+                os.dup2(null, fd)
+    finally:
+        os.close(null)
+
+
 @contextlib.asynccontextmanager
 async def catching_signals() -> AsyncIterator[Interrupt]:
-    """Handle SIGINT and SIGTERM in the event loop instead of raising KeyboardInterrupt."""
+    """Handle SIGINT, SIGTERM and SIGHUP in the event loop (no KeyboardInterrupt)."""
     interrupt = Interrupt()
-    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    with anyio.open_signal_receiver(*STOP_SIGNALS) as signals:
         async with anyio.create_task_group() as tg:
             tg.start_soon(interrupt.watch, signals)
             try:
@@ -175,9 +197,8 @@ async def follow(
         # Entered before the log is read: nothing written in between is missed.
         async with factory.events(run_id=run_id) as stream:
             async with factory() as api:
-                log = await api.runs().get_log(run_id, offset)
-            printer.print(log["lines"])
-            offset, state = log["next"], log["state"]
+                state = (await api.runs().get_run(run_id))["state"]
+            offset = await drain_log(factory, run_id, printer, offset)
             if state in FINAL_STATES:
                 return Followed(state, offset)
             if not out.json_output:
@@ -248,12 +269,14 @@ async def settle(factory: LocalAPIFactory, run_id: str, state: str) -> dict[str,
 
 
 async def drain_log(factory: LocalAPIFactory, run_id: str, printer: LogPrinter, offset: int) -> int:
-    """Print the log lines written since ``offset``; return the next offset."""
-    async with factory() as api:
-        log = await api.runs().get_log(run_id, offset)
-    printer.print(log["lines"])
-    next_offset: int = log["next"]
-    return next_offset
+    """Print the log lines written since ``offset``, page by page; return the next offset."""
+    while True:
+        async with factory() as api:
+            log = await api.runs().get_log(run_id, offset)
+        printer.print(log["lines"])
+        if log["next"] == offset:
+            return offset
+        offset = log["next"]
 
 
 def local_target(folder: Path, name: str) -> Path:

@@ -55,7 +55,8 @@ class FlowservCLI(click.Group):
     """The root group: turns every failure into one line on stderr and an exit code.
 
     Exit codes: 0 success, 1 an error (``error: <message>``; a run that ends in ERROR or
-    CANCELED), 2 bad usage, 130 interrupted (SIGINT).
+    CANCELED), 2 bad usage, 128 + the signal when interrupted (130 SIGINT, 143
+    SIGTERM, 129 SIGHUP).
     """
 
     def main(

@@ -280,7 +280,8 @@ def run(
     The command shows the run's state and log lines while it runs. On SUCCESS it writes
     the result files to --output and waits for a post-processing run that the success
     started; it exits 0. A run that ends in ERROR or CANCELED exits 1 with its messages.
-    Ctrl-C (SIGINT) cancels the run, waits until it is CANCELED and exits 130.
+    Ctrl-C (SIGINT) cancels the run, waits until it is CANCELED and exits 130;
+    SIGTERM exits 143 and SIGHUP (terminal closed) 129 the same way.
     """
     source = Path(workflow).expanduser()
     folder = source.resolve() if source.is_dir() else None

@@ -14,6 +14,7 @@ from flowserv_async.cli._progress import (
     catching_signals,
     download_archive,
     download_files,
+    drain_log,
     follow,
     print_files,
     print_messages,
@@ -159,24 +160,19 @@ def delete(obj: CLIContext, run_id: str) -> None:
 
 
 async def _logs(factory: LocalAPIFactory, run_id: str, follow_run: bool, out: Output) -> int:
-    printer = LogPrinter(out)
+    lines: list[dict[str, Any]] = []
+    collect = _Collector(out, lines) if out.json_output else LogPrinter(out)
     async with catching_signals() as interrupt, factory:
         async with factory() as api:
-            log = await api.runs().get_log(run_id)
-        lines = list(log["lines"])
-        printer.print(lines)
-        state, offset = log["state"], log["next"]
+            state = (await api.runs().get_run(run_id))["state"]
+        offset = await drain_log(factory, run_id, collect, 0)
         if follow_run and state not in FINAL_STATES:
             quiet = Output(json_output=True) if out.json_output else out
-            collect = _Collector(quiet, lines) if out.json_output else printer
             followed = await follow(
                 factory, run_id, quiet, collect, offset=offset, interrupt=interrupt, cancel=False
             )
-            state, offset = followed.state, followed.offset
-            async with factory() as api:
-                rest = await api.runs().get_log(run_id, offset)
-            collect.print(rest["lines"])
-            offset = rest["next"]
+            state = followed.state
+            offset = await drain_log(factory, run_id, collect, followed.offset)
         if out.json_output:
             out.json({"runId": run_id, "state": state, "lines": lines, "next": offset})
         return interrupt.exit_code if interrupt.event.is_set() else 0

@@ -210,6 +210,9 @@ class Run(Base):
     # Which engine executes the run and when it last said so (SPEC 6.5).
     engine_id: Mapped[str | None] = mapped_column(String(64))
     heartbeat_at: Mapped[datetime | None]
+    # How the engine contained the run's processes, and its run folder: what another
+    # engine needs to clean up after an interrupted run (engine.containment).
+    processes: Mapped[dict[str, Any] | None]
     # For post-processing runs: a digest of the ranked run ids that were its inputs;
     # unique per workflow, so one ranking starts at most one post-processing run.
     postproc_key: Mapped[str | None] = mapped_column(String(64))

@@ -7,7 +7,7 @@ out of a final state. The functions only ``flush``: the caller owns the transact
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -28,15 +28,20 @@ async def set_state(
     run_id: str,
     state: RunState,
     messages: Sequence[str] | None = None,
+    processes: Mapping[str, str] | None = None,
 ) -> bool:
     """Move a run to ``state`` if that is an allowed transition; True when it moved.
 
-    RUNNING sets ``startedAt``; a final state sets ``finishedAt`` (and ``startedAt`` for
-    a run that never ran) and the messages. The move is recorded as a ``run.state``
-    event in the same transaction (:mod:`flowserv_async.events`): a writer of run states
-    that bypasses this function must emit it too.
+    RUNNING sets ``startedAt`` and the record of the run's ``processes``; a final state
+    sets ``finishedAt`` (and ``startedAt`` for a run that never ran) and the messages. The
+    move is recorded as a ``run.state`` event in the same transaction
+    (:mod:`flowserv_async.events`): a writer of run states that bypasses this function
+    (or :func:`set_states`) must emit it too.
     """
-    return bool(await set_states(session, [run_id], state, messages))
+    moved = bool(await set_states(session, [run_id], state, messages))
+    if moved and state == RunState.RUNNING and processes is not None:
+        await record_processes(session, run_id, processes)
+    return moved
 
 
 async def set_states(
@@ -120,42 +125,49 @@ async def record_success(session: AsyncSession, spec: ResultSpec, outcome: RunOu
     return True
 
 
-async def append_log(session: AsyncSession, run_id: str, entries: Sequence[LogEntry]) -> None:
-    """Store log lines of a run, keeping at most the newest ``DEFAULT_MAX_LINES``."""
-    await append_logs(session, [(run_id, entries)])
+async def append_log(
+    session: AsyncSession, run_id: str, entries: Sequence[LogEntry], keep_from: int = 0
+) -> None:
+    """Store log lines of a run and drop its stored lines before ``keep_from``.
+
+    With ``keep_from`` from the engine's :class:`~flowserv_async.engine.log.LogBatch`,
+    the stored log is the same tail, within the same byte and line budget, as the
+    engine's in-memory log; readers are told how many lines were dropped. At most the
+    newest ``DEFAULT_MAX_LINES`` lines are kept in any case.
+    """
+    await append_logs(session, [(run_id, entries, keep_from)])
 
 
 async def append_logs(
-    session: AsyncSession, logs: Sequence[tuple[str, Sequence[LogEntry]]]
+    session: AsyncSession, logs: Sequence[tuple[str, Sequence[LogEntry], int]]
 ) -> None:
     """Store log lines of several runs in one ``INSERT`` (see :func:`append_log`)."""
     rows = [
         {"run_id": run_id, "pos": e.pos, "step": e.step, "stream": e.stream, "text": e.text}
-        for run_id, entries in logs
+        for run_id, entries, _ in logs
         for e in entries
     ]
-    if not rows:
-        return
-    await session.execute(insert(RunLogLine), rows)
-    run_ids = [run_id for run_id, entries in logs if entries]
-    owners = {
-        row.run_id: row
-        for row in await session.execute(
-            select(Run.run_id, Run.workflow_id, Run.group_id).where(Run.run_id.in_(run_ids))
-        )
-    }
-    for run_id, entries in logs:
-        if not entries:
-            continue
-        owner = owners[run_id]
-        lines = [
-            {"pos": e.pos, "step": e.step, "stream": e.stream, "text": e.text} for e in entries
-        ]
-        changes.log_appended(session, run_id, owner.workflow_id, owner.group_id, lines)
-        cutoff = entries[-1].pos - DEFAULT_MAX_LINES
+    owners = {}
+    if rows:
+        await session.execute(insert(RunLogLine), rows)
+        told = [run_id for run_id, entries, _ in logs if entries]
+        owners = {
+            row.run_id: row
+            for row in await session.execute(
+                select(Run.run_id, Run.workflow_id, Run.group_id).where(Run.run_id.in_(told))
+            )
+        }
+    for run_id, entries, keep_from in logs:
+        if entries:
+            owner = owners[run_id]
+            lines = [
+                {"pos": e.pos, "step": e.step, "stream": e.stream, "text": e.text} for e in entries
+            ]
+            changes.log_appended(session, run_id, owner.workflow_id, owner.group_id, lines)
+        cutoff = max(keep_from, entries[-1].pos - DEFAULT_MAX_LINES + 1 if entries else 0)
         if cutoff > 0:
             await session.execute(
-                delete(RunLogLine).where(RunLogLine.run_id == run_id, RunLogLine.pos <= cutoff)
+                delete(RunLogLine).where(RunLogLine.run_id == run_id, RunLogLine.pos < cutoff)
             )
 
 
@@ -170,19 +182,51 @@ async def heartbeat(session: AsyncSession, engine_id: str, run_ids: Sequence[str
         )
 
 
-async def fail_stale_runs(session: AsyncSession, engine_id: str, lease: float) -> list[str]:
+async def fail_stale_runs(
+    session: AsyncSession,
+    engine_id: str,
+    lease: float,
+    tracked: Collection[str] | None = None,
+) -> list[str]:
     """Set active runs that no live engine has reported for ``lease`` seconds to ERROR.
 
-    Runs of ``engine_id`` (the caller) are never stale. Returns the failed run ids.
+    Runs of ``engine_id`` (the caller) are never stale when ``tracked`` is None; else
+    only those in ``tracked`` are spared, so that a run the engine lost (its final
+    state could not be written) does not stay active. Returns the failed run ids.
     """
     limit = utc_now() - timedelta(seconds=lease)
     stale = or_(Run.heartbeat_at.is_(None), Run.heartbeat_at < limit)
-    stmt = select(Run.run_id).where(
-        Run.state.in_([str(s) for s in ACTIVE_STATES]),
-        or_(Run.engine_id.is_(None), Run.engine_id != engine_id),
-        stale,
+    stmt = select(Run.run_id, Run.engine_id).where(
+        Run.state.in_([str(s) for s in ACTIVE_STATES]), stale
     )
-    run_ids = list((await session.scalars(stmt)).all())
+    spared = set(tracked or ())
+    run_ids = [
+        run_id
+        for run_id, owner in (await session.execute(stmt)).all()
+        if owner != engine_id or (tracked is not None and run_id not in spared)
+    ]
     message = f"the run was interrupted: its engine stopped reporting for over {lease:g} s"
     failed = await set_states(session, run_ids, RunState.ERROR, [message])
     return [r for r in run_ids if r in failed]
+
+
+async def record_processes(
+    session: AsyncSession, run_id: str, processes: Mapping[str, str]
+) -> None:
+    """Keep how a run's processes are contained (see :mod:`flowserv_async.engine.containment`)."""
+    await session.execute(
+        update(Run)
+        .where(Run.run_id == run_id)
+        .values(processes=dict(processes))
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def run_processes(session: AsyncSession, run_ids: Collection[str]) -> dict[str, Any]:
+    """The recorded process containment of these runs (those that have one)."""
+    if not run_ids:
+        return {}
+    stmt = select(Run.run_id, Run.processes).where(
+        Run.run_id.in_(list(run_ids)), Run.processes.is_not(None)
+    )
+    return {run_id: record for run_id, record in (await session.execute(stmt)).all()}

@@ -13,7 +13,7 @@ from flowserv_async.engine.config import (
     load_engine_config,
     parse_engine_config,
 )
-from flowserv_async.engine.log import LogEntry, LogPage, RunLog
+from flowserv_async.engine.log import LogBatch, LogEntry, LogPage, RunLog
 from flowserv_async.engine.process import (
     CommandResult,
     expand_command,
@@ -58,6 +58,7 @@ __all__ = [
     "CommandResult",
     "ContainerAction",
     "EngineConfig",
+    "LogBatch",
     "LogEntry",
     "LogPage",
     "NotebookAction",

@@ -25,9 +25,10 @@ import anyio
 import anyio.to_thread
 
 from flowserv_async.controller import EngineContext, WorkflowController
+from flowserv_async.engine.containment import RunProcesses, contain_run, kill_leftovers
 from flowserv_async.engine.job import RunJob
 from flowserv_async.engine.log import RunLog
-from flowserv_async.engine.runner import run_workflow
+from flowserv_async.engine.runner import run_relative, run_workflow
 from flowserv_async.engine.store import CANCELED_BY_USER, save_results
 from flowserv_async.errors import FlowservError
 from flowserv_async.states import RunState
@@ -37,6 +38,9 @@ logger = logging.getLogger(__name__)
 SHUTDOWN_REASON = "the service shut down"
 _LOG_FLUSH_INTERVAL = 0.2
 _STOP_MARGIN = 5.0
+# Waits between attempts to record a final state that failed: doubling, up to the max.
+_RETRY_FIRST_DELAY = 0.05
+_RETRY_MAX_DELAY = 5.0
 
 
 @dataclass
@@ -122,7 +126,7 @@ class AsyncioEngine(WorkflowController):
         """Queue a run; it starts when a slot is free."""
         if self._closed or self._tg is None:
             raise FlowservError("the workflow engine is closed")
-        active = _ActiveRun(job=job)
+        active = _ActiveRun(job=job, log=RunLog(max_bytes=self._context.limits.max_log_size))
         self._runs[job.run_id] = active
         self._tg.start_soon(self._execute, active, name=f"run {job.run_id}")
 
@@ -168,7 +172,7 @@ class AsyncioEngine(WorkflowController):
                     await self._run(active, rundir)
         except Exception as exc:
             logger.exception("run %s failed in the engine", run_id)
-            failure = f"engine failure: {exc}"
+            failure = run_relative(f"engine failure: {exc}", rundir)
         finally:
             with anyio.CancelScope(shield=True):
                 # The log before the final state: whoever sees the state sees the lines.
@@ -184,9 +188,22 @@ class AsyncioEngine(WorkflowController):
                 active.done.set()
 
     async def _run(self, active: _ActiveRun, rundir: Path) -> None:
+        processes = await contain_run(active.job.run_id, self._context.limits.containment)
+        try:
+            await self._run_contained(active, rundir, processes)
+        finally:
+            # Whatever the run started and left (setsid, double forks) dies with it.
+            with anyio.CancelScope(shield=True):
+                await processes.close()
+
+    async def _run_contained(
+        self, active: _ActiveRun, rundir: Path, processes: RunProcesses
+    ) -> None:
         job, ctx = active.job, self._context
+        # Recorded with RUNNING: another engine kills what an interrupted run left.
+        record = {**processes.record(), "rundir": str(rundir)}
         with anyio.CancelScope(shield=True):
-            moved = await self._guarded(ctx.store.mark_running(job.run_id), job.run_id)
+            moved = await self._guarded(ctx.store.mark_running(job.run_id, record), job.run_id)
         if not moved:
             return  # cancelled or failed while it waited
         await anyio.Path(rundir).mkdir(parents=True, exist_ok=True)
@@ -207,6 +224,7 @@ class AsyncioEngine(WorkflowController):
                 context=job.context,
                 step_timeout=ctx.limits.step_timeout or None,
                 grace=ctx.limits.cancel_grace,
+                processes=processes,
             )
             tg.cancel_scope.cancel()
         with anyio.CancelScope(shield=True):
@@ -235,7 +253,25 @@ class AsyncioEngine(WorkflowController):
             return False
 
     async def _finish(self, run_id: str, state: RunState, messages: Sequence[str]) -> bool:
-        return await self._guarded(self._context.store.finish(run_id, state, messages), run_id)
+        """Record a final state; a failed write is tried again until it lands.
+
+        The run's processes are gone by now: a run left active here would stay RUNNING
+        with nothing behind it. The waits grow to :data:`_RETRY_MAX_DELAY`; once the
+        engine closes, the next engine's sweep fails the run ("interrupted").
+        """
+        delay = _RETRY_FIRST_DELAY
+        while True:
+            try:
+                return await self._context.store.finish(run_id, state, messages)
+            except Exception:
+                if self._closed:
+                    logger.exception("cannot record state %s of run %s; giving up", state, run_id)
+                    return False
+                logger.exception(
+                    "cannot record state %s of run %s; trying again in %g s", state, run_id, delay
+                )
+            await anyio.sleep(delay)
+            delay = min(delay * 2, _RETRY_MAX_DELAY)
 
     async def _log_writer(self, active: _ActiveRun) -> None:
         while True:
@@ -245,11 +281,11 @@ class AsyncioEngine(WorkflowController):
                 await self._flush_log(active)
 
     async def _flush_log(self, active: _ActiveRun) -> None:
-        entries = active.log.drain()
-        if not entries:
+        batch = active.log.drain()
+        if not batch.lines:
             return
         try:
-            await self._context.store.append_log(active.job.run_id, entries)
+            await self._context.store.append_log(active.job.run_id, batch.lines, batch.first)
         except Exception:
             logger.exception("cannot store the log of run %s", active.job.run_id)
 
@@ -267,14 +303,29 @@ class AsyncioEngine(WorkflowController):
                 await self._sweep()
 
     async def _sweep(self) -> None:
+        """Fail runs that no engine reports, and clean up after them.
+
+        Own runs count too once this engine no longer tracks them. What an interrupted
+        run left behind (processes, its run folder) is removed from its record.
+        """
         ctx = self._context
         try:
-            failed = await ctx.store.fail_stale_runs(self.engine_id, ctx.limits.run_lease)
+            failed = await ctx.store.fail_stale_runs(
+                self.engine_id, ctx.limits.run_lease, tracked=set(self._runs)
+            )
+            records = await ctx.store.leftovers(failed)
         except Exception:
             logger.exception("cannot check for interrupted runs")
             return
         for run_id in failed:
             logger.warning("run %s was interrupted (no heartbeat) and is now ERROR", run_id)
+            record = records.get(run_id)
+            if isinstance(record, dict):
+                await kill_leftovers(record)
+                rundir = record.get("rundir")
+                # Only a run folder of this run: the record names it by the run id.
+                if isinstance(rundir, str) and Path(rundir).name == run_id:
+                    await anyio.to_thread.run_sync(_remove_tree, Path(rundir))
 
 
 def _remove_tree(path: Path) -> None:

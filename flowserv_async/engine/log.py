@@ -4,7 +4,8 @@ Entries are numbered from 0 in the order they arrive (``pos``). The log keeps th
 when the entries exceed the byte or line budget, the oldest ones are dropped, and
 readers that ask for a dropped range get one ``engine`` note saying how many lines were
 dropped in its place. A controller persists the log by calling :meth:`RunLog.drain`
-whenever :meth:`RunLog.wait` wakes it up.
+whenever :meth:`RunLog.wait` wakes it up, and keeps no line older than the batch's
+``first``: the stored log is then bounded by the same budget.
 """
 
 from __future__ import annotations
@@ -47,6 +48,17 @@ class LogPage:
     def to_dict(self) -> dict[str, Any]:
         """The JSON-ready form ``{lines, next}``."""
         return {"lines": [entry.to_dict() for entry in self.lines], "next": self.next}
+
+
+@dataclass(frozen=True, slots=True)
+class LogBatch:
+    """Lines to persist, and the position of the oldest line still kept.
+
+    A store that drops its lines older than ``first`` keeps the same tail as the log.
+    """
+
+    lines: list[LogEntry]
+    first: int
 
 
 class RunLog:
@@ -116,11 +128,12 @@ class RunLog:
             found.insert(0, self._note(offset))
         return LogPage(lines=found, next=max(offset, self._next))
 
-    def drain(self) -> list[LogEntry]:
-        """The lines not drained before (for persisting), with a note for dropped ones."""
-        page = self.lines(self._drained)
+    def drain(self) -> LogBatch:
+        """The kept lines not drained before (for persisting), and the oldest kept."""
+        offset = max(self._drained, self.first)
+        found = [entry for entry, _ in self._entries if entry.pos >= offset]
         self._drained = self._next
-        return page.lines
+        return LogBatch(found, self.first)
 
     async def wait(self, offset: int) -> None:
         """Return once a line with ``pos >= offset`` exists or the log is closed."""
@@ -139,9 +152,13 @@ class RunLog:
             self._changed.set()
 
     def _note(self, offset: int) -> LogEntry:
-        count = self.first - offset
-        text = (
-            f"[{count} earlier line(s) dropped: the run log keeps the last "
-            f"{self.max_lines} lines / {self.max_bytes} bytes]"
-        )
+        text = dropped_note(self.first - offset, self.max_lines, self.max_bytes)
         return LogEntry(pos=self.first - 1, step="", stream=ENGINE_STREAM, text=text)
+
+
+def dropped_note(count: int, max_lines: int, max_bytes: int) -> str:
+    """The text that stands for ``count`` lines dropped from a log's head."""
+    return (
+        f"[{count} earlier line(s) dropped: the run log keeps the last "
+        f"{max_lines} lines / {max_bytes} bytes]"
+    )

@@ -4,11 +4,12 @@ Each command runs as one process in a new session (its own process group), witho
 shell unless the command uses shell syntax. stdout and stderr are read concurrently as
 they come and written line by line to the run log.
 
-No process of a command outlives it: when the command's main process exits, whatever
-it left running in its process group is terminated, and when the task running the
-command is cancelled (run cancelled, step timeout, sibling step failed) the whole group
-gets SIGTERM, then SIGKILL after the grace period. That cleanup is shielded from
-cancellation and bounded in time.
+No process of a command outlives it in its process group: when the command's main
+process exits, whatever it left running in its group is terminated, and when the task
+running the command is cancelled (run cancelled, step timeout, sibling step failed) the
+whole group gets SIGTERM, then SIGKILL after the grace period. That cleanup is shielded
+from cancellation and bounded in time. Processes that leave the group are the run's
+containment's to kill (:mod:`flowserv_async.engine.containment`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from typing import Any
 
 import anyio
 
+from flowserv_async.engine.containment import RunProcesses
 from flowserv_async.engine.log import RunLog
 
 #: Longest line, in characters, written to the log; longer lines are split.
@@ -126,6 +128,7 @@ async def run_command(
     log: RunLog,
     step: str,
     grace: float,
+    processes: RunProcesses | None = None,
 ) -> CommandResult:
     """Run one expanded command in its own process group and capture its output.
 
@@ -136,19 +139,24 @@ async def run_command(
         log: Receives the stdout and stderr lines.
         step: Step name recorded with each log line.
         grace: Seconds between SIGTERM and SIGKILL when the process group is ended.
+        processes: The containment of the run's processes, which the command starts in
+            (processes that leave the group are killed with the run).
 
     Returns:
         The exit code (negative: killed by that signal; 126/127: could not be started).
 
     """
-    argv = ["/bin/sh", "-c", command] if needs_shell(command) else shlex.split(command)
+    command_argv = ["/bin/sh", "-c", command] if needs_shell(command) else shlex.split(command)
+    argv = [*_DIE_WITH_PARENT, *command_argv]
+    if processes is not None:
+        argv = processes.wrap(argv)
+        env = {**env, **processes.environment()}
     loop = asyncio.get_running_loop()
     try:
         # Shielded so that a cancellation can never lose the handle of a started process.
         with anyio.CancelScope(shield=True):
             transport, protocol = await loop.subprocess_exec(
                 lambda: _ProcessProtocol(loop),
-                *_DIE_WITH_PARENT,
                 *argv,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
@@ -158,7 +166,7 @@ async def run_command(
                 start_new_session=True,
             )
     except OSError as exc:
-        reason = f"cannot run {argv[0]!r}: {exc}"
+        reason = f"cannot run {command_argv[0]!r}: {exc}"
         log.append(step, "stderr", reason)
         return CommandResult(126 if isinstance(exc, PermissionError) else 127, (reason,))
     pgid = transport.get_pid()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import posixpath
 import time
+import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -26,6 +27,7 @@ from typing import Any
 import anyio
 
 from flowserv_async.engine.config import EngineConfig
+from flowserv_async.engine.containment import RunProcesses, contain_run
 from flowserv_async.engine.log import RunLog
 from flowserv_async.engine.spec import (
     CodeAction,
@@ -138,8 +140,12 @@ async def run_workflow(
     context: Mapping[str, Any] | None = None,
     step_timeout: float | None = None,
     grace: float = DEFAULT_GRACE,
+    processes: RunProcesses | None = None,
 ) -> WorkflowResult:
     """Execute the workflow's steps in ``rundir`` and check its declared outputs.
+
+    When it returns or is cancelled, no process that the run started is left: those
+    that left their step's process group are killed with the run's containment.
 
     Args:
         workflow: A parsed spec, or the ``workflow`` section with references expanded.
@@ -151,6 +157,8 @@ async def run_workflow(
         step_timeout: Time limit of steps without their own ``timeout``
             (``None`` or 0: none).
         grace: Seconds between SIGTERM and SIGKILL when processes are ended.
+        processes: The containment the run's commands start in; the caller closes it.
+            Default: one of the run's own, closed when the run ends.
 
     Returns:
         The result; failed steps make ``success`` False with their messages.
@@ -162,6 +170,8 @@ async def run_workflow(
     """
     spec = workflow if isinstance(workflow, WorkflowSpec) else parse_workflow(workflow)
     workers = bind_workers(spec, config if config is not None else EngineConfig())
+    own = processes is None
+    contained = processes if processes is not None else await contain_run(uuid.uuid4().hex)
     run = StepRun(
         # The template's own names win: the run folder is ``rundir`` only when the
         # template does not define ``rundir`` (ROB post-processing sets it to 'runs/').
@@ -169,7 +179,23 @@ async def run_workflow(
         rundir=rundir,
         log=log,
         grace=grace,
+        processes=contained,
     )
+    try:
+        return await _execute(spec, workers, run, step_timeout)
+    finally:
+        # The steps' process groups are gone; this kills what left them (setsid).
+        with anyio.CancelScope(shield=True):
+            await (contained.close() if own else contained.kill())
+
+
+async def _execute(
+    spec: WorkflowSpec,
+    workers: dict[str, Worker],
+    run: StepRun,
+    step_timeout: float | None,
+) -> WorkflowResult:
+    rundir = run.rundir
     results = {step.name: StepResult(step.name) for step in spec.steps}
     for step in spec.steps:
         if step.skipped:
@@ -192,11 +218,24 @@ async def run_workflow(
     if error is not None:
         return WorkflowResult(False, [f"workflow outputs: {error}"], results, run.context)
     await _StepGraph(spec, workers, funcs, run, results, limit).run()
+    for result in results.values():
+        if result.message:
+            result.message = run_relative(result.message, rundir)
     messages = [r.message for r in results.values() if r.state is StepState.ERROR and r.message]
     if not messages:
         missing = await find_missing_files(rundir, spec.outputs)
         messages = [f"declared output '{path}' is missing" for path in missing]
     return WorkflowResult(not messages, messages, results, run.context)
+
+
+def run_relative(message: str, rundir: Path) -> str:
+    """The message with paths in the run folder written relative to it.
+
+    Run messages are shown to the run's users; where the server keeps run folders is
+    none of their business (and the folder is gone once the run ends).
+    """
+    folder = str(rundir)
+    return message.replace(folder + "/", "").replace(folder, ".")
 
 
 async def make_folders(rundir: Path, folders: Iterable[str]) -> str | None:

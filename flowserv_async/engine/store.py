@@ -13,7 +13,7 @@ engine and by engines that report through ``RunService.update_run``.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -70,8 +70,12 @@ class RunStore(Protocol):
     transition is not allowed: a run in a final state stays there.
     """
 
-    async def mark_running(self, run_id: str) -> bool:
-        """Move a PENDING run to RUNNING; True when it moved."""
+    async def mark_running(self, run_id: str, processes: Mapping[str, str] | None = None) -> bool:
+        """Move a PENDING run to RUNNING; True when it moved.
+
+        ``processes`` records how the run's processes are contained (see
+        :mod:`flowserv_async.engine.containment`), for :meth:`leftovers`.
+        """
         ...
 
     async def finish(self, run_id: str, state: RunState, messages: Sequence[str] = ()) -> bool:
@@ -88,16 +92,27 @@ class RunStore(Protocol):
         """
         ...
 
-    async def append_log(self, run_id: str, entries: Sequence[LogEntry]) -> None:
-        """Store log lines of a run (the store may keep only the newest)."""
+    async def append_log(
+        self, run_id: str, entries: Sequence[LogEntry], keep_from: int = 0
+    ) -> None:
+        """Store log lines of a run; drop its stored lines before position ``keep_from``."""
         ...
 
     async def heartbeat(self, engine_id: str, run_ids: Sequence[str]) -> None:
         """Tell that ``engine_id`` still executes these runs."""
         ...
 
-    async def fail_stale_runs(self, engine_id: str, lease: float) -> list[str]:
-        """Set active runs of engines silent for ``lease`` seconds to ERROR; their ids."""
+    async def fail_stale_runs(
+        self, engine_id: str, lease: float, tracked: Collection[str] | None = None
+    ) -> list[str]:
+        """Set active runs of engines silent for ``lease`` seconds to ERROR; their ids.
+
+        Runs of ``engine_id`` are spared: all of them, or only those in ``tracked``.
+        """
+        ...
+
+    async def leftovers(self, run_ids: Collection[str]) -> dict[str, Any]:
+        """The ``processes`` records of these runs (given to :meth:`mark_running`)."""
         ...
 
 

@@ -31,6 +31,7 @@ from typing import Any
 import anyio
 
 from flowserv_async.engine.config import EngineConfig, WorkerSpec, WorkerType
+from flowserv_async.engine.containment import RunProcesses
 from flowserv_async.engine.log import RunLog
 from flowserv_async.engine.process import CommandResult, expand_command, run_command
 from flowserv_async.engine.spec import (
@@ -52,6 +53,7 @@ class StepRun:
         rundir: The run folder (working directory of commands).
         log: Receives the output lines.
         grace: Seconds between SIGTERM and SIGKILL when processes are ended.
+        processes: The containment that commands of the run start in.
 
     """
 
@@ -59,6 +61,7 @@ class StepRun:
     rundir: Path
     log: RunLog
     grace: float
+    processes: RunProcesses | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +103,13 @@ class SubprocessWorker:
             if not command:
                 continue
             result = await run_command(
-                command, cwd=run.rundir, env=env, log=run.log, step=step.name, grace=run.grace
+                command,
+                cwd=run.rundir,
+                env=env,
+                log=run.log,
+                step=step.name,
+                grace=run.grace,
+                processes=run.processes,
             )
             if result.returncode != 0:
                 return StepOutcome(result.returncode, _command_error(step.name, command, result))

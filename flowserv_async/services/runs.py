@@ -30,7 +30,7 @@ from flowserv_async.db.models import (
 from flowserv_async.db.runstate import set_state
 from flowserv_async.engine.config import load_engine_config
 from flowserv_async.engine.job import ResultSpec, RunJob, result_files
-from flowserv_async.engine.log import DEFAULT_MAX_LINES, ENGINE_STREAM
+from flowserv_async.engine.log import DEFAULT_MAX_LINES, ENGINE_STREAM, dropped_note
 from flowserv_async.engine.spec import parse_workflow
 from flowserv_async.engine.store import CANCELED_BY_USER, save_results
 from flowserv_async.errors import (
@@ -63,6 +63,10 @@ from flowserv_async.template.parameters import (
     RecordParameter,
 )
 from flowserv_async.volume import DownloadHandle, StorageVolume, join_key
+
+#: Lines that one ``get_log`` call returns by default, and at most.
+LOG_PAGE = 1000
+MAX_LOG_PAGE = 10_000
 
 
 async def load_run_handle(session: AsyncSession, run: Run) -> dict[str, Any]:
@@ -326,6 +330,11 @@ class RunService(Service):
     async def cancel_run(self, run_id: str, reason: str | None = None) -> dict[str, Any]:
         """Cancel an active run; its processes are gone when this returns.
 
+        Like ``start_run``, this commits what the session did before it: the session
+        gives its database connection back while the engine stops the run, so that
+        any number of concurrent cancels never needs more connections than the pool has
+        (the engine needs one to record CANCELED).
+
         Raises:
             UnknownRunError, UnauthorizedAccessError.
             InvalidRunStateError: the run is not PENDING or RUNNING.
@@ -335,8 +344,9 @@ class RunService(Service):
         if run.state not in ACTIVE_STATES:
             raise InvalidRunStateError(f"run '{run_id}' is {run.state}, not active")
         message = reason if reason is not None else CANCELED_BY_USER
-        # Before this session takes the write lock: the engine records CANCELED (with
-        # the reason) in its own session once the run's processes are gone.
+        await self.ctx.commit()
+        # The engine records CANCELED (with the reason) in its own session once the
+        # run's processes are gone.
         await self.ctx.factory.engine.cancel_run(run_id, reason=message)
         await self.ctx.begin_write()
         if not await set_state(self.session, run_id, RunState.CANCELED, [message]):
@@ -418,22 +428,32 @@ class RunService(Service):
             raise UnknownRunError(run_id)
         return await result_archive(self.session, self.ctx.factory.volume, run)
 
-    async def get_log(self, run_id: str, offset: int = 0) -> dict[str, Any]:
+    async def get_log(self, run_id: str, offset: int = 0, limit: int = LOG_PAGE) -> dict[str, Any]:
         """Return ``{runId, state, lines: [{pos, step, stream, text}], next}``.
 
-        Lines are captured while the run goes, so this works for RUNNING runs too.
+        Lines are captured while the run goes, so this works for RUNNING runs too. At
+        most ``limit`` lines (up to :data:`MAX_LOG_PAGE`) come back; ask again from
+        ``next`` for more. The stored log keeps the tail of a run's output within
+        ``FLOWSERV_MAX_LOG_SIZE`` bytes: a page that starts before the oldest kept line
+        begins with an ``engine`` line that says how many lines were dropped.
 
         Raises:
-            UnknownRunError, UnauthorizedAccessError, InvalidArgumentError (bad offset).
+            UnknownRunError, UnauthorizedAccessError, InvalidArgumentError (bad offset
+            or limit).
 
         """
         if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
             raise InvalidArgumentError(f"log offset must be a non-negative integer: {offset!r}")
+        if not isinstance(limit, int) or isinstance(limit, bool) or not 0 < limit <= MAX_LOG_PAGE:
+            raise InvalidArgumentError(
+                f"log limit must be an integer from 1 to {MAX_LOG_PAGE}: {limit!r}"
+            )
         run = await self._readable(run_id)
         stmt = (
             select(RunLogLine)
             .where(RunLogLine.run_id == run_id, RunLogLine.pos >= offset)
             .order_by(RunLogLine.pos)
+            .limit(limit)
         )
         rows = (await self.session.scalars(stmt)).all()
         lines = [{"pos": r.pos, "step": r.step, "stream": r.stream, "text": r.text} for r in rows]
@@ -445,8 +465,9 @@ class RunService(Service):
                     "pos": offset,
                     "step": None,
                     "stream": ENGINE_STREAM,
-                    "text": f"[{first - offset} earlier lines were dropped: the log keeps"
-                    f" the last {DEFAULT_MAX_LINES} lines]",
+                    "text": dropped_note(
+                        first - offset, DEFAULT_MAX_LINES, self.ctx.settings.max_log_size
+                    ),
                 },
             )
         next_pos = rows[-1].pos + 1 if rows else offset

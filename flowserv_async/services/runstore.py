@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,9 +45,9 @@ class SessionRunStore:
         self.session = session
         self.engine_config = engine_config
 
-    async def mark_running(self, run_id: str) -> bool:
-        """Move a PENDING run to RUNNING."""
-        return await runstate.set_state(self.session, run_id, RunState.RUNNING)
+    async def mark_running(self, run_id: str, processes: Mapping[str, str] | None = None) -> bool:
+        """Move a PENDING run to RUNNING, with the record of its processes."""
+        return await runstate.set_state(self.session, run_id, RunState.RUNNING, processes=processes)
 
     async def finish(self, run_id: str, state: RunState, messages: Sequence[str] = ()) -> bool:
         """Move an active run to a final state with messages."""
@@ -78,17 +78,25 @@ class SessionRunStore:
             logger.exception("cannot start post-processing of workflow %s", workflow_id)
             return None
 
-    async def append_log(self, run_id: str, entries: Sequence[LogEntry]) -> None:
-        """Store log lines of a run."""
-        await runstate.append_log(self.session, run_id, entries)
+    async def append_log(
+        self, run_id: str, entries: Sequence[LogEntry], keep_from: int = 0
+    ) -> None:
+        """Store log lines of a run; drop its stored lines before ``keep_from``."""
+        await runstate.append_log(self.session, run_id, entries, keep_from)
 
     async def heartbeat(self, engine_id: str, run_ids: Sequence[str]) -> None:
         """Refresh the heartbeat of the engine's runs."""
         await runstate.heartbeat(self.session, engine_id, run_ids)
 
-    async def fail_stale_runs(self, engine_id: str, lease: float) -> list[str]:
+    async def fail_stale_runs(
+        self, engine_id: str, lease: float, tracked: Collection[str] | None = None
+    ) -> list[str]:
         """Fail active runs of engines that stopped reporting."""
-        return await runstate.fail_stale_runs(self.session, engine_id, lease)
+        return await runstate.fail_stale_runs(self.session, engine_id, lease, tracked)
+
+    async def leftovers(self, run_ids: Collection[str]) -> dict[str, Any]:
+        """The ``processes`` records of these runs."""
+        return await runstate.run_processes(self.session, run_ids)
 
 
 @dataclass(eq=False)
@@ -147,13 +155,13 @@ class DatabaseRunStore:
         with anyio.CancelScope(shield=True):
             await writer
 
-    async def mark_running(self, run_id: str) -> bool:
-        """Move a PENDING run to RUNNING."""
-        return bool(await self._submit("state", run_id, RunState.RUNNING, ()))
+    async def mark_running(self, run_id: str, processes: Mapping[str, str] | None = None) -> bool:
+        """Move a PENDING run to RUNNING, with the record of its processes."""
+        return bool(await self._submit("state", run_id, RunState.RUNNING, (), processes))
 
     async def finish(self, run_id: str, state: RunState, messages: Sequence[str] = ()) -> bool:
         """Move an active run to a final state with messages."""
-        return bool(await self._submit("state", run_id, state, tuple(messages)))
+        return bool(await self._submit("state", run_id, state, tuple(messages), None))
 
     async def save_results(
         self, spec: ResultSpec, outcome: RunOutcome, engine_id: str
@@ -162,8 +170,10 @@ class DatabaseRunStore:
         saved: SavedResults = await self._submit("results", spec, outcome, engine_id)
         return saved
 
-    async def append_log(self, run_id: str, entries: Sequence[LogEntry]) -> None:
-        """Store log lines of a run.
+    async def append_log(
+        self, run_id: str, entries: Sequence[LogEntry], keep_from: int = 0
+    ) -> None:
+        """Store log lines of a run; drop its stored lines before ``keep_from``.
 
         While the writer runs, the lines are queued and this returns at once: they are
         written with the next batch, so before any state change reported after them. A
@@ -172,9 +182,9 @@ class DatabaseRunStore:
         if not entries:
             return
         if self._writer is None:
-            await self._submit("log", run_id, list(entries))
+            await self._submit("log", run_id, list(entries), keep_from)
         else:
-            self._queue.append(_Report("log", (run_id, list(entries)), awaited=False))
+            self._queue.append(_Report("log", (run_id, list(entries), keep_from), awaited=False))
             self._wakeup.set()
 
     async def heartbeat(self, engine_id: str, run_ids: Sequence[str]) -> None:
@@ -182,10 +192,17 @@ class DatabaseRunStore:
         if run_ids:
             await self._submit("heartbeat", engine_id, list(run_ids))
 
-    async def fail_stale_runs(self, engine_id: str, lease: float) -> list[str]:
+    async def fail_stale_runs(
+        self, engine_id: str, lease: float, tracked: Collection[str] | None = None
+    ) -> list[str]:
         """Fail active runs of engines that stopped reporting."""
-        failed: list[str] = await self._submit("stale", engine_id, lease)
+        failed: list[str] = await self._submit("stale", engine_id, lease, tracked)
         return failed
+
+    async def leftovers(self, run_ids: Collection[str]) -> dict[str, Any]:
+        """The ``processes`` records of these runs (read outside the writer)."""
+        async with self.db.session() as session:
+            return await runstate.run_processes(session, run_ids)
 
     async def _submit(self, kind: str, *args: Any) -> Any:
         report = _Report(kind, args)
@@ -231,12 +248,12 @@ class DatabaseRunStore:
 
     async def _apply(self, session: AsyncSession, batch: list[_Report]) -> None:
         moves: dict[tuple[RunState, tuple[str, ...]], list[_Report]] = {}
-        logs: list[tuple[str, Sequence[LogEntry]]] = []
+        logs: list[tuple[str, Sequence[LogEntry], int]] = []
         beats: dict[str, list[str]] = {}
         for report in batch:
             report.result, report.error = None, None
             if report.kind == "state":
-                _, state, messages = report.args
+                _, state, messages, _ = report.args
                 moves.setdefault((state, messages), []).append(report)
             elif report.kind == "log":
                 logs.append(report.args)
@@ -250,7 +267,10 @@ class DatabaseRunStore:
             run_ids = [r.args[0] for r in reports]
             moved = await runstate.set_states(session, run_ids, state, messages)
             for report in reports:
-                report.result = report.args[0] in moved
+                run_id, processes = report.args[0], report.args[3]
+                report.result = run_id in moved
+                if report.result and processes is not None:
+                    await runstate.record_processes(session, run_id, processes)
         store = SessionRunStore(session, self.engine_config)
         for report in batch:
             # No savepoint: when a report fails, the batch is written again report by

@@ -24,9 +24,20 @@ from flowserv_async.volume import DownloadHandle, guess_mime_type, validate_key
 MAX_NAME_LENGTH = 1024
 """Longest upload name (the size of the name column)."""
 
+# Characters that make a name display as something it is not: bidirectional controls
+# (U+202E shows "exe.txt" for "txt.exe"), zero-width characters, and line and paragraph
+# separators. Letters of every script stay allowed.
+_DECEPTIVE = frozenset(
+    "\u061c\u200b\u200c\u200d\u200e\u200f\u2028\u2029\u202a\u202b\u202c\u202d\u202e"
+    "\u2060\u2066\u2067\u2068\u2069\ufeff"
+)
+
 
 def check_file_name(name: Any) -> str:
     """Check an upload name: a file name or relative path, without ``..``.
+
+    Names that would display misleadingly (bidirectional controls, zero-width
+    characters, line or paragraph separators) are refused.
 
     Raises:
         InvalidArgumentError: naming the value.
@@ -34,6 +45,12 @@ def check_file_name(name: Any) -> str:
     """
     if not isinstance(name, str):
         raise InvalidArgumentError(f"invalid file name {name!r}: not a string")
+    hidden = sorted({f"U+{ord(c):04X}" for c in name if c in _DECEPTIVE})
+    if hidden:
+        raise InvalidArgumentError(
+            f"invalid file name {name!r}: contains invisible or direction-changing"
+            f" characters ({', '.join(hidden)})"
+        )
     try:
         key = validate_key(name)
     except ConstraintViolationError as exc:
@@ -116,9 +133,9 @@ class UploadService(Service):
         limit = self.ctx.settings.max_upload_size or None
         self.ctx.on_rollback.append(lambda: volume.delete(key))
         if isinstance(file, str | os.PathLike):
-            size = await volume.store_file(key, file, max_size=limit)
+            size = await volume.store_file(key, file, max_size=limit, name=file_name)
         else:
-            size = await volume.store(key, _content(file), max_size=limit)
+            size = await volume.store(key, _content(file), max_size=limit, name=file_name)
         # Only now, with the file stored, wait for the write lock (SQLite).
         await self.ctx.begin_write()
         if await self.session.get(Group, group_id) is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from sqlalchemy.exc import IntegrityError
 
 from flowserv_async._util import new_id, validate_identifier, validate_name
 from flowserv_async.db.models import Run, RunFile, Workflow
+from flowserv_async.engine.spec import normalize_path
 from flowserv_async.errors import (
     ConstraintViolationError,
     InvalidManifestError,
@@ -87,7 +89,30 @@ def _prepare(
         # The entry's manifest is a path in the source: it must stay inside it.
         options["manifestfile"] = _relative(entry_manifest)
     manifest = read_manifest(folder, **options)
-    return manifest, load_template(manifest.specfile, manifest.specfile.parent)
+    template = load_template(manifest.specfile, manifest.specfile.parent)
+    _check_declared_files(template.workflow)
+    return manifest, template
+
+
+def _check_declared_files(workflow: Mapping[str, Any]) -> None:
+    """Refuse declared files that leave the run folder, unless a parameter decides them.
+
+    The workflow is parsed in full only when a run starts (its references need the
+    arguments), but a literal path that escapes is wrong for every run.
+    """
+    sections = [("workflow", workflow.get("files"))]
+    steps = workflow.get("steps")
+    for index, step in enumerate(steps if isinstance(steps, list) else []):
+        if isinstance(step, Mapping):
+            sections.append((f"step '{step.get('name', index)}'", step.get("files")))
+    for where, files in sections:
+        if not isinstance(files, Mapping):
+            continue
+        for kind in ("inputs", "outputs"):
+            paths = files.get(kind)
+            for path in paths if isinstance(paths, list) else []:
+                if isinstance(path, str) and "$[[" not in path:
+                    normalize_path(path, f"{where} files.{kind}")
 
 
 class WorkflowService(Service):

@@ -17,6 +17,7 @@ from flowserv_async.errors import (
     MissingArgumentError,
     UnknownParameterError,
 )
+from flowserv_async.template.loader import MAX_NESTING, value_depths
 from flowserv_async.template.parameters import InputFile, ParameterIndex
 
 
@@ -27,7 +28,8 @@ def parse_arguments(parameters: ParameterIndex, arguments: Any) -> dict[str, Any
     out, unless they are required.
 
     Raises:
-        InvalidArgumentError: for a malformed item or a value that does not convert.
+        InvalidArgumentError: for a malformed item, a value that does not convert, or
+            arguments nested deeper than templates may be.
         DuplicateArgumentError: for a name given twice.
         UnknownParameterError: for a name that is no parameter.
         MissingArgumentError: for a required parameter without value or default.
@@ -37,6 +39,8 @@ def parse_arguments(parameters: ParameterIndex, arguments: Any) -> dict[str, Any
         raise InvalidArgumentError(
             f"arguments must be a list of {{name, value}}, got {arguments!r}"
         )
+    if any(depth > MAX_NESTING for depth in value_depths(arguments)):
+        raise InvalidArgumentError(f"arguments are nested more than {MAX_NESTING} levels deep")
     given: dict[str, Any] = {}
     for item in arguments:
         if (

@@ -42,17 +42,22 @@ class StorageVolume(ABC):
         self.identifier: str = identifier if identifier is not None else uuid.uuid4().hex
 
     @abstractmethod
-    async def store(self, key: str, data: StoreData, *, max_size: int | None = None) -> int:
+    async def store(
+        self, key: str, data: StoreData, *, max_size: int | None = None, name: str | None = None
+    ) -> int:
         """Store ``data`` under ``key`` and return the number of bytes written.
 
         Async iterables and file objects are streamed chunk by chunk, never buffered
         whole. An existing file is replaced only once the new content is complete; a
         failure, a cancellation or a content larger than ``max_size`` leaves nothing
-        behind.
+        behind. Error messages call the file ``name`` (default: the key), so that a
+        caller can keep its storage keys to itself.
 
         Raises:
             ConstraintViolationError: for an invalid key, a file or folder in the way,
                 or when the content exceeds ``max_size`` bytes.
+            FlowservError: when the file cannot be written, or reading ``data``
+                fails with an OS error (the upload was interrupted).
 
         """
 
@@ -111,7 +116,12 @@ class StorageVolume(ABC):
         return b"".join(parts)
 
     async def store_file(
-        self, key: str, local_path: StrPath, *, max_size: int | None = None
+        self,
+        key: str,
+        local_path: StrPath,
+        *,
+        max_size: int | None = None,
+        name: str | None = None,
     ) -> int:
         """Copy the local file ``local_path`` to ``key``; see :meth:`store`.
 
@@ -120,7 +130,7 @@ class StorageVolume(ABC):
 
         """
         async with aclosing(iter_local_file(Path(local_path), CHUNK_SIZE)) as chunks:
-            return await self.store(key, chunks, max_size=max_size)
+            return await self.store(key, chunks, max_size=max_size, name=name)
 
     async def copy_to_local(
         self, local_dir: StrPath, prefix: str = "", files: FileCopies | None = None

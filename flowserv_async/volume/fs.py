@@ -15,7 +15,7 @@ from typing import IO, Any
 import anyio
 from anyio import AsyncFile
 
-from flowserv_async.errors import ConstraintViolationError, UnknownFileError
+from flowserv_async.errors import ConstraintViolationError, FlowservError, UnknownFileError
 from flowserv_async.volume._util import StoreData, is_inside, iter_data, os_errors
 from flowserv_async.volume.base import (
     CHUNK_SIZE,
@@ -97,16 +97,19 @@ class FileSystemVolume(StorageVolume):
                 except FileNotFoundError:
                     raise UnknownFileError(key) from None
 
-    async def store(self, key: str, data: StoreData, *, max_size: int | None = None) -> int:
+    async def store(
+        self, key: str, data: StoreData, *, max_size: int | None = None, name: str | None = None
+    ) -> int:
         """Store ``data`` under ``key``; see :meth:`StorageVolume.store`."""
         key = validate_key(key)
+        name = key if name is None else name
         # Shielded, so that a cancellation cannot lose the open file and its folders.
         with anyio.CancelScope(shield=True):
             target, temp, created, file = await anyio.to_thread.run_sync(self._open_temp, key)
         try:
-            with os_errors(key, writing=True):
+            with os_errors(name, writing=True):
                 async with anyio.wrap_file(file) as out:
-                    size = await _write_chunks(out, data, key, max_size)
+                    size = await _write_chunks(out, data, name, max_size)
                 # Once renamed, the file is stored: a cancellation must not undo that.
                 with anyio.CancelScope(shield=True):
                     await anyio.Path(temp).replace(target)
@@ -234,19 +237,28 @@ class FileSystemVolume(StorageVolume):
 
 
 async def _write_chunks(
-    out: AsyncFile[bytes], data: StoreData, key: str, max_size: int | None
+    out: AsyncFile[bytes], data: StoreData, name: str, max_size: int | None
 ) -> int:
     """Write ``data`` to ``out`` chunk by chunk; return the size, refusing ``max_size``."""
     size = 0
     async with aclosing(iter_data(data, CHUNK_SIZE)) as chunks:
-        async for chunk in chunks:
+        while True:
+            # An OS error while reading is the source's (a client's connection that
+            # dropped), not the store's: it must not read as a failed write.
+            try:
+                chunk = await anext(chunks)
+            except StopAsyncIteration:
+                return size
+            except OSError as err:
+                raise FlowservError(
+                    f"'{name}' was not stored: the upload was interrupted ({err.strerror or err})"
+                ) from err
             size += len(chunk)
             if max_size is not None and size > max_size:
                 raise ConstraintViolationError(
-                    f"file '{key}' exceeds the size limit of {max_size} bytes"
+                    f"file '{name}' exceeds the size limit of {max_size} bytes"
                 )
             await out.write(chunk)
-    return size
 
 
 def _make_folders(folder: Path) -> list[Path]:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import psutil
+import pytest
 
 from flowserv_async.examples.run_helloworld import HERE as HELLOWORLD
 
@@ -79,8 +80,13 @@ def _sleep_child(cli: psutil.Process, limit: float) -> psutil.Process:
     raise AssertionError("the step process 'sleep 60' did not start")
 
 
-def test_ctrl_c_cancels_the_run_and_leaves_no_process(
-    tmp_path: Path, template: Callable[..., Path]
+@pytest.mark.parametrize(
+    ("signum", "code"),
+    [(signal.SIGINT, 130), (signal.SIGHUP, 129)],
+    ids=["ctrl-c", "hangup"],
+)
+def test_signal_cancels_the_run_and_leaves_no_process(
+    tmp_path: Path, template: Callable[..., Path], signum: signal.Signals, code: int
 ) -> None:
     folder = template("sleeper", ["sleep 60"])
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWSERV_")}
@@ -101,8 +107,8 @@ def test_ctrl_c_cancels_the_run_and_leaves_no_process(
             step = _sleep_child(psutil.Process(proc.pid), limit=10)
             pgid = os.getpgid(step.pid)
             assert pgid != os.getpgid(proc.pid)  # the step has a process group of its own
-            proc.send_signal(signal.SIGINT)
-            code = proc.wait(timeout=20)
+            proc.send_signal(signum)
+            status = proc.wait(timeout=20)
         finally:
             if proc.poll() is None:
                 proc.kill()
@@ -112,9 +118,9 @@ def test_ctrl_c_cancels_the_run_and_leaves_no_process(
     while not lines.empty():
         seen.append(lines.get())
     output = "".join(seen)
-    assert code == 130, (output, stderr)
+    assert status == code, (output, stderr)
     assert "CANCELED" in output
-    assert "interrupted by SIGINT" in output
+    assert f"interrupted by {signum.name}" in output
     assert "Traceback" not in stderr
     assert not psutil.pid_exists(step.pid) or step.status() == psutil.STATUS_ZOMBIE
     try:

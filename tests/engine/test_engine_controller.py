@@ -13,9 +13,10 @@ import pytest
 
 from flowserv_async.controller import EngineContext, EngineLimits
 from flowserv_async.engine import parse_workflow
+from flowserv_async.engine.containment import cgroup_root
 from flowserv_async.engine.controller import SHUTDOWN_REASON, AsyncioEngine
 from flowserv_async.engine.job import RunJob
-from flowserv_async.engine.memory import MemoryRunStore
+from flowserv_async.engine.memory import MemoryRunStore, StoredRun
 from flowserv_async.engine.store import CANCELED_BY_USER
 from flowserv_async.errors import FlowservError
 from flowserv_async.states import RunState
@@ -230,3 +231,88 @@ async def test_runs_of_a_silent_engine_fail_and_own_runs_get_heartbeats(
         assert mine.state == RunState.RUNNING
     finally:
         await engine.aclose()
+
+
+class FlakyStore(MemoryRunStore):
+    """A memory store whose first ``failures`` final-state writes raise."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+        self.attempts = 0
+
+    async def finish(self, run_id: str, state: RunState, messages: Any = ()) -> bool:
+        self.attempts += 1
+        if self.attempts <= self.failures:
+            raise ConnectionError("database unreachable")
+        return await super().finish(run_id, state, messages)
+
+
+async def run_one_command(
+    store: MemoryRunStore,
+    volume: FileSystemVolume,
+    tmp_path: Path,
+    command: str,
+    limits: EngineLimits,
+) -> StoredRun:
+    """Run ``command`` as run ``r`` on an engine of its own; return the stored run."""
+    engine = AsyncioEngine()
+    await engine.open(EngineContext(store, volume, tmp_path / "runs", limits))
+    try:
+        stored = store.add_run("r", engine.engine_id)
+        workflow = parse_workflow({"steps": [{"name": "s", "action": {"commands": [command]}}]})
+        await run_to_end(engine, RunJob("r", "w", "g", workflow, {}, "w/static", "w/runs/r"))
+        return stored
+    finally:
+        await engine.aclose()
+
+
+async def test_a_final_state_that_fails_to_write_is_written_again_until_it_lands(
+    volume: FileSystemVolume, tmp_path: Path
+) -> None:
+    store = FlakyStore(failures=4)
+    stored = await run_one_command(store, volume, tmp_path, "false", EngineLimits())
+    assert stored.state == RunState.ERROR
+    assert store.attempts == 5
+
+
+async def test_an_own_run_the_engine_no_longer_tracks_is_failed_by_its_sweep(
+    engine: AsyncioEngine, store: MemoryRunStore
+) -> None:
+    # Active in the store for this engine, which does not execute it: a ghost.
+    lost = store.add_run("lost", engine_id=engine.engine_id)
+    lost.state = RunState.RUNNING
+    lost.heartbeat_at -= 60
+    with anyio.fail_after(10):
+        while lost.state == RunState.RUNNING:
+            await anyio.sleep(0.02)
+    assert lost.state == RunState.ERROR
+    assert "interrupted" in lost.messages[0]
+
+
+async def test_an_engine_failure_names_paths_relative_to_the_run_folder(
+    engine: AsyncioEngine, store: MemoryRunStore, job: Any, tmp_path: Path
+) -> None:
+    # The second generated file needs a folder where the first one is a file.
+    run = job("true", generated_files=(("sub", b"x"), ("sub/file", b"y")))
+    await run_to_end(engine, run)
+    stored = store.runs[run.run_id]
+    assert stored.state == RunState.ERROR
+    assert stored.messages[0].startswith("engine failure: ")
+    assert "'sub'" in stored.messages[0]
+    assert str(tmp_path) not in stored.messages[0]
+
+
+@pytest.mark.parametrize(
+    ("choice", "expected"), [("tag", "tag"), ("auto", "cgroup" if cgroup_root() else "tag")]
+)
+async def test_a_run_records_how_its_processes_are_contained(
+    store: MemoryRunStore, volume: FileSystemVolume, tmp_path: Path, choice: str, expected: str
+) -> None:
+    limits = EngineLimits(containment=choice)
+    stored = await run_one_command(store, volume, tmp_path, "true", limits)
+    assert stored.state == RunState.SUCCESS
+    assert stored.processes is not None
+    assert stored.processes["mechanism"] == expected
+    assert stored.processes["tag"] == "r"
+    assert stored.processes["rundir"] == str(tmp_path / "runs" / "r")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from flowserv_async.engine import LogEntry, RunLog
+from flowserv_async.engine import LogBatch, LogEntry, RunLog
 
 
 def test_lines_from_offset_and_next() -> None:
@@ -53,18 +53,34 @@ def test_keeps_the_tail_within_the_byte_budget() -> None:
     assert [e.text for e in log.lines(100).lines] == ["y" * 5000]
 
 
-def test_drain_returns_each_line_once_and_notes_lines_dropped_before_draining() -> None:
+def test_drain_returns_each_kept_line_once_and_the_oldest_kept() -> None:
     log = RunLog(max_lines=3)
     log.append("s", "stdout", "a")
-    assert [e.text for e in log.drain()] == ["a"]
-    assert log.drain() == []
+    assert log.drain() == LogBatch([LogEntry(0, "s", "stdout", "a")], first=0)
+    assert log.drain() == LogBatch([], first=0)
     for text in "bcdef":
         log.append("s", "stdout", text)
-    drained = log.drain()
-    # b and c were dropped before anyone drained them.
-    assert drained[0] == LogEntry(pos=2, step="", stream="engine", text=drained[0].text)
-    assert "2 earlier line(s) dropped" in drained[0].text
-    assert [e.text for e in drained[1:]] == ["d", "e", "f"]
+    batch = log.drain()
+    # a was drained; b and c were dropped before anyone drained them.
+    assert [e.text for e in batch.lines] == ["d", "e", "f"]
+    assert batch.first == 3
+
+
+def test_drained_tail_stays_within_the_byte_budget() -> None:
+    log = RunLog(max_bytes=10_000)
+    stored: dict[int, str] = {}
+    for i in range(1000):
+        log.append("s", "stdout", f"{i:04d}" + "x" * 96)
+        if i % 7 == 0:
+            batch = log.drain()
+            stored.update((e.pos, e.text) for e in batch.lines)
+            stored = {pos: text for pos, text in stored.items() if pos >= batch.first}
+    batch = log.drain()
+    stored.update((e.pos, e.text) for e in batch.lines)
+    stored = {pos: text for pos, text in stored.items() if pos >= batch.first}
+    assert sum(len(t) + 1 for t in stored.values()) <= 10_000
+    assert max(stored) == 999
+    assert sorted(stored) == list(range(min(stored), 1000))
 
 
 async def test_wait_wakes_on_new_lines_and_on_close() -> None:

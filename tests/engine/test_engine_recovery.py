@@ -11,6 +11,7 @@ from typing import Any
 
 import anyio
 import psutil
+import pytest
 from runs_helpers import install, step, wait_for_process
 
 from flowserv_async import DB, LocalAPIFactory
@@ -22,7 +23,8 @@ from flowserv_async import DB, LocalAPIFactory
 async def main(cfg):
     db = DB(cfg["url"], connect_args=cfg["connect_args"])
     env = {"FLOWSERV_API_DIR": cfg["api_dir"], "FLOWSERV_AUTH": "open",
-           "FLOWSERV_HEARTBEAT": "0.2", "FLOWSERV_RUN_LEASE": "1"}
+           "FLOWSERV_HEARTBEAT": "0.2", "FLOWSERV_RUN_LEASE": "1",
+           "FLOWSERV_CONTAINMENT": cfg["containment"]}
     async with LocalAPIFactory(env=env, db=db) as factory:
         async with factory() as api:
             run = await api.runs().start_run(cfg["group_id"], [])
@@ -42,6 +44,31 @@ async def _read_line(proc: anyio.abc.Process) -> str:
     return data.decode().strip()
 
 
+async def next_engine(
+    make_factory: Callable[..., LocalAPIFactory], tmp_path: Path, command: str
+) -> tuple[LocalAPIFactory, str]:
+    """The engine that survives (short lease), with a one-step workflow's group."""
+    env = {"FLOWSERV_AUTH": "open", "FLOWSERV_HEARTBEAT": "0.2", "FLOWSERV_RUN_LEASE": "1"}
+    factory = make_factory(env)
+    await factory.open()
+    _, group_id = await install(factory, tmp_path / "crash", [step("s", command)])
+    return factory, group_id
+
+
+async def crashing_service(
+    database: DB, basedir: Path, group_id: str, containment: str = "auto"
+) -> anyio.abc.Process:
+    """A service process on the same database that starts one run and prints its id."""
+    cfg: dict[str, Any] = {
+        "url": database.url.render_as_string(hide_password=False),
+        "connect_args": database.connect_args,
+        "api_dir": str(basedir),
+        "group_id": group_id,
+        "containment": containment,
+    }
+    return await anyio.open_process([sys.executable, "-c", CHILD, json.dumps(cfg)])
+
+
 def _gone(pid: int) -> bool:
     try:
         return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
@@ -52,17 +79,8 @@ def _gone(pid: int) -> bool:
 async def test_killed_engine_run_becomes_error_and_its_step_dies(
     make_factory: Callable[..., LocalAPIFactory], database: DB, basedir: Path, tmp_path: Path
 ) -> None:
-    env = {"FLOWSERV_AUTH": "open", "FLOWSERV_HEARTBEAT": "0.2", "FLOWSERV_RUN_LEASE": "1"}
-    factory = make_factory(env)
-    await factory.open()
-    _, group_id = await install(factory, tmp_path / "crash", [step("s", "sleep 60")])
-    cfg: dict[str, Any] = {
-        "url": database.url.render_as_string(hide_password=False),
-        "connect_args": database.connect_args,
-        "api_dir": str(basedir),
-        "group_id": group_id,
-    }
-    async with await anyio.open_process([sys.executable, "-c", CHILD, json.dumps(cfg)]) as child:
+    factory, group_id = await next_engine(make_factory, tmp_path, "sleep 60")
+    async with await crashing_service(database, basedir, group_id) as child:
         run_id = await _read_line(child)
         sleeper = await wait_for_process(lambda cmd: cmd == ["sleep", "60"])
         child.send_signal(signal.SIGKILL)
@@ -75,6 +93,55 @@ async def test_killed_engine_run_becomes_error_and_its_step_dies(
     final = await factory.wait_run(run_id, timeout=10)
     assert final["state"] == "ERROR"
     assert "interrupted" in final["messages"][0]
+
+
+# A shell step that forks two grandchildren, one of them in a session of its own.
+FORKING_STEP = "sh -c 'sleep 313 & setsid sleep 317 & wait'"
+
+
+def _contained_sleepers() -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        if proc.info["cmdline"] in (["sleep", "313"], ["sleep", "317"]):
+            found.append(proc)
+    return found
+
+
+def _alive(procs: list[psutil.Process]) -> list[psutil.Process]:
+    alive = []
+    for proc in procs:
+        try:
+            if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
+                alive.append(proc)
+        except psutil.NoSuchProcess:
+            continue
+    return alive
+
+
+@pytest.mark.parametrize("containment", ["auto", "tag"])
+async def test_next_engine_kills_what_a_crashed_service_left_and_removes_its_run_folder(
+    make_factory: Callable[..., LocalAPIFactory],
+    database: DB,
+    basedir: Path,
+    tmp_path: Path,
+    containment: str,
+) -> None:
+    factory, group_id = await next_engine(make_factory, tmp_path, FORKING_STEP)
+    async with await crashing_service(database, basedir, group_id, containment) as child:
+        run_id = await _read_line(child)
+        with anyio.fail_after(20):
+            while len(sleepers := await anyio.to_thread.run_sync(_contained_sleepers)) < 2:
+                await anyio.sleep(0.05)
+        rundir = anyio.Path(basedir, "tmp", "runs", run_id)
+        assert await rundir.is_dir()
+        child.send_signal(signal.SIGKILL)
+        await child.wait()
+    final = await factory.wait_run(run_id, timeout=20)
+    assert final["state"] == "ERROR"
+    # The sweep that failed the run goes on to kill its processes and remove its folder.
+    with anyio.fail_after(20):
+        while await anyio.to_thread.run_sync(_alive, sleepers) or await rundir.exists():
+            await anyio.sleep(0.05)
 
 
 async def test_runs_of_a_live_engine_are_not_failed(

@@ -131,6 +131,18 @@ async def test_nonzero_exit_stops_the_step_at_that_command(tmp_path: Path) -> No
     assert [e.text for e in log.lines().lines] == ["first", "bad input"]
 
 
+async def test_failure_messages_name_files_relative_to_the_run_folder(tmp_path: Path) -> None:
+    result = await execute(
+        tmp_path,
+        step("s", "cat ${rundir}/data/missing.txt", "echo never"),
+        log=RunLog(),
+    )
+    assert not result.success
+    assert str(tmp_path) not in "".join(result.messages)
+    assert result.messages[0].startswith("step 's': command 'cat data/missing.txt' failed")
+    assert "data/missing.txt" in result.messages[0].splitlines()[-1]
+
+
 async def test_cancelling_the_run_kills_the_whole_process_group(
     tmp_path: Path, probe: ProcessProbe
 ) -> None:

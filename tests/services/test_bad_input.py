@@ -18,13 +18,12 @@ from typing import Any
 import anyio
 import anyio.to_thread
 import pytest
-from dbutil import backend_database
-from sqlalchemy import func, select
+from dbutil import backend_database, snapshot
 
 from flowserv_async import DB, LocalAPIFactory
 from flowserv_async._util import new_id
 from flowserv_async.api import API
-from flowserv_async.db.models import Group, GroupMember, Run, UploadedFile, User, Workflow
+from flowserv_async.db.models import User
 from flowserv_async.errors import (
     ConstraintViolationError,
     InvalidArgumentError,
@@ -259,6 +258,23 @@ CASES: list[Any] = [
     ),
     (lambda c: c.install("{not json"), InvalidTemplateError, "spec-not-parseable"),
     (
+        lambda c: c.install({"workflow": {"files": {"outputs": ["../../x"]}}}),
+        InvalidTemplateError,
+        "workflow-output-leaves-run-folder",
+    ),
+    (
+        lambda c: c.install(
+            {"workflow": {"steps": [{"name": "s", "files": {"inputs": ["/etc/passwd"]}}]}}
+        ),
+        InvalidTemplateError,
+        "step-input-absolute",
+    ),
+    (
+        lambda c: c.install("[" * 3000 + "]" * 3000),
+        InvalidTemplateError,
+        "spec-nested-too-deeply",
+    ),
+    (
         lambda c: c.manifest(
             {"name": "x", "specfile": "spec.yaml"},
             files={"spec.yaml": "workflow: !include ../outside.yaml"},
@@ -473,27 +489,6 @@ CASES: list[Any] = [
         "delete-file-of-another-group",
     ),
 ]
-
-
-def _snapshot_files(folder: Path) -> dict[str, bytes]:
-    files = {}
-    for dirpath, _, filenames in os.walk(folder):
-        for name in filenames:
-            if name.startswith("flowserv.db"):
-                continue
-            path = Path(dirpath, name)
-            files[path.relative_to(folder).as_posix()] = path.read_bytes()
-    return files
-
-
-async def snapshot(database: DB, basedir: Path) -> tuple[dict[str, int], dict[str, bytes]]:
-    """Row counts of the tables that a call could write, and the stored files."""
-    counts = {}
-    async with database.session() as s:
-        for model in (Workflow, Group, GroupMember, UploadedFile, Run, User):
-            stmt = select(func.count()).select_from(model)
-            counts[model.__tablename__] = int((await s.execute(stmt)).scalar_one())
-    return counts, await anyio.to_thread.run_sync(_snapshot_files, basedir)
 
 
 @dataclass

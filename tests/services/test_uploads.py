@@ -18,7 +18,12 @@ import pytest
 from flowserv_async import DB, LocalAPIFactory
 from flowserv_async._util import new_id
 from flowserv_async.db.models import UploadedFile, User
-from flowserv_async.errors import ConstraintViolationError, UnknownFileError
+from flowserv_async.errors import (
+    ConstraintViolationError,
+    FlowservError,
+    InvalidArgumentError,
+    UnknownFileError,
+)
 
 
 def _files(folder: Path) -> list[str]:
@@ -139,6 +144,59 @@ async def test_failed_block_leaves_no_upload(
     assert await stored_files(basedir) == before
 
 
+async def dropped_connection() -> AsyncIterator[bytes]:
+    yield b"first part"
+    await anyio.sleep(0)
+    raise ConnectionResetError(104, "Connection reset by peer")
+
+
+async def test_interrupted_stream_says_so_and_leaves_nothing(
+    factory: LocalAPIFactory, group: dict[str, Any], basedir: Path, count_rows: Callable[..., Any]
+) -> None:
+    before = await stored_files(basedir)
+    with pytest.raises(FlowservError) as caught:
+        async with factory(user_id=group["user"]) as api:
+            await api.uploads().upload_file(group["id"], dropped_connection(), "data.csv")
+    assert type(caught.value) is FlowservError
+    assert caught.value.message == (
+        "'data.csv' was not stored: the upload was interrupted (Connection reset by peer)"
+    )
+    assert isinstance(caught.value.__cause__, ConnectionResetError)
+    assert await count_rows(UploadedFile) == 0
+    assert await stored_files(basedir) == before
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["invoice\u202etxt.exe", "a\u200bb.txt", "line\u2028break.txt", "\ufeffbom.txt", "x\u2066.csv"],
+    ids=["rtl-override", "zero-width-space", "line-separator", "bom", "isolate"],
+)
+async def test_deceptive_upload_names_are_refused(
+    factory: LocalAPIFactory,
+    group: dict[str, Any],
+    basedir: Path,
+    count_rows: Callable[..., Any],
+    name: str,
+) -> None:
+    before = await stored_files(basedir)
+    with pytest.raises(InvalidArgumentError, match="invisible or direction-changing"):
+        async with factory(user_id=group["user"]) as api:
+            await api.uploads().upload_file(group["id"], b"x", name)
+    assert await count_rows(UploadedFile) == 0
+    assert await stored_files(basedir) == before
+
+
+async def test_names_in_any_script_are_accepted(
+    factory: LocalAPIFactory, group: dict[str, Any]
+) -> None:
+    names = ["Größe.txt", "数据/表.csv", "ملف.txt", "naïve café.md", "emoji-🎉.txt"]
+    async with factory(user_id=group["user"]) as api:
+        for name in names:
+            await api.uploads().upload_file(group["id"], b"x", name)
+        listed = await api.uploads().list_uploaded_files(group["id"])
+    assert [f["name"] for f in listed["files"]] == names
+
+
 @pytest.mark.parametrize(
     "content",
     [b"x" * 11, [b"x" * 6, b"x" * 5], "local", "file"],
@@ -165,7 +223,7 @@ async def test_size_limit(
         content = io.BytesIO(b"x" * 11)
     elif isinstance(content, list):
         content = chunks(*content)
-    with pytest.raises(ConstraintViolationError, match="10 bytes"):
+    with pytest.raises(ConstraintViolationError, match=r"^file 'big\.bin' exceeds .* 10 bytes$"):
         async with factory(user_id=group["user"]) as api:
             await api.uploads().upload_file(group["id"], content, "big.bin")
     assert await count_rows(UploadedFile) == 1

@@ -121,3 +121,78 @@ def test_document_must_be_a_mapping(tmp_path: Path, text: str) -> None:
     spec = write(tmp_path / "t.yaml", text)
     with pytest.raises(InvalidTemplateError, match="must be a mapping"):
         load_document(spec)
+
+
+ALIAS_BOMB = (
+    "a: &a [x, x, x, x, x, x, x, x, x]\n"
+    "b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
+    "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\n"
+    "d: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]\n"
+    "e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d]\n"
+    "f: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e]\n"
+    "g: &g [*f, *f, *f, *f, *f, *f, *f, *f, *f]\n"
+    "workflow: {steps: *g}\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        (ALIAS_BOMB, 2),
+        ("workflow: &w {steps: [*w]}\n", 1),
+        ("base: &b {x: 1}\nworkflow:\n  <<: *b\n", 3),
+    ],
+    ids=["bomb", "cycle", "merge-key"],
+)
+def test_yaml_aliases_are_refused(tmp_path: Path, text: str, line: int) -> None:
+    spec = write(tmp_path / "t.yaml", text)
+    with pytest.raises(InvalidTemplateError, match=rf"t\.yaml, line {line}: YAML aliases"):
+        load_document(spec)
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        ("t.yaml", "workflow: " + "[" * 3000 + "]" * 3000 + "\n"),
+        ("t.yaml", "workflow:\n" + "".join("  " * i + "- \n" for i in range(1, 200))),
+        ("t.json", '{"workflow": ' + "[" * 3000 + "]" * 3000 + "}"),
+        ("t.json", '{"workflow": ' + "[" * 100 + "]" * 100 + "}"),
+    ],
+    ids=["yaml-flow", "yaml-block", "json-3000", "json-100"],
+)
+def test_deep_nesting_is_refused(tmp_path: Path, name: str, text: str) -> None:
+    spec = write(tmp_path / name, text)
+    with pytest.raises(InvalidTemplateError, match="nested more than 64 levels deep"):
+        load_document(spec)
+
+
+def test_nesting_is_counted_across_includes(tmp_path: Path) -> None:
+    # Each file alone is shallow; the chain of includes is not.
+    for i in range(20):
+        inner = f"!include f{i + 1}.yaml" if i < 19 else "leaf"
+        write(tmp_path / f"f{i}.yaml", "[[[[" + inner + "]]]]\n")
+    spec = write(tmp_path / "t.yaml", "workflow: !include f0.yaml\n")
+    with pytest.raises(InvalidTemplateError, match="nested more than 64 levels deep"):
+        load_document(spec)
+
+
+def test_include_fan_out_is_bounded(tmp_path: Path) -> None:
+    # Twenty files that each include the next one ten times: 10**20 values unrolled.
+    for i in range(20):
+        inner = f"!include f{i + 1}.yaml" if i < 19 else "leaf"
+        write(tmp_path / f"f{i}.yaml", "[" + ", ".join([inner] * 10) + "]\n")
+    spec = write(tmp_path / "t.yaml", "workflow: !include f0.yaml\n")
+    with pytest.raises(InvalidTemplateError, match="more than 10000 values"):
+        load_document(spec)
+
+
+def test_oversized_file_is_refused(tmp_path: Path) -> None:
+    spec = write(tmp_path / "t.yaml", "workflow: {}\n" + "#" * (1 << 20) + "\n")
+    with pytest.raises(InvalidTemplateError, match=r"t\.yaml is larger than 1048576 bytes"):
+        load_document(spec)
+
+
+def test_anchor_without_alias_and_moderate_nesting_load(tmp_path: Path) -> None:
+    spec = write(tmp_path / "t.yaml", "workflow: &w {steps: " + "[" * 60 + "]" * 60 + "}\n")
+    doc = load_document(spec)
+    assert doc["workflow"]["steps"] == json.loads("[" * 60 + "]" * 60)

@@ -163,10 +163,12 @@ async def test_copy_from_local_refuses_special_files(
 class FailingVolume(FileSystemVolume):
     """Fails to store any key that contains ``fail``."""
 
-    async def store(self, key: str, data: StoreData, *, max_size: int | None = None) -> int:
+    async def store(
+        self, key: str, data: StoreData, *, max_size: int | None = None, name: str | None = None
+    ) -> int:
         if "fail" in key:
             raise OSError("disk on fire")
-        return await super().store(key, data, max_size=max_size)
+        return await super().store(key, data, max_size=max_size, name=name)
 
 
 async def test_copy_from_local_removes_copied_files_when_a_copy_fails(

@@ -1,0 +1,297 @@
+"""Containment of a run's processes: every process a run starts can be found and killed.
+
+A step's command runs in a process group of its own, but a process may leave the group
+(``setsid()``, a daemon's double fork) and outlive the run, the engine, or both. So each
+run is contained as a whole, by the first mechanism the machine offers:
+
+``cgroup``
+    Linux cgroup v2 with ``cgroup.kill`` (kernel 5.14+) in a hierarchy this process can
+    write: each run gets the cgroup ``<own cgroup>/flowserv-async/run-<run id>``. A
+    command starts through a tiny ``sh`` wrapper that moves itself into the cgroup before
+    it execs the command, so everything the command forks is in it, however it detaches;
+    no process can leave a cgroup it cannot write to. Killing writes ``cgroup.kill``:
+    the kernel kills every member at once, forks in flight included.
+``tag``
+    Elsewhere every process of a run carries ``FLOWSERV_RUN_TAG=<run id>`` in its
+    environment, which forks and execs inherit; killing sends SIGKILL to each process
+    whose ``/proc/<pid>/environ`` holds the tag, until none is left. A process that
+    replaces its environment (``env -i``) escapes this mechanism.
+
+Neither refers to a process by pid alone, so a recycled pid is never killed. The
+:meth:`RunProcesses.record` of a run is what another engine needs to kill what an
+interrupted run left behind (:func:`kill_leftovers`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import signal
+import sys
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.to_thread
+
+#: Environment variable that marks the processes of a run (both mechanisms set it).
+RUN_TAG = "FLOWSERV_RUN_TAG"
+CGROUP = "cgroup"
+TAG = "tag"
+#: Choices of ``FLOWSERV_CONTAINMENT``: ``auto`` (a cgroup where the machine allows it,
+#: else the tag) or ``tag`` (always the tag: no cgroup migration per command).
+CONTAINMENTS = ("auto", TAG)
+
+_CGROUP_PARENT = "flowserv-async"
+# How long killing waits for the members to be gone; SIGKILL cannot be ignored, so this
+# only bounds a wait for the kernel.
+_KILL_WAIT = 5.0
+_POLL = 0.02
+# Moves the shell into the cgroup given as $0, then replaces it with the command.
+_ENTER_CGROUP = 'echo 0 > "$0/cgroup.procs" && exec "$@"'
+
+
+class RunProcesses(ABC):
+    """The processes of one run: how to start them contained, and how to kill them all."""
+
+    mechanism: str
+
+    def __init__(self, tag: str) -> None:
+        self.tag = tag
+
+    def environment(self) -> dict[str, str]:
+        """Variables to add to the environment of every command of the run."""
+        return {RUN_TAG: self.tag}
+
+    def wrap(self, argv: Sequence[str]) -> list[str]:
+        """The command line that starts ``argv`` inside the run's containment."""
+        return list(argv)
+
+    @abstractmethod
+    def record(self) -> dict[str, str]:
+        """JSON-ready description that :func:`kill_leftovers` accepts."""
+
+    @abstractmethod
+    async def kill(self) -> None:
+        """Kill every process of the run and wait (bounded) until they are gone."""
+
+    async def close(self) -> None:
+        """Kill every process of the run and release what the containment holds."""
+        await self.kill()
+
+
+class CgroupProcesses(RunProcesses):
+    """A run in a cgroup v2 of its own (see the module docstring)."""
+
+    mechanism = CGROUP
+
+    def __init__(self, tag: str, path: Path) -> None:
+        super().__init__(tag)
+        self.path = path
+
+    def wrap(self, argv: Sequence[str]) -> list[str]:
+        """``sh -c 'enter the cgroup; exec "$@"' <cgroup> argv...``."""
+        return ["/bin/sh", "-c", _ENTER_CGROUP, str(self.path), *argv]
+
+    def record(self) -> dict[str, str]:
+        """``{mechanism: cgroup, path, tag}``."""
+        return {"mechanism": CGROUP, "path": str(self.path), "tag": self.tag}
+
+    async def kill(self) -> None:
+        """Write ``cgroup.kill`` and wait until the cgroup is empty."""
+        if not await anyio.to_thread.run_sync(_kill_cgroup, self.path):
+            return  # empty, or gone
+        # Nothing notifies us when the members are gone (they are not our children).
+        with anyio.move_on_after(_KILL_WAIT):
+            while True:
+                if not await anyio.to_thread.run_sync(_populated, self.path):
+                    return
+                await anyio.sleep(_POLL)
+
+    async def close(self) -> None:
+        """Kill the members, then remove the cgroup."""
+        # Usually the cgroup is empty by now: one trip to a worker thread removes it.
+        if await anyio.to_thread.run_sync(_remove_empty_cgroup, self.path):
+            return
+        await self.kill()
+        await anyio.to_thread.run_sync(_remove_cgroup, self.path)
+
+
+class TaggedProcesses(RunProcesses):
+    """A run whose processes are known by the tag in their environment."""
+
+    mechanism = TAG
+
+    def record(self) -> dict[str, str]:
+        """``{mechanism: tag, tag}``."""
+        return {"mechanism": TAG, "tag": self.tag}
+
+    async def kill(self) -> None:
+        """SIGKILL every tagged process until a look at /proc finds none."""
+        # Repeated, because a process may have forked between the look and the kill.
+        with anyio.move_on_after(_KILL_WAIT):
+            while True:
+                if not await anyio.to_thread.run_sync(_kill_tagged, self.tag):
+                    return
+                await anyio.sleep(_POLL)
+
+
+async def contain_run(run_id: str, choice: str = "auto") -> RunProcesses:
+    """Containment for a new run: a cgroup where the machine allows it, else the tag.
+
+    ``choice`` is one of :data:`CONTAINMENTS`; ``tag`` skips the cgroup.
+    """
+    if choice == TAG:
+        return TaggedProcesses(run_id)
+    path = await anyio.to_thread.run_sync(_make_run_cgroup, run_id)
+    return TaggedProcesses(run_id) if path is None else CgroupProcesses(run_id, path)
+
+
+async def kill_leftovers(record: Mapping[str, Any]) -> None:
+    """Kill what a run described by :meth:`RunProcesses.record` left running.
+
+    Unknown or malformed records are ignored: there is nothing they could name.
+    """
+    tag = record.get("tag")
+    if not isinstance(tag, str) or not tag:
+        return
+    processes: RunProcesses
+    path = record.get("path")
+    if record.get("mechanism") == CGROUP and isinstance(path, str):
+        # Only a run cgroup of ours, never another path that a record might hold.
+        if Path(path).name != f"run-{tag}" or Path(path).parent.name != _CGROUP_PARENT:
+            return
+        processes = CgroupProcesses(tag, Path(path))
+    else:
+        processes = TaggedProcesses(tag)
+    await processes.close()
+
+
+def mechanism() -> str:
+    """The mechanism new runs get on this machine: ``cgroup`` or ``tag`` (reads /proc)."""
+    return CGROUP if cgroup_root() is not None else TAG
+
+
+@cache
+def cgroup_root() -> Path | None:
+    """The folder of run cgroups, or None when cgroup v2 with ``cgroup.kill`` is unusable.
+
+    Found once per process: the cgroup v2 mount, the cgroup this process is in, and
+    ``flowserv-async`` below it, created if needed.
+    """
+    if sys.platform != "linux":
+        return None
+    mount = _cgroup2_mount()
+    own = _own_cgroup()
+    if mount is None or own is None:
+        return None
+    root = mount / own.lstrip("/") / _CGROUP_PARENT
+    try:
+        root.mkdir(exist_ok=True)
+    except OSError:
+        return None
+    return root if (root / "cgroup.kill").exists() else None
+
+
+def _cgroup2_mount() -> Path | None:
+    try:
+        with open("/proc/self/mounts", encoding="utf-8") as mounts:
+            for line in mounts:
+                fields = line.split()
+                if len(fields) > 2 and fields[2] == "cgroup2":
+                    return Path(fields[1])
+    except OSError:
+        return None
+    return None
+
+
+def _own_cgroup() -> str | None:
+    try:
+        with open("/proc/self/cgroup", encoding="utf-8") as groups:
+            for line in groups:
+                if line.startswith("0::"):
+                    return line[3:].strip()
+    except OSError:
+        return None
+    return None
+
+
+def _make_run_cgroup(run_id: str) -> Path | None:
+    root = cgroup_root()
+    if root is None:
+        return None
+    path = root / f"run-{run_id}"
+    try:
+        path.mkdir(exist_ok=True)
+    except OSError:
+        return None
+    return path
+
+
+def _kill_cgroup(path: Path) -> bool:
+    """Write ``cgroup.kill`` unless the cgroup is empty; True when it had members."""
+    if not _populated(path):
+        return False
+    try:
+        (path / "cgroup.kill").write_text("1")
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _populated(path: Path) -> bool:
+    try:
+        events = (path / "cgroup.events").read_text()
+    except FileNotFoundError:
+        return False
+    return "populated 1" in events
+
+
+def _remove_empty_cgroup(path: Path) -> bool:
+    """Remove the cgroup if nothing is in it; True when it is gone."""
+    try:
+        path.rmdir()
+    except FileNotFoundError:
+        return True
+    except OSError as err:
+        if err.errno == errno.EBUSY:
+            return False
+        raise
+    return True
+
+
+def _remove_cgroup(path: Path) -> None:
+    try:
+        path.rmdir()
+    except FileNotFoundError:
+        pass
+    except OSError as err:
+        # Still busy after the bounded wait: the next sweep of the engine tries again.
+        if err.errno != errno.EBUSY:
+            raise
+
+
+def _kill_tagged(tag: str) -> int:
+    """SIGKILL the processes whose environment holds the tag; return how many."""
+    marker = f"\0{RUN_TAG}={tag}\0".encode()
+    own = os.getpid()
+    killed = 0
+    with os.scandir("/proc") as entries:
+        pids = [int(entry.name) for entry in entries if entry.name.isdigit()]
+    for pid in pids:
+        if pid == own:
+            continue
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as environ:
+                data = b"\0" + environ.read()
+        except OSError:
+            continue  # gone, a zombie, or not ours to read
+        if marker in data:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+                killed += 1
+    return killed

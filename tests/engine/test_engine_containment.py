@@ -1,0 +1,220 @@
+"""Containment: processes that leave their step's process group still die with the run."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.to_thread
+import psutil
+import pytest
+
+from flowserv_async.engine import RunLog, run_workflow
+from flowserv_async.engine.containment import (
+    CgroupProcesses,
+    RunProcesses,
+    TaggedProcesses,
+    cgroup_root,
+    contain_run,
+    kill_leftovers,
+)
+
+# A step that leaves two processes behind outside its process group: a child that
+# calls setsid(), and a daemon made by a double fork. Each writes its pid once it runs.
+ESCAPE = """
+import os, sys, time
+
+def detached(name):
+    os.setsid()
+    with open(name + '.tmp', 'w') as f:
+        f.write(str(os.getpid()))
+    os.rename(name + '.tmp', name)
+    time.sleep(300)
+    os._exit(0)
+
+if os.fork() == 0:
+    detached('setsid.pid')
+child = os.fork()
+if child == 0:
+    if os.fork() == 0:
+        detached('daemon.pid')
+    os._exit(0)
+os.waitpid(child, 0)
+while not (os.path.exists('setsid.pid') and os.path.exists('daemon.pid')):
+    time.sleep(0.01)
+if len(sys.argv) > 1:
+    time.sleep(float(sys.argv[1]))
+"""
+
+MECHANISMS = ["tag", pytest.param("cgroup", marks=pytest.mark.skipif(
+    sys.platform != "linux" or cgroup_root() is None, reason="no writable cgroup v2 here"
+))]  # fmt: skip
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+async def alive(pids: list[int]) -> list[int]:
+    return [pid for pid in pids if await anyio.to_thread.run_sync(_alive, pid)]
+
+
+async def escaped_pids(rundir: Path) -> list[int]:
+    with anyio.fail_after(20):
+        while True:
+            try:
+                return [
+                    int(await anyio.Path(rundir, name).read_text())
+                    for name in ("setsid.pid", "daemon.pid")
+                ]
+            except FileNotFoundError:
+                await anyio.sleep(0.05)
+
+
+@pytest.fixture
+async def contained(tmp_path: Path) -> AsyncIterator[Callable[[str], Any]]:
+    made: list[RunProcesses] = []
+
+    async def make(kind: str) -> RunProcesses:
+        processes: RunProcesses
+        if kind == "tag":
+            processes = TaggedProcesses(f"test-{tmp_path.name}-{len(made)}")
+        else:
+            processes = await contain_run(f"test-{os.getpid()}-{len(made)}")
+            assert isinstance(processes, CgroupProcesses)
+        made.append(processes)
+        return processes
+
+    yield make
+    for processes in made:
+        await processes.close()
+
+
+def workflow(script: Path, *args: str) -> dict[str, Any]:
+    command = " ".join([sys.executable, str(script), *args])
+    return {"steps": [{"name": "s", "action": {"environment": "sh", "commands": [command]}}]}
+
+
+@pytest.fixture
+async def rundir(tmp_path: Path) -> Path:
+    path = tmp_path / "run"
+    await anyio.Path(path).mkdir()
+    return path
+
+
+@pytest.fixture
+def escape_script(tmp_path: Path) -> Path:
+    script = tmp_path / "escape.py"
+    script.write_text(ESCAPE)
+    return script
+
+
+@pytest.mark.parametrize("kind", MECHANISMS)
+async def test_processes_that_left_the_group_die_when_the_run_ends(
+    rundir: Path, escape_script: Path, contained: Callable[[str], Any], kind: str
+) -> None:
+    processes = await contained(kind)
+    result = await run_workflow(
+        workflow(escape_script), rundir=rundir, log=RunLog(), processes=processes
+    )
+    assert result.success, result.messages
+    assert await alive(await escaped_pids(rundir)) == []
+
+
+@pytest.mark.parametrize("kind", MECHANISMS)
+async def test_processes_that_left_the_group_die_on_cancel(
+    rundir: Path, escape_script: Path, contained: Callable[[str], Any], kind: str
+) -> None:
+    processes = await contained(kind)
+    scope = anyio.CancelScope()
+
+    async def run() -> None:
+        with scope:
+            await run_workflow(
+                workflow(escape_script, "300"),
+                rundir=rundir,
+                log=RunLog(),
+                processes=processes,
+                grace=0.5,
+            )
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(run)
+        pids = await escaped_pids(rundir)
+        assert await alive(pids) == pids
+        scope.cancel()
+    assert scope.cancelled_caught
+    assert await alive(pids) == []
+
+
+async def test_processes_that_left_the_group_die_on_step_timeout(
+    rundir: Path, escape_script: Path
+) -> None:
+    spec = workflow(escape_script, "300")
+    spec["steps"][0]["timeout"] = 5
+    result = await run_workflow(spec, rundir=rundir, log=RunLog(), grace=0.5)
+    assert result.messages == ["step 's' exceeded its time limit of 5 s"]
+    assert await alive(await escaped_pids(rundir)) == []
+
+
+def _spawn_interrupted_run(
+    processes: RunProcesses, script: Path, cwd: Path
+) -> subprocess.Popen[bytes]:
+    """Start a contained process tree as an engine that then died would have left it."""
+    env = {**os.environ, **processes.environment()}
+    argv = processes.wrap([sys.executable, str(script), "300"])
+    return subprocess.Popen(argv, cwd=cwd, env=env, start_new_session=True)
+
+
+@pytest.mark.parametrize("kind", MECHANISMS)
+async def test_leftovers_of_an_interrupted_run_are_killed_from_its_record(
+    tmp_path: Path, escape_script: Path, contained: Callable[[str], Any], kind: str
+) -> None:
+    processes = await contained(kind)
+    bystander = await anyio.to_thread.run_sync(
+        lambda: subprocess.Popen(["sleep", "300"], start_new_session=True)
+    )
+    main = await anyio.to_thread.run_sync(
+        _spawn_interrupted_run, processes, escape_script, tmp_path
+    )
+    try:
+        pids = [main.pid, *await escaped_pids(tmp_path)]
+        assert await alive(pids) == pids
+        await kill_leftovers(processes.record())
+        assert await alive(pids) == []
+        assert await alive([bystander.pid]) == [bystander.pid]  # not of the run: untouched
+    finally:
+        for proc in (bystander, main):
+            proc.kill()
+            await anyio.to_thread.run_sync(proc.wait)
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        {},
+        {"mechanism": "cgroup", "path": "/sys/fs/cgroup/unified", "tag": "x"},
+        {"mechanism": "cgroup", "path": "/sys/fs/cgroup/unified/flowserv-async/run-y", "tag": "x"},
+        {"mechanism": "tag", "tag": ""},
+        {"mechanism": "tag", "tag": 5},
+    ],
+    ids=["empty", "foreign-cgroup", "other-runs-cgroup", "empty-tag", "tag-not-text"],
+)
+async def test_records_that_name_nothing_of_ours_kill_nothing(record: dict[str, Any]) -> None:
+    bystander = await anyio.to_thread.run_sync(
+        lambda: subprocess.Popen(["sleep", "300"], start_new_session=True)
+    )
+    try:
+        await kill_leftovers(record)
+        assert await alive([bystander.pid]) == [bystander.pid]
+    finally:
+        bystander.kill()
+        await anyio.to_thread.run_sync(bystander.wait)

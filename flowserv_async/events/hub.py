@@ -34,6 +34,8 @@ logger = logging.getLogger(__name__)
 PAGE_SIZE = 500
 # Seconds to wait before listening again after the PostgreSQL listener failed.
 _RELISTEN_DELAY = 1.0
+# The longest the hub's own reads and clean-up may take (they run shielded).
+_READ_LIMIT = 10.0
 
 # Key of the hub in the database's session factory ``info`` (each session of the
 # database also finds its hub's wake-up there).
@@ -151,10 +153,12 @@ class EventHub:
                 self._wake.set()
 
     async def _read_new(self) -> None:
-        # Reads are short; shielded so that closing never cuts a query (and its
-        # connection) in half.
-        with anyio.CancelScope(shield=True):
+        # Reads are short; shielded so that closing does not cut a query (and its
+        # connection) in half, but bounded so that a stuck one cannot hold up closing.
+        with anyio.move_on_after(_READ_LIMIT, shield=True) as scope:
             await self._read_rows()
+        if scope.cancelled_caught:
+            logger.error("reading new events took over %g s; gave up", _READ_LIMIT)
 
     @asynccontextmanager
     async def _reading(self) -> AsyncIterator[AsyncSession | AsyncConnection]:
@@ -232,12 +236,12 @@ class EventHub:
             try:
                 await lost.wait()
             finally:
-                with anyio.CancelScope(shield=True):
+                with anyio.move_on_after(_READ_LIMIT, shield=True):
                     async with self._reader_lock:
                         self._reader = None
                     if not raw.is_closed():
-                        with anyio.move_on_after(5):
-                            await raw.remove_listener(CHANNEL, on_notify)
+                        await raw.remove_listener(CHANNEL, on_notify)
+                self._reader = None
                 raw.remove_termination_listener(on_lost)
 
 

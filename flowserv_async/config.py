@@ -74,11 +74,25 @@ def _seconds(name: str, value: Any) -> float:
     return number
 
 
+def _positive(name: str, value: Any) -> int:
+    number = _count(name, value)
+    if number == 0:
+        raise InvalidConfigurationError(
+            f"invalid value {value!r} for {name}: expected a positive integer"
+        )
+    return number
+
+
 def _port(name: str, value: Any) -> int:
     port = _count(name, value)
     if not 0 < port < 65536:
         raise InvalidConfigurationError(f"invalid value {value!r} for {name}: not a TCP port")
     return port
+
+
+def _origins(name: str, value: Any) -> tuple[str, ...]:
+    # A comma list of origins, or "*" for any origin.
+    return tuple(o.strip() for o in str(value).split(",") if o.strip())
 
 
 def _auth(name: str, value: Any) -> str:
@@ -166,11 +180,16 @@ class Settings:
     events_poll: float = _setting("FLOWSERV_EVENTS_POLL", _seconds, 0.25)
     events_buffer: int = _setting("FLOWSERV_EVENTS_BUFFER", _count, 1000)
     webhooks: str | None = _setting("FLOWSERV_WEBHOOKS", _optional_text)
+    dask_scheduler: str | None = _setting("FLOWSERV_DASK_SCHEDULER", _optional_text)
+    dask_workers: int = _setting("FLOWSERV_DASK_WORKERS", _positive, 2)
+    dask_slots: int = _setting("FLOWSERV_DASK_SLOTS", _positive, 4)
     api_name: str = _setting("FLOWSERV_API_NAME", _text, DEFAULT_API_NAME)
     api_host: str = _setting("FLOWSERV_API_HOST", _text, "localhost")
     api_port: int = _setting("FLOWSERV_API_PORT", _port, 5000)
     api_path: str = _setting("FLOWSERV_API_PATH", _text, "/flowserv/api/v1")
     api_protocol: str = _setting("FLOWSERV_API_PROTOCOL", _text, "http")
+    cors_origins: tuple[str, ...] = _setting("FLOWSERV_CORS_ORIGINS", _origins, ())
+    anonymous_downloads: bool = _setting("FLOWSERV_ANONYMOUS_DOWNLOADS", _bool, False)
 
     def __post_init__(self) -> None:
         if self.max_log_size < 1:
@@ -237,3 +256,5 @@ VARIABLES: tuple[str, ...] = tuple(
     sorted(item.metadata[_VARIABLE].name for item in fields(Settings))
 )
 """The names of all settings."""
+FLOWSERV_API_HOST = Settings.variable("api_host")
+FLOWSERV_API_PORT = Settings.variable("api_port")

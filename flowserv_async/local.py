@@ -213,6 +213,7 @@ class LocalAPIFactory:
                         self._webhooks = None
                     await store.aclose()
                     await hub.aclose()
+                    await self._volume.aclose()
                     if self._owns_db:
                         await self._db.dispose()
                         self._db = None
@@ -277,6 +278,8 @@ class LocalAPIFactory:
                         self._db = None
                     if self._owns_engine:
                         self._engine = None
+                    if self._volume is not None:
+                        await self._volume.aclose()
 
     async def _session_started(self) -> None:
         if self._state != FactoryState.OPEN:
@@ -479,7 +482,14 @@ class SessionManager:
         try:
             with translate_errors():
                 user_id = self._user_id or factory.user_id
-                token = None if user_id else (self._access_token or factory.settings.access_token)
+                # An explicit token, even an empty one, replaces the factory's: the HTTP
+                # server passes every request's (possibly missing) token this way.
+                given = self._access_token
+                token = (
+                    None
+                    if user_id
+                    else (given if given is not None else factory.settings.access_token)
+                )
                 username = None
                 if user_id is None and token is not None:
                     user = await authenticate(session, token)

@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from blockbuster import BlockBuster, blockbuster_ctx
+from blockbuster import BlockBuster
+from blocking import blocking_guard
 from dbutil import backend_database
+from s3util import MotoS3, moto_s3
 
 from flowserv_async import DB, LocalAPIFactory
 
@@ -33,16 +35,7 @@ def blockbuster(request: pytest.FixtureRequest) -> Iterator[BlockBuster | None]:
     if not inspect.iscoroutinefunction(getattr(request.node, "obj", None)):
         yield None
         return
-    with blockbuster_ctx() as bb:
-        # SQLAlchemy normalises the SQLite file name when it creates an engine; for the
-        # absolute paths used here that is string work, no disk access.
-        bb.functions["os.path.abspath"].can_block_in(
-            "sqlalchemy/dialects/sqlite/pysqlite.py", "create_connect_args"
-        )
-        # asyncpg looks for ~/.pgpass and client certificates when it opens a connection;
-        # pooled connections are opened rarely, and that is a file stat, not a wait.
-        for function in bb.functions.values():
-            function.can_block_in("asyncpg/connect_utils.py", "_parse_connect_dsn_and_args")
+    with blocking_guard() as bb:
         yield bb
 
 
@@ -99,3 +92,17 @@ def count_rows(database: DB) -> Callable[..., Any]:
             return int((await session.execute(stmt)).scalar_one())
 
     return count
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[MotoS3]:
+    """One moto S3 server for the whole session (see ``s3util``)."""
+    with moto_s3() as server:
+        yield server
+
+
+@pytest.fixture
+def s3(moto_server: MotoS3) -> MotoS3:
+    """The moto S3 server, emptied, with an empty test bucket."""
+    moto_server.reset()
+    return moto_server

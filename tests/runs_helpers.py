@@ -128,3 +128,34 @@ async def blocking_factory(folder: Path) -> AsyncIterator[LocalAPIFactory]:
         }
         async with LocalAPIFactory(env=env, db=db) as opened:
             yield opened
+
+
+async def run_hello_world(factory: LocalAPIFactory) -> dict[str, Any]:
+    """Install the bundled hello world, run it for Alice and Bob, check its greetings.
+
+    Returns the ids (``workflow``, ``group``, ``upload``) and the final ``run``.
+    """
+    from flowserv_async.examples.run_helloworld import HERE
+
+    async with factory() as api:
+        workflow = await api.workflows().create_workflow(source=str(HERE))
+        group = await api.groups().create_group(workflow["id"], "team")
+        upload = await api.uploads().upload_file(group["id"], b"Alice\nBob\n", "names.txt")
+    arguments = [
+        {"name": "names", "value": {"type": "$file", "value": {"fileId": upload["id"]}}},
+        {"name": "greeting", "value": "Hi"},
+    ]
+    run = await start(factory, group["id"], arguments)
+    run = await factory.wait_run(run["id"], timeout=60)
+    assert run["state"] == "SUCCESS", run.get("messages")
+    # A result file with an output entry is named by its key, as in flowserv.
+    greetings = next(f for f in run["files"] if f["name"] == "greetings")
+    async with factory() as api:
+        handle = await api.runs().get_result_file(run["id"], greetings["id"])
+        assert (await handle.read()).decode() == "Hi, Alice!\nHi, Bob!\n"
+    return {
+        "workflow": workflow["id"],
+        "group": group["id"],
+        "upload": upload["id"],
+        "run": run,
+    }

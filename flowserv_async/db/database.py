@@ -39,6 +39,9 @@ _ASYNC_DRIVERS = {
 
 _SQLITE_POOL_SIZE = 8
 
+# Seconds after which a pooled server connection is replaced instead of reused.
+_POOL_RECYCLE_S = 1800
+
 # How long SQLite waits for a lock before it reports "database is locked", in ms.
 SQLITE_BUSY_TIMEOUT_MS = 60_000
 
@@ -140,7 +143,12 @@ class DB:
             kwargs["pool_size"] = _SQLITE_POOL_SIZE
             kwargs["max_overflow"] = _SQLITE_POOL_SIZE
         else:
-            kwargs["pool_pre_ping"] = True
+            # No pre-ping: it is a round trip per session (0.3 -> 1.1 ms for a one-statement
+            # session on the loopback). A connection the server dropped fails the one
+            # session that uses it; SQLAlchemy then discards the pool's older connections,
+            # so the next session connects afresh. Recycling bounds a connection's age for
+            # proxies and firewalls that drop idle ones.
+            kwargs["pool_recycle"] = _POOL_RECYCLE_S
         self.engine = create_async_engine(self.url, **kwargs)
         if self.is_sqlite:
             _configure_sqlite(self.engine)

@@ -25,11 +25,12 @@ import anyio
 import anyio.to_thread
 
 from flowserv_async.controller import EngineContext, WorkflowController
+from flowserv_async.engine._childwatch import use_pidfd_child_watcher
 from flowserv_async.engine.containment import RunProcesses, contain_run, kill_leftovers
 from flowserv_async.engine.job import RunJob
 from flowserv_async.engine.log import RunLog
 from flowserv_async.engine.runner import run_relative, run_workflow
-from flowserv_async.engine.store import CANCELED_BY_USER, save_results
+from flowserv_async.engine.store import CANCELED_BY_USER, save_results, stage_run
 from flowserv_async.errors import FlowservError
 from flowserv_async.states import RunState
 
@@ -84,6 +85,7 @@ class AsyncioEngine(WorkflowController):
         if self._ctx is not None:
             raise FlowservError("the workflow engine is already open")
         self._ctx, self._closed = context, False
+        use_pidfd_child_watcher()  # no waitpid thread per step on Python 3.11
         if context.limits.max_concurrent_runs:
             self._slots = anyio.Semaphore(context.limits.max_concurrent_runs)
         await self._sweep()
@@ -206,14 +208,7 @@ class AsyncioEngine(WorkflowController):
             moved = await self._guarded(ctx.store.mark_running(job.run_id, record), job.run_id)
         if not moved:
             return  # cancelled or failed while it waited
-        await anyio.Path(rundir).mkdir(parents=True, exist_ok=True)
-        await ctx.volume.copy_to_local(rundir, job.static_prefix)
-        if job.input_files:
-            await ctx.volume.copy_to_local(rundir, "", job.input_files)
-        for target, content in job.generated_files:
-            path = anyio.Path(rundir, target)
-            await path.parent.mkdir(parents=True, exist_ok=True)
-            await path.write_bytes(content)
+        await stage_run(ctx.volume, rundir, job)
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._log_writer, active)
             result = await run_workflow(
@@ -237,12 +232,15 @@ class AsyncioEngine(WorkflowController):
             postproc = await save_results(
                 ctx.store, ctx.volume, rundir, job.results, self.engine_id
             )
-            if postproc is None:
-                return
-            if self._closed:
-                await self._finish(postproc.run_id, RunState.CANCELED, [SHUTDOWN_REASON])
-            else:
-                await self.start(postproc)
+            if postproc is not None:
+                await self._start_postproc(postproc)
+
+    async def _start_postproc(self, job: RunJob) -> None:
+        """Start the post-processing run that a success made due (CANCELED when closing)."""
+        if self._closed:
+            await self._finish(job.run_id, RunState.CANCELED, [SHUTDOWN_REASON])
+        else:
+            await self.start(job)
 
     async def _guarded(self, call: Awaitable[bool], run_id: str) -> bool:
         """Await a store call that changes a state; log (never raise) a failure."""

@@ -24,7 +24,7 @@ import signal
 import string
 import sys
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -232,7 +232,18 @@ async def _wait_until_gone(pgid: int) -> None:
         await anyio.sleep(_POLL)
 
 
-def _has_live_member(pgid: int) -> bool:
+@dataclass(frozen=True, slots=True)
+class ProcessStat:
+    """What ``/proc/{pid}/stat`` tells of a process: its state, parent and group."""
+
+    pid: int
+    state: bytes
+    ppid: int
+    pgid: int
+
+
+def list_processes() -> Iterator[ProcessStat]:
+    """Read ``/proc`` (Linux, blocking): every process that exists right now."""
     with os.scandir("/proc") as entries:
         pids = [entry.name for entry in entries if entry.name.isdigit()]
     for pid in pids:
@@ -243,9 +254,12 @@ def _has_live_member(pgid: int) -> bool:
             continue
         # Format: "pid (comm) state ppid pgrp ..."; comm may hold spaces and parens.
         fields = data[data.rfind(b")") + 2 :].split()
-        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
-            return True
-    return False
+        if len(fields) > 2:
+            yield ProcessStat(int(pid), fields[0], int(fields[1]), int(fields[2]))
+
+
+def _has_live_member(pgid: int) -> bool:
+    return any(proc.pgid == pgid and proc.state not in (b"Z", b"X") for proc in list_processes())
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:

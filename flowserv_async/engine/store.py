@@ -7,7 +7,8 @@ The engine never talks to the database. It reports every change of a run to a
 an allowed transition (SPEC 4), so a run never leaves a final state.
 
 :func:`save_results` is the one path by which a run becomes SUCCESS, shared by the
-engine and by engines that report through ``RunService.update_run``.
+engine and by engines that report through ``RunService.update_run``;
+:func:`stage_run` fills a run folder from the file store.
 """
 
 from __future__ import annotations
@@ -140,6 +141,18 @@ async def _read_json(path: Path) -> Any:
         raise ConstraintViolationError(f"result file {path.name} is not valid JSON: {exc}") from exc
 
 
+async def stage_run(volume: StorageVolume, rundir: Path, job: RunJob) -> None:
+    """Fill a run folder: the workflow's static files, the run's inputs, generated files."""
+    await anyio.Path(rundir).mkdir(parents=True, exist_ok=True)
+    await volume.copy_to_local(rundir, job.static_prefix)
+    if job.input_files:
+        await volume.copy_to_local(rundir, "", job.input_files)
+    for target, content in job.generated_files:
+        path = anyio.Path(rundir, target)
+        await path.parent.mkdir(parents=True, exist_ok=True)
+        await path.write_bytes(content)
+
+
 async def save_results(
     store: RunStore, volume: StorageVolume, rundir: Path, spec: ResultSpec, engine_id: str
 ) -> RunJob | None:
@@ -149,15 +162,43 @@ async def save_results(
     file store and the store records the run (SUCCESS, or ERROR for results that do not
     fit the schema); the copies are removed again when nothing was recorded. Returns the
     post-processing run to start, if the success made one due.
+
+    The two halves, :func:`keep_results` and :func:`record_results`, run on different
+    machines under the Dask engine: where the run folder is, and where the store is.
+    """
+    kept = await keep_results(volume, rundir, spec)
+    if not isinstance(kept, RunOutcome):
+        await store.finish(spec.run_id, RunState.ERROR, kept)
+        return None
+    return await record_results(store, volume, spec, kept, engine_id)
+
+
+async def keep_results(
+    volume: StorageVolume, rundir: Path, spec: ResultSpec
+) -> RunOutcome | list[str]:
+    """Copy the result files of a run folder to the file store, and read the results.
+
+    Returns:
+        What the run produced, or the messages that make it ERROR (missing files).
+
     """
     missing = await find_missing_files(rundir, spec.files)
     if missing:
-        messages = [f"output file '{path}' is missing" for path in missing]
-        await store.finish(spec.run_id, RunState.ERROR, messages)
-        return None
+        return [f"output file '{path}' is missing" for path in missing]
     outcome = await collect_outcome(rundir, spec.files, spec.schema)
+    await volume.copy_from_local(rundir, spec.prefix, [(f, None) for f in spec.files])
+    return outcome
+
+
+async def record_results(
+    store: RunStore, volume: StorageVolume, spec: ResultSpec, outcome: RunOutcome, engine_id: str
+) -> RunJob | None:
+    """Record a run whose result files :func:`keep_results` copied to the store.
+
+    The copies are removed again when nothing was recorded. Returns the
+    post-processing run to start, if the success made one due.
+    """
     try:
-        await volume.copy_from_local(rundir, spec.prefix, [(f, None) for f in spec.files])
         saved = await store.save_results(spec, outcome, engine_id)
     except BaseException:
         with anyio.CancelScope(shield=True):

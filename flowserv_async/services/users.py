@@ -154,11 +154,16 @@ class UserService(Service):
         )
         if user is None or not valid:
             raise UnknownUserError(name)
-        # Verified while only reading; now take the write lock for the token.
+        # Verified while only reading; now take the write lock for the token. On
+        # PostgreSQL that lock is per row: lock the user, so that concurrent logins of
+        # one user take turns instead of both inserting its token.
         await self.ctx.begin_write()
+        await self.session.execute(
+            select(User.user_id).where(User.user_id == user.user_id).with_for_update()
+        )
         now = utc_now()
         expires = now + timedelta(seconds=self.ctx.settings.auth_ttl)
-        key = await self.session.get(APIKey, user.user_id)
+        key = await self.session.get(APIKey, user.user_id, populate_existing=True)
         if key is not None and key.expires_at > now:
             key.expires_at = expires
             token = key.value

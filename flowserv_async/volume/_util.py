@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncGenerator, AsyncIterable, Iterator
-from contextlib import contextmanager
+from contextlib import aclosing, contextmanager
 from pathlib import Path
 from typing import IO, TypeAlias
 
@@ -26,6 +26,37 @@ async def iter_data(data: StoreData, chunk_size: int) -> AsyncGenerator[bytes, N
             yield chunk
     else:
         while chunk := await anyio.to_thread.run_sync(data.read, chunk_size):
+            yield chunk
+
+
+async def iter_limited(
+    data: StoreData, name: str, max_size: int | None, chunk_size: int
+) -> AsyncGenerator[bytes, None]:
+    """Yield the chunks of ``data`` (the file ``name``), refusing more than ``max_size`` bytes.
+
+    Raises:
+        ConstraintViolationError: once the content exceeds ``max_size``.
+        FlowservError: when reading ``data`` fails with an OS error.
+
+    """
+    size = 0
+    async with aclosing(iter_data(data, chunk_size)) as chunks:
+        while True:
+            # An OS error while reading is the source's (a client's connection that
+            # dropped), not the store's: it must not read as a failed write.
+            try:
+                chunk = await anext(chunks)
+            except StopAsyncIteration:
+                return
+            except OSError as err:
+                raise FlowservError(
+                    f"'{name}' was not stored: the upload was interrupted ({err.strerror or err})"
+                ) from err
+            size += len(chunk)
+            if max_size is not None and size > max_size:
+                raise ConstraintViolationError(
+                    f"file '{name}' exceeds the size limit of {max_size} bytes"
+                )
             yield chunk
 
 

@@ -9,7 +9,7 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator, Iterable, Iterator
 from contextlib import aclosing
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import Any, Self, TypeAlias
 
 import anyio
 
@@ -25,6 +25,10 @@ FileCopies: TypeAlias = Iterable[tuple[str, str | None]]
 
 CHUNK_SIZE = 256 * 1024
 """Default size of the chunks in which files are read and copied, in bytes."""
+
+S3_VOLUME = "s3"
+"""Volume spec type of the S3 volume (:class:`~flowserv_async.volume.s3.S3Volume`, in
+its own module because aiobotocore is an optional extra)."""
 
 CLEANUP_TIMEOUT = 10.0
 """Seconds that the shielded clean-up after a failed or cancelled write may take."""
@@ -101,6 +105,16 @@ class StorageVolume(ABC):
     @abstractmethod
     def to_dict(self) -> dict[str, Any]:
         """Return the volume spec (``{type, id, args}``) that recreates this volume."""
+
+    async def aclose(self) -> None:
+        """Release the volume's connections, if it holds any (the ``fs`` volume holds none)."""
+        return
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
 
     async def load(self, key: str) -> bytes:
         """Return the whole content of the file ``key``.

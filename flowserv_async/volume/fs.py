@@ -15,8 +15,8 @@ from typing import IO, Any
 import anyio
 from anyio import AsyncFile
 
-from flowserv_async.errors import ConstraintViolationError, FlowservError, UnknownFileError
-from flowserv_async.volume._util import StoreData, is_inside, iter_data, os_errors
+from flowserv_async.errors import ConstraintViolationError, UnknownFileError
+from flowserv_async.volume._util import StoreData, is_inside, iter_limited, os_errors
 from flowserv_async.volume.base import (
     CHUNK_SIZE,
     CLEANUP_TIMEOUT,
@@ -241,24 +241,11 @@ async def _write_chunks(
 ) -> int:
     """Write ``data`` to ``out`` chunk by chunk; return the size, refusing ``max_size``."""
     size = 0
-    async with aclosing(iter_data(data, CHUNK_SIZE)) as chunks:
-        while True:
-            # An OS error while reading is the source's (a client's connection that
-            # dropped), not the store's: it must not read as a failed write.
-            try:
-                chunk = await anext(chunks)
-            except StopAsyncIteration:
-                return size
-            except OSError as err:
-                raise FlowservError(
-                    f"'{name}' was not stored: the upload was interrupted ({err.strerror or err})"
-                ) from err
+    async with aclosing(iter_limited(data, name, max_size, CHUNK_SIZE)) as chunks:
+        async for chunk in chunks:
             size += len(chunk)
-            if max_size is not None and size > max_size:
-                raise ConstraintViolationError(
-                    f"file '{name}' exceeds the size limit of {max_size} bytes"
-                )
             await out.write(chunk)
+    return size
 
 
 def _make_folders(folder: Path) -> list[Path]:

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import anyio
 import pytest
+from dbutil import POSTGRES_URL, backend_database
 from sqlalchemy import inspect, select, text
+from sqlalchemy.exc import DBAPIError
 
 from flowserv_async import DB, init_db
 from flowserv_async.config import DEFAULT_USER
@@ -128,3 +130,27 @@ async def test_readers_do_not_wait_for_an_open_write_transaction(database: DB) -
                 names = set((await reader.scalars(select(User.name))).all())
         assert names == {DEFAULT_USER}
         await writer.commit()
+
+
+async def test_a_connection_the_server_dropped_fails_one_session_only(tmp_path: Path) -> None:
+    # No pre-ping (a round trip per session): the session that meets the dead pooled
+    # connection fails, the next one gets a new connection.
+    async with backend_database("postgres", tmp_path) as database:
+        async with database.session() as s:
+            pid = (await s.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+        admin = DB(POSTGRES_URL)
+        async with admin.engine.connect() as other:
+            await other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+            gone = text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid")
+            with anyio.fail_after(5):
+                while (await other.execute(gone, {"pid": pid})).scalar_one():
+                    await other.commit()  # a new snapshot of pg_stat_activity
+                    await anyio.sleep(0.01)
+        await admin.dispose()
+        with pytest.raises(DBAPIError) as failed:
+            async with database.session() as s:
+                await s.execute(text("SELECT 1"))
+        assert failed.value.connection_invalidated
+        async with database.session() as s:
+            assert (await s.execute(text("SELECT pg_backend_pid()"))).scalar_one() != pid
+            assert (await s.scalars(select(User.name))).all() == [DEFAULT_USER]

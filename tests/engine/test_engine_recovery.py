@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import secrets
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -55,10 +57,15 @@ async def next_engine(
     return factory, group_id
 
 
+@asynccontextmanager
 async def crashing_service(
     database: DB, basedir: Path, group_id: str, containment: str = "auto"
-) -> anyio.abc.Process:
-    """A service process on the same database that starts one run and prints its id."""
+) -> AsyncIterator[anyio.abc.Process]:
+    """A service process on the same database that starts one run and prints its id.
+
+    The process is killed when the block ends, also when the test fails inside it (a
+    plain ``async with`` on the process would wait for it forever).
+    """
     cfg: dict[str, Any] = {
         "url": database.url.render_as_string(hide_password=False),
         "connect_args": database.connect_args,
@@ -66,7 +73,12 @@ async def crashing_service(
         "group_id": group_id,
         "containment": containment,
     }
-    return await anyio.open_process([sys.executable, "-c", CHILD, json.dumps(cfg)])
+    async with await anyio.open_process([sys.executable, "-c", CHILD, json.dumps(cfg)]) as proc:
+        try:
+            yield proc
+        finally:
+            if proc.returncode is None:
+                proc.kill()
 
 
 def _gone(pid: int) -> bool:
@@ -80,7 +92,7 @@ async def test_killed_engine_run_becomes_error_and_its_step_dies(
     make_factory: Callable[..., LocalAPIFactory], database: DB, basedir: Path, tmp_path: Path
 ) -> None:
     factory, group_id = await next_engine(make_factory, tmp_path, "sleep 60")
-    async with await crashing_service(database, basedir, group_id) as child:
+    async with crashing_service(database, basedir, group_id) as child:
         run_id = await _read_line(child)
         sleeper = await wait_for_process(lambda cmd: cmd == ["sleep", "60"])
         child.send_signal(signal.SIGKILL)
@@ -96,15 +108,19 @@ async def test_killed_engine_run_becomes_error_and_its_step_dies(
 
 
 # A shell step that forks two grandchildren, one of them in a session of its own.
-FORKING_STEP = "sh -c 'sleep 313 & setsid sleep 317 & wait'"
+def forking_step() -> tuple[str, list[list[str]]]:
+    """A step that forks a sleeper and a ``setsid`` sleeper, and their command lines.
+
+    The durations are drawn per test, so that suites running side by side on one machine
+    never count each other's sleepers.
+    """
+    seconds = 100_000 + secrets.randbelow(10**6)
+    command = f"sh -c 'sleep {seconds} & setsid sleep {seconds + 1} & wait'"
+    return command, [["sleep", str(seconds)], ["sleep", str(seconds + 1)]]
 
 
-def _contained_sleepers() -> list[psutil.Process]:
-    found = []
-    for proc in psutil.process_iter(["cmdline"]):
-        if proc.info["cmdline"] in (["sleep", "313"], ["sleep", "317"]):
-            found.append(proc)
-    return found
+def _sleepers(cmdlines: list[list[str]]) -> list[psutil.Process]:
+    return [p for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] in cmdlines]
 
 
 def _alive(procs: list[psutil.Process]) -> list[psutil.Process]:
@@ -126,11 +142,12 @@ async def test_next_engine_kills_what_a_crashed_service_left_and_removes_its_run
     tmp_path: Path,
     containment: str,
 ) -> None:
-    factory, group_id = await next_engine(make_factory, tmp_path, FORKING_STEP)
-    async with await crashing_service(database, basedir, group_id, containment) as child:
+    command, cmdlines = forking_step()
+    factory, group_id = await next_engine(make_factory, tmp_path, command)
+    async with crashing_service(database, basedir, group_id, containment) as child:
         run_id = await _read_line(child)
         with anyio.fail_after(20):
-            while len(sleepers := await anyio.to_thread.run_sync(_contained_sleepers)) < 2:
+            while len(sleepers := await anyio.to_thread.run_sync(_sleepers, cmdlines)) < 2:
                 await anyio.sleep(0.05)
         rundir = anyio.Path(basedir, "tmp", "runs", run_id)
         assert await rundir.is_dir()

@@ -387,6 +387,21 @@ async def test_failed_call_inside_block_rolls_back_earlier_writes(
     assert await count_rows(User, User.name == "bob") == 0
 
 
+async def test_concurrent_logins_of_one_user_share_one_token(factory: LocalAPIFactory) -> None:
+    await register(factory, "alice")
+    tokens: list[str] = []
+
+    async def login() -> None:
+        async with factory() as api:
+            tokens.append((await api.users().login_user("alice", "pw"))["token"])
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(20):
+            tg.start_soon(login)
+    assert len(tokens) == 20
+    assert len(set(tokens)) == 1
+
+
 async def test_200_concurrent_calls_in_own_sessions(factory: LocalAPIFactory, database: DB) -> None:
     names = [f"user{i:03d}" for i in range(40)]
     async with anyio.create_task_group() as tg:

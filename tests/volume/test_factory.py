@@ -65,7 +65,12 @@ async def test_yaml_spec_file_with_relative_basedir(tmp_path: Path, name: str) -
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
-        ({"type": "s3", "args": {"basedir": "x"}}, "unknown volume type 's3'"),
+        ({"type": "gcs", "args": {"basedir": "x"}}, "unknown volume type 'gcs'"),
+        ({"type": "s3", "args": {"basedir": "x"}}, "unknown args basedir"),
+        ({"type": "s3", "args": {}}, "invalid volume bucket None"),
+        ({"type": "s3", "args": {"bucket": ""}}, "invalid volume bucket ''"),
+        ({"type": "s3", "args": {"bucket": "b", "region": 1}}, "invalid volume region 1"),
+        ({"type": "s3", "args": {"bucket": "b", "prefix": "../x"}}, "'..' is not allowed"),
         ({"type": None, "args": {"basedir": "x"}}, "unknown volume type None"),
         ({"args": {"basedir": "x"}}, "missing 'type'"),
         ({"type": "fs", "args": {"basedir": "x"}, "extra": 1}, "unknown keys extra"),
@@ -93,7 +98,7 @@ async def test_malformed_dict_spec(spec: dict[str, Any], message: str) -> None:
         ("bad.yaml", "type: [fs\n", "invalid YAML in volume spec file"),
         ("list.json", '["fs"]', "expected an object, got list"),
         ("empty.yaml", "", "expected an object, got NoneType"),
-        ("s3.yaml", "type: s3\nargs: {bucket: b}\n", "unknown volume type 's3'"),
+        ("s3.yaml", "type: s3\nargs: {bucket: b, acl: x}\n", "unknown args acl"),
     ],
 )
 async def test_malformed_spec_file(tmp_path: Path, name: str, text: str, message: str) -> None:
@@ -121,3 +126,24 @@ async def test_missing_spec_file(tmp_path: Path, name: str) -> None:
 async def test_empty_path() -> None:
     with pytest.raises(InvalidConfigurationError, match="empty path"):
         await volume_from_spec("")
+
+
+async def test_s3_dict_spec() -> None:
+    from flowserv_async.volume.s3 import S3Volume
+
+    spec = {
+        "type": "s3",
+        "id": "shared",
+        "args": {"bucket": "runs", "prefix": "a/b", "endpoint_url": "http://x", "region": "r"},
+    }
+    async with await volume_from_spec(spec) as volume:
+        assert isinstance(volume, S3Volume)
+        assert (volume.bucket, volume.prefix, volume.identifier) == ("runs", "a/b", "shared")
+        assert volume.to_dict() == spec
+
+
+async def test_s3_yaml_spec_file_with_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "store.yaml"
+    await anyio.Path(path).write_text("type: s3\nargs:\n  bucket: runs\n")
+    async with await volume_from_spec(path) as volume:
+        assert volume.to_dict()["args"] == {"bucket": "runs", "prefix": ""}

@@ -1,119 +1,30 @@
+"""What only the ``fs`` volume has: local paths, temporary files, links, permissions.
+
+The volume contract itself is tested on every volume type in ``test_volume.py``.
+"""
+
 from __future__ import annotations
 
-import io
 import os
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
 import pytest
 
-from flowserv_async.errors import (
-    ConstraintViolationError,
-    FlowservError,
-    UnknownFileError,
-)
+from flowserv_async.errors import ConstraintViolationError, FlowservError
 from flowserv_async.volume import FileSystemVolume, volume_from_spec
 
 from .conftest import Tree
-from .test_keys import BAD_KEYS
 
 
-async def chunks(*parts: bytes) -> AsyncIterator[bytes]:
-    for part in parts:
-        await anyio.sleep(0)
-        yield part
+@pytest.fixture
+def volume(fs_volume: FileSystemVolume) -> FileSystemVolume:
+    return fs_volume
 
 
-async def failing_stream(good: int) -> AsyncIterator[bytes]:
-    for _ in range(good):
-        yield b"x" * 1000
-    raise RuntimeError("source failed")
-
-
-# -- Round trips -------------------------------------------------------------------
-
-
-async def test_store_and_load_bytes(volume: FileSystemVolume) -> None:
-    assert await volume.store("a/b/c.txt", b"hello") == 5
-    assert await volume.load("a/b/c.txt") == b"hello"
-    assert await volume.size("a/b/c.txt") == 5
-    assert await volume.exists("a/b/c.txt")
-    assert await volume.walk() == ["a/b/c.txt"]
+async def test_store_writes_the_local_file(volume: FileSystemVolume) -> None:
+    await volume.store("a/b/c.txt", b"hello")
     assert await anyio.Path(volume.path("a/b/c.txt")).read_bytes() == b"hello"
-
-
-async def test_store_accepts_bytearray_memoryview_and_file_objects(
-    volume: FileSystemVolume,
-) -> None:
-    assert await volume.store("ba", bytearray(b"abc")) == 3
-    assert await volume.store("mv", memoryview(b"defg")) == 4
-    assert await volume.store("fo", io.BytesIO(b"x" * 600_000)) == 600_000
-    assert await volume.load("ba") == b"abc"
-    assert await volume.load("mv") == b"defg"
-    assert await volume.load("fo") == b"x" * 600_000
-
-
-async def test_store_streams_async_iterable(volume: FileSystemVolume) -> None:
-    size = await volume.store("s.bin", chunks(b"ab", b"", b"cde"))
-    assert size == 5
-    assert await volume.load("s.bin") == b"abcde"
-
-
-async def test_store_replaces_an_existing_file(volume: FileSystemVolume) -> None:
-    await volume.store("f", b"old content")
-    await volume.store("f", b"new")
-    assert await volume.load("f") == b"new"
-
-
-async def test_store_normalises_the_key(volume: FileSystemVolume) -> None:
-    await volume.store("./a//b/", b"1")
-    assert await volume.walk() == ["a/b"]
-    assert await volume.load("a/b") == b"1"
-
-
-async def test_iter_bytes_yields_chunks_of_the_given_size(volume: FileSystemVolume) -> None:
-    data = bytes(range(256)) * 4
-    await volume.store("d", data)
-    parts = [part async for part in volume.iter_bytes("d", chunk_size=300)]
-    assert [len(part) for part in parts] == [300, 300, 300, 124]
-    assert b"".join(parts) == data
-
-
-async def test_empty_file(volume: FileSystemVolume) -> None:
-    assert await volume.store("empty", b"") == 0
-    assert await volume.load("empty") == b""
-    assert await volume.size("empty") == 0
-    assert [part async for part in volume.iter_bytes("empty")] == []
-
-
-async def test_store_file_copies_a_local_file(volume: FileSystemVolume, tmp_path: Path) -> None:
-    local = tmp_path / "local.bin"
-    await anyio.Path(local).write_bytes(b"z" * 700_000)
-    assert await volume.store_file("copy/local.bin", local) == 700_000
-    assert await volume.load("copy/local.bin") == b"z" * 700_000
-
-
-async def test_store_file_missing_local_file(
-    volume: FileSystemVolume, tmp_path: Path, basedir: Path, tree: Tree
-) -> None:
-    with pytest.raises(UnknownFileError, match=r"missing\.txt"):
-        await volume.store_file("x", tmp_path / "missing.txt")
-    assert await tree(basedir) == []
-
-
-async def test_walk_lists_sorted_keys_under_a_prefix(volume: FileSystemVolume) -> None:
-    for key in ["b/2", "a/1", "b/1", "b/c/3", "bc/4"]:
-        await volume.store(key, key.encode())
-    assert await volume.walk() == ["a/1", "b/1", "b/2", "b/c/3", "bc/4"]
-    assert await volume.walk("b") == ["b/1", "b/2", "b/c/3"]
-    assert await volume.walk("b/") == ["b/1", "b/2", "b/c/3"]
-    assert await volume.walk("b/c/3") == ["b/c/3"]
-    assert await volume.walk("missing") == []
-
-
-async def test_walk_of_a_missing_volume_is_empty(volume: FileSystemVolume) -> None:
-    assert await volume.walk() == []
 
 
 async def test_walk_skips_temporary_files(volume: FileSystemVolume, basedir: Path) -> None:
@@ -122,30 +33,10 @@ async def test_walk_skips_temporary_files(volume: FileSystemVolume, basedir: Pat
     assert await volume.walk() == ["a/x"]
 
 
-async def test_exists(volume: FileSystemVolume, basedir: Path) -> None:
+async def test_an_empty_folder_does_not_exist(volume: FileSystemVolume, basedir: Path) -> None:
     await volume.store("d/e/f.txt", b"1")
     await anyio.Path(basedir / "empty").mkdir()
-    assert await volume.exists("d/e/f.txt")
-    assert await volume.exists("d")
     assert not await volume.exists("empty")
-    assert not await volume.exists("d/e/g.txt")
-    assert not await volume.exists("nothing/here")
-
-
-async def test_delete_file_and_folder(volume: FileSystemVolume, basedir: Path) -> None:
-    for key in ["wf/runs/1/a", "wf/runs/1/b/c", "wf/runs/2/a", "wf/static/s"]:
-        await volume.store(key, b"x")
-    await volume.delete("wf/runs/1")
-    assert await volume.walk() == ["wf/runs/2/a", "wf/static/s"]
-    assert not await anyio.Path(basedir / "wf" / "runs" / "1").exists()
-    await volume.delete("wf/static/s")
-    assert await volume.walk() == ["wf/runs/2/a"]
-
-
-async def test_delete_missing_is_a_no_op(volume: FileSystemVolume) -> None:
-    await volume.delete("missing")
-    await volume.delete("missing/folder/file")
-    assert await volume.walk() == []
 
 
 async def test_erase_removes_the_volume(volume: FileSystemVolume, basedir: Path) -> None:
@@ -174,41 +65,6 @@ def test_default_identifier_is_unique(basedir: Path) -> None:
     first, second = FileSystemVolume(basedir), FileSystemVolume(basedir)
     assert first.identifier != second.identifier
     assert "FileSystemVolume(" in repr(first)
-
-
-# -- Missing keys --------------------------------------------------------------------
-
-
-async def test_reading_a_missing_key_raises_unknown_file(volume: FileSystemVolume) -> None:
-    await volume.store("folder/file", b"1")
-    for key in ["missing", "folder", "folder/file/below"]:
-        with pytest.raises(UnknownFileError) as info:
-            await volume.load(key)
-        assert info.value.message == f"unknown file '{key}'"
-        with pytest.raises(UnknownFileError, match=key):
-            await volume.size(key)
-        with pytest.raises(UnknownFileError, match=key):
-            async for _ in volume.iter_bytes(key):
-                pass
-
-
-# -- Refused keys --------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("key", BAD_KEYS)
-async def test_refused_keys_create_nothing(
-    volume: FileSystemVolume, tmp_path: Path, key: str, tree: Tree
-) -> None:
-    with pytest.raises(ConstraintViolationError) as info:
-        await volume.store(key, b"data")
-    assert type(info.value) is ConstraintViolationError
-    assert repr(key) in info.value.message
-    with pytest.raises(ConstraintViolationError):
-        await volume.store(key, chunks(b"data"))
-    for operation in (volume.load, volume.size, volume.exists, volume.delete):
-        with pytest.raises(ConstraintViolationError):
-            await operation(key)
-    assert await tree(tmp_path) == []
 
 
 def _make_escape_links(basedir: Path, outside: Path) -> None:
@@ -244,80 +100,6 @@ async def test_symlinks_leaving_the_root_are_refused(
     assert await volume.walk() == ["inside.txt"]
 
 
-# -- Size limits and failures leave nothing behind -----------------------------------
-
-
-async def test_max_size_from_bytes(volume: FileSystemVolume, tmp_path: Path, tree: Tree) -> None:
-    with pytest.raises(ConstraintViolationError) as info:
-        await volume.store("up/load/data.bin", b"x" * 11, max_size=10)
-    assert type(info.value) is ConstraintViolationError
-    assert "'up/load/data.bin'" in info.value.message
-    assert "10 bytes" in info.value.message
-    assert await tree(tmp_path) == []
-    assert await volume.store("up/load/data.bin", b"x" * 10, max_size=10) == 10
-
-
-async def test_max_size_from_a_stream(volume: FileSystemVolume, basedir: Path, tree: Tree) -> None:
-    await volume.store("keep.txt", b"keep")
-    stream = chunks(*[b"y" * 4096] * 10)
-    with pytest.raises(ConstraintViolationError, match="size limit of 10000 bytes"):
-        await volume.store("a/b/big.bin", stream, max_size=10_000)
-    assert await tree(basedir) == ["keep.txt"]
-
-
-async def test_max_size_from_store_file(
-    volume: FileSystemVolume, tmp_path: Path, basedir: Path, tree: Tree
-) -> None:
-    local = tmp_path / "local.bin"
-    await anyio.Path(local).write_bytes(b"z" * 1000)
-    with pytest.raises(ConstraintViolationError, match="size limit of 999 bytes"):
-        await volume.store_file("x/local.bin", local, max_size=999)
-    assert await tree(basedir) == []
-
-
-async def test_failing_stream_leaves_nothing(
-    volume: FileSystemVolume, basedir: Path, tree: Tree
-) -> None:
-    await volume.store("a/existing", b"old")
-    with pytest.raises(RuntimeError, match="source failed"):
-        await volume.store("a/new/file", failing_stream(3))
-    with pytest.raises(RuntimeError, match="source failed"):
-        await volume.store("a/existing", failing_stream(3))
-    assert await tree(basedir) == ["a/", "a/existing"]
-    assert await volume.load("a/existing") == b"old"
-
-
-async def test_cancelled_store_leaves_nothing(
-    volume: FileSystemVolume, basedir: Path, tree: Tree
-) -> None:
-    first_chunk_read = anyio.Event()
-
-    async def endless() -> AsyncIterator[bytes]:
-        yield b"first"
-        first_chunk_read.set()
-        await anyio.sleep_forever()
-        yield b"never"
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(volume.store, "x/y/z", endless())
-        await first_chunk_read.wait()
-        await anyio.sleep(0.05)
-        tg.cancel_scope.cancel()
-    assert await tree(basedir) == []
-
-
-async def test_a_file_or_folder_in_the_way(
-    volume: FileSystemVolume, basedir: Path, tree: Tree
-) -> None:
-    await volume.store("file", b"1")
-    await volume.store("folder/x", b"2")
-    with pytest.raises(ConstraintViolationError, match=r"'file/below'.*in the way"):
-        await volume.store("file/below", b"3")
-    with pytest.raises(ConstraintViolationError, match=r"'folder'.*in the way"):
-        await volume.store("folder", b"4")
-    assert await tree(basedir) == ["file", "folder/", "folder/x"]
-
-
 async def test_unwritable_folder_raises_flowserv_error(
     volume: FileSystemVolume, basedir: Path
 ) -> None:
@@ -330,23 +112,6 @@ async def test_unwritable_folder_raises_flowserv_error(
             await volume.store("f", b"1")
     finally:
         await anyio.Path(basedir).chmod(0o700)
-
-
-async def test_concurrent_stores_into_new_folders(
-    volume: FileSystemVolume, basedir: Path, tree: Tree
-) -> None:
-    async def store(index: int) -> None:
-        if index % 2:
-            with pytest.raises(RuntimeError):
-                await volume.store(f"new/deep/{index}", failing_stream(1))
-        else:
-            await volume.store(f"new/deep/{index}", chunks(b"a", b"b"))
-
-    async with anyio.create_task_group() as tg:
-        for index in range(40):
-            tg.start_soon(store, index)
-    assert await volume.walk() == sorted(f"new/deep/{i}" for i in range(0, 40, 2))
-    assert all(".~tmp-" not in entry for entry in await tree(basedir))
 
 
 async def test_os_errors_are_translated_and_leave_nothing(

@@ -1,4 +1,8 @@
-"""Streaming keeps memory bounded: measured with tracemalloc (allocations, not time)."""
+"""Streaming keeps memory bounded: measured with tracemalloc (allocations, not time).
+
+On the ``fs`` volume only: the moto S3 server runs in the test process, and tracemalloc
+would count the objects it keeps.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +11,16 @@ from collections.abc import AsyncIterator
 from contextlib import aclosing
 
 import anyio
+import pytest
 
 from flowserv_async.volume import FileSystemVolume, archive
 
 MIB = 1024 * 1024
+
+
+@pytest.fixture
+def volume(fs_volume: FileSystemVolume) -> FileSystemVolume:
+    return fs_volume
 
 
 async def generated_chunks(count: int) -> AsyncIterator[bytes]:

@@ -176,6 +176,10 @@ class Settings:
     heartbeat: float = _setting("FLOWSERV_HEARTBEAT", _seconds, 5.0)
     run_lease: float = _setting("FLOWSERV_RUN_LEASE", _seconds, 30.0)
     repository: str | None = _setting("FLOWSERV_REPOSITORY", _optional_text)
+    events_keep: int = _setting("FLOWSERV_EVENTS_KEEP", _count, 100_000)
+    events_poll: float = _setting("FLOWSERV_EVENTS_POLL", _seconds, 0.25)
+    events_buffer: int = _setting("FLOWSERV_EVENTS_BUFFER", _count, 1000)
+    webhooks: str | None = _setting("FLOWSERV_WEBHOOKS", _optional_text)
     dask_scheduler: str | None = _setting("FLOWSERV_DASK_SCHEDULER", _optional_text)
     dask_workers: int = _setting("FLOWSERV_DASK_WORKERS", _positive, 2)
     dask_slots: int = _setting("FLOWSERV_DASK_SLOTS", _positive, 4)
@@ -194,6 +198,11 @@ class Settings:
             raise InvalidConfigurationError(
                 f"{FLOWSERV_RUN_LEASE} ({self.run_lease}) must be longer than"
                 f" {FLOWSERV_HEARTBEAT} ({self.heartbeat}), which must be positive"
+            )
+        if self.events_poll <= 0 or self.events_buffer <= 0:
+            raise InvalidConfigurationError(
+                f"{FLOWSERV_EVENTS_POLL} ({self.events_poll}) and {FLOWSERV_EVENTS_BUFFER}"
+                f" ({self.events_buffer}) must be positive"
             )
 
     @classmethod
@@ -239,6 +248,9 @@ FLOWSERV_ACCESS_TOKEN = Settings.variable("access_token")
 FLOWSERV_ASYNCENGINE = Settings.variable("async_engine")
 FLOWSERV_HEARTBEAT = Settings.variable("heartbeat")
 FLOWSERV_RUN_LEASE = Settings.variable("run_lease")
+FLOWSERV_EVENTS_POLL = Settings.variable("events_poll")
+FLOWSERV_EVENTS_BUFFER = Settings.variable("events_buffer")
+FLOWSERV_WEBHOOKS = Settings.variable("webhooks")
 
 VARIABLES: tuple[str, ...] = tuple(
     sorted(item.metadata[_VARIABLE].name for item in fields(Settings))

@@ -5,6 +5,7 @@ Every error is a :class:`FlowservError`; the families are those of flowserv::
     FlowservError
     ├── UnauthenticatedAccessError
     ├── UnauthorizedAccessError
+    ├── EventsExpiredError
     ├── InvalidConfigurationError
     ├── MissingConfigurationError
     ├── ConstraintViolationError
@@ -68,6 +69,10 @@ class UnauthorizedAccessError(FlowservError):
 
     def __init__(self, message: str = "not authorized") -> None:
         super().__init__(message)
+
+
+class EventsExpiredError(FlowservError):
+    """Events after the requested position are gone: retention removed them."""
 
 
 class InvalidConfigurationError(FlowservError):

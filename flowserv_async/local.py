@@ -23,6 +23,7 @@ from flowserv_async.config import (
 )
 from flowserv_async.controller import EngineContext, EngineLimits, WorkflowController
 from flowserv_async.db import DB, init_db
+from flowserv_async.db.models import GroupMember
 from flowserv_async.engine.controller import AsyncioEngine
 from flowserv_async.engine.job import RunJob
 from flowserv_async.errors import (
@@ -31,6 +32,8 @@ from flowserv_async.errors import (
     MissingConfigurationError,
     UnknownRunError,
 )
+from flowserv_async.events import Event, EventFilter, EventHub, EventStream, EventType, hub_of
+from flowserv_async.events.webhooks import WebhookDispatcher, WebhookStats, load_targets
 from flowserv_async.services.base import ServiceContext, translate_errors
 from flowserv_async.services.postproc import resume_postproc
 from flowserv_async.services.reads import read_run
@@ -40,9 +43,6 @@ from flowserv_async.states import FINAL_STATES, RunState
 from flowserv_async.volume import StorageVolume, volume_from_spec
 
 logger = logging.getLogger(__name__)
-
-# How often wait_run looks at a run that no engine of this process notifies about.
-_POLL_INTERVAL = 0.25
 
 
 class FactoryState(StrEnum):
@@ -123,6 +123,8 @@ class LocalAPIFactory:
         self._volume: StorageVolume | None = None
         self._store: DatabaseRunStore | None = None
         self._lock: anyio.Lock | None = None
+        self._hub: EventHub | None = None
+        self._webhooks: WebhookDispatcher | None = None
 
     @property
     def env(self) -> Mapping[str, Any]:
@@ -149,6 +151,11 @@ class LocalAPIFactory:
         if self._volume is None or self._state == FactoryState.CLOSED:
             raise FlowservError(f"the API factory is {self._state}: it has no file store")
         return self._volume
+
+    @property
+    def webhooks(self) -> list[WebhookStats]:
+        """Delivery counts per ``FLOWSERV_WEBHOOKS`` target (empty without webhooks)."""
+        return list(self._webhooks.stats) if self._webhooks is not None else []
 
     @property
     def state(self) -> FactoryState:
@@ -181,20 +188,37 @@ class LocalAPIFactory:
             self._volume = await volume_from_spec(self.settings.filestore or self.settings.api_dir)
             if self._db is None:
                 self._db = await init_db(self._env)
-            store = DatabaseRunStore(self._db, self.settings.engine_config)
+            settings = self.settings
+            hub = hub_of(
+                self._db,
+                keep=settings.events_keep,
+                poll_interval=settings.events_poll,
+                buffer_size=settings.events_buffer,
+            )
+            await hub.open()
+            store = DatabaseRunStore(self._db, settings.engine_config)
             await store.open()
             try:
+                if settings.webhooks:
+                    webhooks = WebhookDispatcher(hub, await load_targets(settings.webhooks))
+                    await webhooks.open()
+                    self._webhooks = webhooks
                 if self._engine is None:
                     self._engine = init_backend(self)
                 await self._engine.open(self._engine_context(store, self._volume))
             except BaseException:
                 with anyio.CancelScope(shield=True):
+                    if self._webhooks is not None:
+                        await self._webhooks.aclose()
+                        self._webhooks = None
                     await store.aclose()
+                    await hub.aclose()
                     await self._volume.aclose()
                     if self._owns_db:
                         await self._db.dispose()
                         self._db = None
                 raise
+            self._hub = hub
             self._store = store
             self._state = FactoryState.OPEN
             if explicit:
@@ -240,9 +264,15 @@ class LocalAPIFactory:
                     if self._engine is not None:
                         await self._engine.aclose()
                 finally:
+                    if self._webhooks is not None:
+                        await self._webhooks.aclose()
+                        self._webhooks = None
                     if self._store is not None:
                         await self._store.aclose()
                         self._store = None
+                    if self._hub is not None:
+                        await self._hub.aclose()
+                        self._hub = None
                     if self._owns_db and self._db is not None:
                         await self._db.dispose()
                         self._db = None
@@ -330,8 +360,9 @@ class LocalAPIFactory:
     ) -> dict[str, Any]:
         """Return the run handle once the run is in a final state.
 
-        Waits on the engine's notification for runs that this factory's engine
-        executes; a run of another process is watched in the database.
+        Waits on the run's events (:meth:`events`), so runs of other processes that
+        share the database end the wait as soon as their end is committed (PostgreSQL)
+        or seen (SQLite, ``FLOWSERV_EVENTS_POLL``).
 
         Raises:
             UnknownRunError: no such run.
@@ -339,27 +370,63 @@ class LocalAPIFactory:
 
         """
         async with self._lease() as engine:
-            return await self._wait_run(engine, run_id, timeout)
+            assert self._hub is not None
+            with anyio.fail_after(timeout):
+                # Subscribed before the state is read: an end committed in between is seen.
+                async with self._hub.stream(EventFilter(run_id=run_id)) as stream:
+                    if await self._final_handle(run_id) is None:
+                        async for event in stream:
+                            if (
+                                event.type == EventType.RUN_STATE
+                                and event.data["state"] in FINAL_STATES
+                            ):
+                                break
+                # A run of this engine: also wait until its processes, log and folder
+                # are done with (returns at once for other runs).
+                await engine.wait(run_id)
+                handle = await self._final_handle(run_id)
+                assert handle is not None, "a final state is never left"
+                return handle
 
-    async def _wait_run(
+    async def _final_handle(self, run_id: str) -> dict[str, Any] | None:
+        """The run's handle if it is in a final state, else None."""
+        async with self.db.session() as session:
+            read = await read_run(session, run_id, None)
+        if read is None:
+            raise UnknownRunError(run_id)
+        return read.handle if read.handle["state"] in FINAL_STATES else None
+
+    def events(
         self,
-        engine: WorkflowController,
-        run_id: str,
-        timeout: float | None,  # noqa: ASYNC109 - see wait_run
-    ) -> dict[str, Any]:
-        with anyio.fail_after(timeout):
-            await engine.wait(run_id)
-            while True:
-                async with self.db.session() as session:
-                    read = await read_run(session, run_id, None)
-                if read is None:
-                    raise UnknownRunError(run_id)
-                if read.handle["state"] in FINAL_STATES:
-                    return read.handle
-                # Not (or no longer) notified by this factory's engine: a run of another
-                # process, or one handed to the engine just now.
-                if not await engine.wait(run_id):
-                    await anyio.sleep(_POLL_INTERVAL)
+        *,
+        run_id: str | None = None,
+        group_id: str | None = None,
+        workflow_id: str | None = None,
+        after: int | None = None,
+        user_id: str | None = None,
+        access_token: str | None = None,
+    ) -> EventStream:
+        """A stream of the run events that match every given filter (see :mod:`events`).
+
+        ``async with factory.events(workflow_id=wf) as stream: async for event in
+        stream: ...``. Without ``after`` the stream starts with what is committed after
+        it is entered; ``after=event.id`` resumes exactly after that event. The caller
+        (``user_id``/``access_token`` as for sessions, else the factory's) sees group
+        events only as a member of the group, as with ``get_run``. The factory must be
+        open.
+
+        Raises (on entering or the first read):
+            UnknownRunError, UnknownWorkflowGroupError, UnknownWorkflowError: an unknown
+            filter value. UnauthorizedAccessError, UnauthenticatedAccessError: a run or
+            group the caller may not see.
+            EventsExpiredError: ``after`` is older than the events the store keeps.
+
+        """
+        self._check_open()
+        assert self._hub is not None
+        access = _EventAccess(self, user_id, access_token)
+        flt = EventFilter(run_id=run_id, group_id=group_id, workflow_id=workflow_id)
+        return self._hub.stream(flt, after, access)
 
     async def exec_workflow(
         self,
@@ -484,3 +551,41 @@ class SessionManager:
                 # cannot be removed) must not change the caller's outcome. It is logged
                 # for the operator.
                 logger.exception("clean-up after the transaction failed")
+
+
+class _EventAccess:
+    """What one consumer of :meth:`LocalAPIFactory.events` may see: as ``get_run``."""
+
+    def __init__(
+        self, factory: LocalAPIFactory, user_id: str | None, access_token: str | None
+    ) -> None:
+        self._factory = factory
+        self._user_id = user_id
+        self._access_token = access_token
+        self._caller: str | None = None
+        # Membership is looked up once per group and stream.
+        self._members: dict[str, bool] = {}
+
+    async def check(self, flt: EventFilter) -> None:
+        async with self._factory(self._user_id, self._access_token) as api:
+            self._caller = api.user_id
+            if flt.run_id is not None:
+                await api.runs().get_run(flt.run_id)
+            if flt.group_id is not None:
+                # The group's runs are what the stream shows: members only.
+                await api.runs().list_runs(flt.group_id, limit=0)
+            if flt.workflow_id is not None:
+                await api.workflows().get_workflow(flt.workflow_id)
+
+    async def allows(self, event: Event) -> bool:
+        group_id = event.group_id
+        if group_id is None or self._factory.settings.open_access:
+            return True
+        if self._caller is None:
+            return False
+        member = self._members.get(group_id)
+        if member is None:
+            async with self._factory.db.session() as session:
+                row = await session.get(GroupMember, (group_id, self._caller))
+            member = self._members[group_id] = row is not None
+        return member

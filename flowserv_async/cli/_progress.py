@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import signal
 from collections.abc import AsyncIterator, Iterator
@@ -18,13 +19,10 @@ from flowserv_async._paths import relative_path
 from flowserv_async.cli._context import CLIError
 from flowserv_async.cli.render import Output, state_text
 from flowserv_async.errors import InvalidRunStateError
+from flowserv_async.events import EventType
 from flowserv_async.local import LocalAPIFactory
 from flowserv_async.states import FINAL_STATES, RunState
 from flowserv_async.volume import DownloadHandle
-
-#: Seconds between two looks at a running run's log and state.
-POLL_INTERVAL = 0.2
-
 
 #: The signals that stop a command: Ctrl-C, ``kill``, and a closed terminal or SSH link.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -188,49 +186,62 @@ async def follow(
     timeout: float | None = None,  # noqa: ASYNC109 - the run's limit, the run is cancelled
     cancel: bool = True,
 ) -> Followed:
-    """Print a run's log and state changes until it is final.
+    """Print a run's log and state changes, as its events arrive, until it is final.
 
     With ``cancel`` a signal (see ``interrupt``) or the ``timeout`` cancels the run;
     without it, following just stops.
     """
-    deadline = None if timeout is None else anyio.current_time() + timeout
-    state = ""
     status = Status(out, f"{label} {run_id}")
+    stopped = None
     with status.shown():
-        while True:
+        # Entered before the log is read: nothing written in between is missed.
+        async with factory.events(run_id=run_id) as stream:
             async with factory() as api:
-                log = await api.runs().get_log(run_id, offset)
-            printer.print(log["lines"])
-            offset = log["next"]
-            if log["state"] != state:
-                state = log["state"]
-                if state in FINAL_STATES:
-                    return Followed(state, offset)
-                if not out.json_output:
-                    out.line(f"{label} {run_id}: ", state_text(state))
-            stopped = None
-            if interrupt is not None and interrupt.event.is_set():
-                stopped = "signal"
-            elif deadline is not None and anyio.current_time() >= deadline:
-                stopped = "timeout"
-            if stopped is not None:
-                if cancel:
-                    assert interrupt is not None or timeout is not None
-                    reason = (
-                        f"interrupted by {interrupt.name} on the command line"
-                        if stopped == "signal" and interrupt is not None
-                        else f"timed out after {timeout:g} s (--timeout)"
-                    )
-                    if not out.json_output:
-                        out.line(f"{label} {run_id}: canceling ({reason})")
-                    state = await cancel_run(factory, run_id, reason)
-                return Followed(state, offset, stopped)
+                state = (await api.runs().get_run(run_id))["state"]
+            offset = await drain_log(factory, run_id, printer, offset)
+            if state in FINAL_STATES:
+                return Followed(state, offset)
+            if not out.json_output:
+                out.line(f"{label} {run_id}: ", state_text(state))
             status.update(state, printer.step)
-            with anyio.move_on_after(POLL_INTERVAL):
+            async with anyio.create_task_group() as tg:
                 if interrupt is not None:
-                    await interrupt.event.wait()
-                else:
-                    await anyio.sleep_forever()
+                    tg.start_soon(_cancel_on, interrupt.event, tg.cancel_scope)
+                with anyio.move_on_after(math.inf if timeout is None else timeout) as limit:
+                    async for event in stream:
+                        if event.type == EventType.RUN_LOG:
+                            lines = [x for x in event.data["lines"] if x["pos"] >= offset]
+                            printer.print(lines)
+                            offset = lines[-1]["pos"] + 1 if lines else offset
+                        elif event.type == EventType.RUN_STATE and event.data["state"] != state:
+                            state = event.data["state"]
+                            if state in FINAL_STATES:
+                                break
+                            if not out.json_output:
+                                out.line(f"{label} {run_id}: ", state_text(state))
+                        status.update(state, printer.step)
+                tg.cancel_scope.cancel()
+            if state in FINAL_STATES:
+                return Followed(state, offset)
+            if limit.cancelled_caught:
+                stopped = "timeout"
+            elif interrupt is not None and interrupt.event.is_set():
+                stopped = "signal"
+    if stopped is not None and cancel:
+        reason = (
+            f"interrupted by {interrupt.name} on the command line"
+            if stopped == "signal" and interrupt is not None
+            else f"timed out after {timeout:g} s (--timeout)"
+        )
+        if not out.json_output:
+            out.line(f"{label} {run_id}: canceling ({reason})")
+        state = await cancel_run(factory, run_id, reason)
+    return Followed(state, offset, stopped)
+
+
+async def _cancel_on(event: anyio.Event, scope: anyio.CancelScope) -> None:
+    await event.wait()
+    scope.cancel()
 
 
 async def cancel_run(factory: LocalAPIFactory, run_id: str, reason: str) -> str:

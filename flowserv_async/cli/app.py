@@ -15,6 +15,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from flowserv_async import examples as bundled_examples
 from flowserv_async.cli._context import EXIT_INTERRUPTED, CLIContext, CLIError, json_option
+from flowserv_async.cli.events import events
 from flowserv_async.cli.groups import files, groups
 from flowserv_async.cli.render import Output
 from flowserv_async.cli.run import run
@@ -263,6 +264,7 @@ cli.add_command(files)
 cli.add_command(run)
 cli.add_command(runs)
 cli.add_command(users)
+cli.add_command(events)
 cli.add_command(serve)
 
 

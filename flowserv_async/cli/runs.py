@@ -200,6 +200,47 @@ def logs(obj: CLIContext, run_id: str, follow_run: bool) -> int:
     return code
 
 
+async def _wait(
+    factory: LocalAPIFactory, run_id: str, limit: float | None
+) -> tuple[dict[str, Any] | None, int]:
+    """The final run handle, or None and the exit status when a signal came first."""
+    doc = None
+    async with catching_signals() as interrupt, factory:
+        with interrupt.guard():
+            async with factory() as api:
+                await api.runs().get_run(run_id)  # the caller may see it
+            try:
+                doc = await factory.wait_run(run_id, timeout=limit)
+            except TimeoutError:
+                raise CLIError(f"run {run_id} did not end within {limit:g} s") from None
+    return doc, 0 if doc is not None else interrupt.exit_code
+
+
+@runs.command("wait")
+@click.argument("run_id")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Give up after this many seconds (exit status 1; the run goes on).",
+)
+@json_option
+@click.pass_obj
+def wait(obj: CLIContext, run_id: str, timeout: float | None) -> int:
+    """Wait until a run ends (told by its events, not by polling) and show it.
+
+    The exit status is 0 for SUCCESS and 1 for ERROR or CANCELED.
+    """
+    doc, code = obj.run(_wait, obj.factory(), run_id, timeout)
+    if doc is None:
+        return code
+    out = Output(obj.json_output)
+    if out.json_output:
+        out.json(doc)
+    else:
+        show_run(out, doc)
+    return 0 if doc["state"] == RunState.SUCCESS else 1
+
+
 @runs.command("download")
 @click.argument("run_id")
 @click.option(

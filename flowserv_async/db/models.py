@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     ForeignKey,
@@ -258,3 +259,27 @@ class Ranking(Base):
     )
     group_id: Mapped[str] = mapped_column(ForeignKey("groups.group_id", ondelete="CASCADE"))
     values: Mapped[dict[str, Any]]
+
+
+class StoredEvent(Base):
+    """One run event (see :mod:`flowserv_async.events`).
+
+    It is written in the transaction of the change it describes. Ids increase in commit
+    order on both backends (on PostgreSQL, writers take a transaction lock just before
+    they insert events), so a consumer that has seen id ``n`` has seen every event up to
+    ``n``. No foreign keys: an event outlives what it describes until retention removes
+    it.
+    """
+
+    __tablename__ = "events"
+    __table_args__ = ({"sqlite_autoincrement": True},)
+
+    event_id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    type: Mapped[str] = mapped_column(String(32))
+    workflow_id: Mapped[str] = mapped_column(ID, index=True)
+    group_id: Mapped[str | None] = mapped_column(ID, index=True)
+    run_id: Mapped[str | None] = mapped_column(ID, index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utc_now)
+    data: Mapped[dict[str, Any]]

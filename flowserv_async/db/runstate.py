@@ -19,6 +19,7 @@ from flowserv_async.db.models import Ranking, Run, RunFile, RunLogLine
 from flowserv_async.engine.job import ResultSpec
 from flowserv_async.engine.log import DEFAULT_MAX_LINES, LogEntry
 from flowserv_async.engine.store import RunOutcome
+from flowserv_async.events import changes
 from flowserv_async.states import ACTIVE_STATES, FINAL_STATES, RunState, allowed_sources
 
 
@@ -32,7 +33,10 @@ async def set_state(
     """Move a run to ``state`` if that is an allowed transition; True when it moved.
 
     RUNNING sets ``startedAt`` and the record of the run's ``processes``; a final state
-    sets ``finishedAt`` (and ``startedAt`` for a run that never ran) and the messages.
+    sets ``finishedAt`` (and ``startedAt`` for a run that never ran) and the messages. The
+    move is recorded as a ``run.state`` event in the same transaction
+    (:mod:`flowserv_async.events`): a writer of run states that bypasses this function
+    (or :func:`set_states`) must emit it too.
     """
     moved = bool(await set_states(session, [run_id], state, messages))
     if moved and state == RunState.RUNNING and processes is not None:
@@ -63,10 +67,32 @@ async def set_states(
         update(Run)
         .where(where, Run.state.in_(sources))
         .values(**values)
-        .returning(Run.run_id)
+        .returning(
+            Run.run_id,
+            Run.workflow_id,
+            Run.group_id,
+            Run.messages,
+            Run.created_at,
+            Run.started_at,
+            Run.ended_at,
+        )
         .execution_options(synchronize_session=False)
     )
-    return set((await session.scalars(stmt)).all())
+    moved = set()
+    for row in (await session.execute(stmt)).all():
+        moved.add(row.run_id)
+        changes.state_changed(
+            session,
+            run_id=row.run_id,
+            workflow_id=row.workflow_id,
+            group_id=row.group_id,
+            state=str(state),
+            messages=row.messages,
+            created_at=row.created_at,
+            started_at=row.started_at,
+            ended_at=row.ended_at,
+        )
+    return moved
 
 
 async def record_success(session: AsyncSession, spec: ResultSpec, outcome: RunOutcome) -> bool:
@@ -94,6 +120,7 @@ async def record_success(session: AsyncSession, spec: ResultSpec, outcome: RunOu
                 values=outcome.results,
             )
         )
+        changes.ranking_changed(session, spec.workflow_id, spec.run_id, "ranked")
     await session.flush()
     return True
 
@@ -120,9 +147,23 @@ async def append_logs(
         for run_id, entries, _ in logs
         for e in entries
     ]
+    owners = {}
     if rows:
         await session.execute(insert(RunLogLine), rows)
+        told = [run_id for run_id, entries, _ in logs if entries]
+        owners = {
+            row.run_id: row
+            for row in await session.execute(
+                select(Run.run_id, Run.workflow_id, Run.group_id).where(Run.run_id.in_(told))
+            )
+        }
     for run_id, entries, keep_from in logs:
+        if entries:
+            owner = owners[run_id]
+            lines = [
+                {"pos": e.pos, "step": e.step, "stream": e.stream, "text": e.text} for e in entries
+            ]
+            changes.log_appended(session, run_id, owner.workflow_id, owner.group_id, lines)
         cutoff = max(keep_from, entries[-1].pos - DEFAULT_MAX_LINES + 1 if entries else 0)
         if cutoff > 0:
             await session.execute(

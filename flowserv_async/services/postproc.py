@@ -31,6 +31,7 @@ from flowserv_async.engine.controller import SHUTDOWN_REASON
 from flowserv_async.engine.job import RunJob, result_files
 from flowserv_async.engine.spec import parse_workflow
 from flowserv_async.errors import FlowservError
+from flowserv_async.events import changes
 from flowserv_async.services.ranking import ranked_runs, sort_columns
 from flowserv_async.services.stored import run_prefix, static_prefix, template_of
 from flowserv_async.states import RunState
@@ -82,6 +83,7 @@ async def start_postproc(
     if await _reuse(session, wf, key):
         return None
     run_id = new_id()
+    created = utc_now()
     try:
         async with session.begin_nested():
             session.add(
@@ -92,7 +94,8 @@ async def start_postproc(
                     state=str(RunState.PENDING),
                     arguments=[],
                     engine_id=engine_id,
-                    heartbeat_at=utc_now(),
+                    heartbeat_at=created,
+                    created_at=created,
                     postproc_key=key,
                 )
             )
@@ -102,6 +105,7 @@ async def start_postproc(
         return None
     wf.postproc_run_id = run_id
     await session.flush()
+    changes.run_created(session, run_id, workflow_id, None, created)
     stored = await session.execute(
         select(RunFile.run_id, RunFile.key).where(RunFile.run_id.in_(run_ids))
     )

@@ -40,6 +40,7 @@ from flowserv_async.errors import (
     UnknownRunError,
     UnknownWorkflowGroupError,
 )
+from flowserv_async.events import changes
 from flowserv_async.services import serialize
 from flowserv_async.services.base import Service
 from flowserv_async.services.postproc import start_postproc
@@ -271,6 +272,7 @@ class RunService(Service):
         )
         self.session.add(run)
         await self.session.flush()
+        changes.run_created(self.session, run_id, wf.workflow_id, group_id, run.created_at)
         await self.ctx.commit()
         await engine.start(job)
         if self.ctx.settings.async_engine:
@@ -374,6 +376,8 @@ class RunService(Service):
             .execution_options(synchronize_session=False)
         )
         ranked = await self.session.scalar(select(Ranking.run_id).where(Ranking.run_id == run_id))
+        if ranked is not None:
+            changes.ranking_changed(self.session, run.workflow_id, run_id, "deleted")
         await self.session.delete(run)
         await self.session.flush()
         factory = self.ctx.factory

@@ -260,6 +260,9 @@ class DatabaseRunStore:
             elif report.kind == "heartbeat":
                 engine_id, run_ids = report.args
                 beats.setdefault(engine_id, []).extend(run_ids)
+        # Log lines first: they were reported before the state changes of this batch,
+        # and their events must come before them (a follower stops at the final state).
+        await runstate.append_logs(session, logs)
         for (state, messages), reports in moves.items():
             run_ids = [r.args[0] for r in reports]
             moved = await runstate.set_states(session, run_ids, state, messages)
@@ -276,6 +279,5 @@ class DatabaseRunStore:
                 report.result = await store.save_results(*report.args)
             elif report.kind == "stale":
                 report.result = await runstate.fail_stale_runs(session, *report.args)
-        await runstate.append_logs(session, logs)
         for engine_id, run_ids in beats.items():
             await runstate.heartbeat(session, engine_id, run_ids)

@@ -4,7 +4,7 @@ Each command runs as one process in a new session (its own process group), witho
 shell unless the command uses shell syntax. stdout and stderr are read concurrently as
 they come and written line by line to the run log.
 
-The process is started in a worker thread: starting it (``fork_exec``, a vfork) suspends
+The process is started in a thread of its own pool: starting it (``fork_exec``, a vfork) suspends
 the calling thread until the child has exec'd, which on a busy machine waits for the
 scheduler, 1-2 ms per step; in the event loop's thread that stalls every other run. The
 event loop then reads the pipes, and learns of the exit through a pidfd that its selector
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import concurrent.futures
 import contextlib
 import functools
 import os
@@ -39,8 +40,6 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import anyio.lowlevel
-import anyio.to_thread
 
 from flowserv_async.engine._childwatch import pidfd_works
 from flowserv_async.engine.containment import RunProcesses
@@ -58,12 +57,12 @@ _KILL_WAIT = 2.0
 # How long output is still read after the process group ended: a process that left the
 # group (setsid) may hold the pipes open forever.
 _DRAIN_WAIT = 1.0
-# At most this many processes are started at once, each from a worker thread of its own;
-# more would only queue in the kernel and take threads from staging.
+# Processes are started from these threads, at most this many at once (more would only
+# queue in the kernel). They must outlive every process they started: the parent death
+# signal (setpriv) fires when the THREAD that started a process ends, so anyio's worker
+# threads, which end after 10 s idle, would kill long steps.
 _SPAWNS = 4
-_spawn_limiter: anyio.lowlevel.RunVar[anyio.CapacityLimiter] = anyio.lowlevel.RunVar(
-    "_spawn_limiter"
-)
+_spawner = concurrent.futures.ThreadPoolExecutor(_SPAWNS, thread_name_prefix="flowserv-spawn")
 _UNQUOTED_SHELL_CHARS = frozenset("|&;<>()$`\\*?[]{}~#!\n")
 _QUOTED_SHELL_CHARS = frozenset("$`\\")
 _SHELL_WORDS = frozenset(
@@ -262,16 +261,6 @@ def _signal_group(pgid: int, sig: signal.Signals) -> None:
         os.killpg(pgid, sig)
 
 
-def _spawn_limiter_of_loop() -> anyio.CapacityLimiter:
-    # One per event loop: a limiter is bound to the loop it was first used in.
-    try:
-        return _spawn_limiter.get()
-    except LookupError:
-        limiter = anyio.CapacityLimiter(_SPAWNS)
-        _spawn_limiter.set(limiter)
-        return limiter
-
-
 def _popen(
     argv: list[str], cwd: Path, env: dict[str, str]
 ) -> tuple[subprocess.Popen[bytes], int | None]:
@@ -325,9 +314,8 @@ class _ChildProcess:
     @classmethod
     async def start(cls, argv: list[str], *, cwd: Path, env: dict[str, str]) -> _ChildProcess:
         """Start ``argv`` in a worker thread and connect its pipes to the event loop."""
-        process, pidfd = await anyio.to_thread.run_sync(
-            _popen, argv, cwd, env, limiter=_spawn_limiter_of_loop()
-        )
+        loop = asyncio.get_running_loop()
+        process, pidfd = await loop.run_in_executor(_spawner, _popen, argv, cwd, env)
         child = cls(process, pidfd)
         try:
             for pipe, reader in ((process.stdout, child.stdout), (process.stderr, child.stderr)):

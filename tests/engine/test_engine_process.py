@@ -248,3 +248,28 @@ async def test_cancel_while_the_process_starts_still_kills_it(
         await run(f"{PY} -c 'import time; time.sleep(60)'", tmp_path)
     assert scope.cancelled_caught
     assert await probe.leaders() == []
+
+
+async def test_a_step_outlives_idle_worker_threads(
+    tmp_path: Path, probe: ProcessProbe, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The parent death signal fires when the thread that started a process ends; anyio
+    # ends worker threads that idled MAX_IDLE_TIME seconds, pruned on the next call.
+    monkeypatch.setattr("anyio._backends._asyncio.WorkerThread.MAX_IDLE_TIME", 0)
+    scope = anyio.CancelScope()
+
+    async def step() -> None:
+        with scope:
+            await run(f"{PY} -c 'import time; time.sleep(60)'", tmp_path)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(step)
+        pid = await probe.leader()
+        for _ in range(3):  # each call prunes the idle threads of the calls before
+            async with anyio.create_task_group() as calls:
+                for _ in range(8):
+                    calls.start_soon(anyio.to_thread.run_sync, time.sleep, 0.01)
+        await anyio.sleep(0.2)  # time for a parent death signal to arrive
+        alive = await probe.alive(pid)
+        scope.cancel()
+    assert alive

@@ -63,6 +63,15 @@ _DRAIN_WAIT = 1.0
 # threads, which end after 10 s idle, would kill long steps.
 _SPAWNS = 4
 _spawner = concurrent.futures.ThreadPoolExecutor(_SPAWNS, thread_name_prefix="flowserv-spawn")
+
+
+def _new_spawner() -> None:
+    # A forked child has none of the pool's threads, but the pool would think it has.
+    global _spawner
+    _spawner = concurrent.futures.ThreadPoolExecutor(_SPAWNS, thread_name_prefix="flowserv-spawn")
+
+
+os.register_at_fork(after_in_child=_new_spawner)
 _UNQUOTED_SHELL_CHARS = frozenset("|&;<>()$`\\*?[]{}~#!\n")
 _QUOTED_SHELL_CHARS = frozenset("$`\\")
 _SHELL_WORDS = frozenset(

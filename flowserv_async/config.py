@@ -81,6 +81,11 @@ def _port(name: str, value: Any) -> int:
     return port
 
 
+def _origins(name: str, value: Any) -> tuple[str, ...]:
+    # A comma list of origins, or "*" for any origin.
+    return tuple(o.strip() for o in str(value).split(",") if o.strip())
+
+
 def _auth(name: str, value: Any) -> str:
     # flowserv: 'open' selects open access, anything else the default policy.
     return AUTH_OPEN if str(value).strip().lower() == AUTH_OPEN else AUTH_DEFAULT
@@ -167,6 +172,8 @@ class Settings:
     api_port: int = _setting("FLOWSERV_API_PORT", _port, 5000)
     api_path: str = _setting("FLOWSERV_API_PATH", _text, "/flowserv/api/v1")
     api_protocol: str = _setting("FLOWSERV_API_PROTOCOL", _text, "http")
+    cors_origins: tuple[str, ...] = _setting("FLOWSERV_CORS_ORIGINS", _origins, ())
+    anonymous_downloads: bool = _setting("FLOWSERV_ANONYMOUS_DOWNLOADS", _bool, False)
 
     def __post_init__(self) -> None:
         if self.max_log_size < 1:
@@ -225,3 +232,5 @@ VARIABLES: tuple[str, ...] = tuple(
     sorted(item.metadata[_VARIABLE].name for item in fields(Settings))
 )
 """The names of all settings."""
+FLOWSERV_API_HOST = Settings.variable("api_host")
+FLOWSERV_API_PORT = Settings.variable("api_port")

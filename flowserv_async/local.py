@@ -413,7 +413,14 @@ class SessionManager:
         try:
             with translate_errors():
                 user_id = self._user_id or factory.user_id
-                token = None if user_id else (self._access_token or factory.settings.access_token)
+                # An explicit token, even an empty one, replaces the factory's: the HTTP
+                # server passes every request's (possibly missing) token this way.
+                given = self._access_token
+                token = (
+                    None
+                    if user_id
+                    else (given if given is not None else factory.settings.access_token)
+                )
                 username = None
                 if user_id is None and token is not None:
                     user = await authenticate(session, token)

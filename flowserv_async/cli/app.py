@@ -19,6 +19,7 @@ from flowserv_async.cli.groups import files, groups
 from flowserv_async.cli.render import Output
 from flowserv_async.cli.run import run
 from flowserv_async.cli.runs import runs
+from flowserv_async.cli.serve import serve
 from flowserv_async.cli.users import users
 from flowserv_async.cli.workflows import workflows
 from flowserv_async.db import DB
@@ -262,6 +263,7 @@ cli.add_command(files)
 cli.add_command(run)
 cli.add_command(runs)
 cli.add_command(users)
+cli.add_command(serve)
 
 
 def main() -> None:

@@ -125,6 +125,15 @@ class ServiceContext:
         self.check_member(group_id, await self.is_member(group_id))
         return self.user_id
 
+    async def require_downloader(self, group_id: str) -> None:
+        """Raise unless the caller may download the group's files.
+
+        Members only, unless ``FLOWSERV_ANONYMOUS_DOWNLOADS`` restores flowserv's
+        downloads by identifier for everyone.
+        """
+        if not self.settings.anonymous_downloads:
+            await self.require_member(group_id)
+
     def check_member(self, group_id: str, is_member: bool) -> None:
         """:meth:`require_member` with membership already read (``is_member``)."""
         if not self.settings.open_access:

@@ -402,7 +402,7 @@ class RunService(Service):
             UnknownRunError, UnauthorizedAccessError, UnknownFileError.
 
         """
-        run = await self._readable(run_id)
+        run = await self._readable(run_id, download=True)
         row = await self.session.get(RunFile, file_id)
         if row is None or row.run_id != run_id:
             raise UnknownFileError(file_id)
@@ -419,7 +419,7 @@ class RunService(Service):
             UnauthorizedAccessError.
 
         """
-        run = await self._readable(run_id)
+        run = await self._readable(run_id, download=True)
         if run.state != RunState.SUCCESS:
             raise UnknownRunError(run_id)
         return await result_archive(self.session, self.ctx.factory.volume, run)
@@ -541,14 +541,17 @@ class RunService(Service):
             has_postproc=template.postproc is not None and not wf.ignore_postproc,
         )
 
-    async def _readable(self, run_id: str, write: bool = False) -> Run:
-        """The run, if the caller may see it (and act on it when ``write``)."""
+    async def _readable(self, run_id: str, write: bool = False, download: bool = False) -> Run:
+        """The run, if the caller may see it (act on it: ``write``; download its files)."""
         # The engine changes runs in its own sessions: never trust the identity map.
         run = await self.session.get(Run, run_id, populate_existing=True)
         if run is None:
             raise UnknownRunError(run_id)
         if run.group_id is not None:
-            await self.ctx.require_member(run.group_id)
+            if download:
+                await self.ctx.require_downloader(run.group_id)
+            else:
+                await self.ctx.require_member(run.group_id)
         elif write:
             await self.ctx.require_admin()
         return run

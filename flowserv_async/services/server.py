@@ -42,8 +42,8 @@ WORKFLOWS_LIST = "workflows:list"
 ROUTES: dict[str, str] = {
     FILES_DELETE: "uploads/{userGroupId}/files/{fileId}",
     FILES_DOWNLOAD: "uploads/{userGroupId}/files/{fileId}",
-    FILES_LIST: "uploads/{userGroupId}",
-    FILES_UPLOAD: "uploads/{userGroupId}",
+    FILES_LIST: "uploads/{userGroupId}/files",
+    FILES_UPLOAD: "uploads/{userGroupId}/files",
     GROUPS_CREATE: "workflows/{workflowId}/groups",
     GROUPS_DELETE: "groups/{userGroupId}",
     GROUPS_GET: "groups/{userGroupId}",

@@ -177,7 +177,7 @@ class UploadService(Service):
             UnknownWorkflowGroupError, UnauthorizedAccessError, UnknownFileError.
 
         """
-        row = await self._file(group_id, file_id)
+        row = await self._file(group_id, file_id, download=True)
         return await DownloadHandle.from_key(
             self.ctx.factory.volume, row.key, name=row.name, mime_type=row.mime_type
         )
@@ -202,9 +202,12 @@ class UploadService(Service):
             raise UnknownWorkflowGroupError(group_id)
         return group
 
-    async def _file(self, group_id: str, file_id: str) -> UploadedFile:
+    async def _file(self, group_id: str, file_id: str, download: bool = False) -> UploadedFile:
         await self._group(group_id)
-        await self.ctx.require_member(group_id)
+        if download:
+            await self.ctx.require_downloader(group_id)
+        else:
+            await self.ctx.require_member(group_id)
         row = await self.session.get(UploadedFile, file_id)
         if row is None or row.group_id != group_id:
             raise UnknownFileError(file_id)

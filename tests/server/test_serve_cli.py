@@ -1,0 +1,57 @@
+"""``flowserv-async serve``: uvicorn with token authentication, printing the URL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_serve_prints_the_url_and_serves_with_tokens(tmp_path: Path) -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWSERV_")}
+    proc = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "flowserv_async.cli", "--basedir", str(tmp_path / "d")),
+            *("serve", "--port", str(port)),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        url = f"http://localhost:{port}/flowserv/api/v1"
+        assert line.strip() == f"flowserv REST API at {url}/ (docs: {url}/docs)"
+        base = f"http://127.0.0.1:{port}/flowserv/api/v1"
+        for _ in range(100):
+            try:
+                r = httpx.get(f"{base}/")
+                break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        assert r.json()["url"] == url
+        # Token authentication, not the CLI's open access: no group without a login.
+        assert httpx.get(f"{base}/groups").status_code == 403
+        assert (tmp_path / "d" / "flowserv.db").is_file()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=20)
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+    assert proc.returncode == 0

@@ -1,0 +1,99 @@
+"""Constants and helpers of the server tests (imported by tests and their conftest)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+from sqlalchemy import func, select
+
+import flowserv_async.examples
+from flowserv_async import LocalAPIFactory
+
+HELLOWORLD = Path(flowserv_async.examples.__file__).parent / "helloworld"
+API_PATH = "/flowserv/api/v1"
+BASE_URL = f"http://testserver{API_PATH}"
+
+Login = Callable[..., Awaitable[tuple[str, dict[str, str]]]]
+
+
+async def count_rows(factory: LocalAPIFactory, model: Any) -> int:
+    """The number of rows of an ORM model's table."""
+    async with factory.db.session() as session:
+        return int(await session.scalar(select(func.count()).select_from(model)) or 0)
+
+
+async def stored_files(folder: Path) -> list[str]:
+    """Every file below ``folder`` (relative paths), read off the event loop."""
+
+    def walk() -> list[str]:
+        return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+
+    return await anyio.to_thread.run_sync(walk)
+
+
+# Run by the live server's process: bind a port-0 socket, report the port, serve.
+LIVE_SERVER = """
+import socket, sys, uvicorn
+sock = socket.socket()
+sock.bind(("127.0.0.1", 0))
+print(sock.getsockname()[1], flush=True)
+config = uvicorn.Config(
+    "flowserv_async.server:create_app", factory=True, log_level="warning", lifespan="on"
+)
+uvicorn.Server(config).run(sockets=[sock])
+"""
+
+
+class LiveServer:
+    """A uvicorn process serving the app; ``env`` reaches its database and files."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+        self.process: subprocess.Popen[str] | None = None
+        self.url = ""
+
+    def start(self) -> None:
+        """Start the process and wait until it answers."""
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", LIVE_SERVER],
+            env={**os.environ, **self.env},
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.process.stdout is not None
+        port = self.process.stdout.readline().strip()
+        if not port:
+            self.stop()
+            raise RuntimeError("the live server did not start")
+        self.url = f"http://127.0.0.1:{port}{API_PATH}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{self.url}/").status_code == 200:
+                    return
+            except httpx.TransportError:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        """Stop the process (SIGTERM, then SIGKILL)."""
+        if self.process is None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        if self.process.stdout is not None:
+            self.process.stdout.close()

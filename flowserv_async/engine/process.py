@@ -273,7 +273,7 @@ def _signal_group(pgid: int, sig: signal.Signals) -> None:
 def _popen(
     argv: list[str], cwd: Path, env: dict[str, str]
 ) -> tuple[subprocess.Popen[bytes], int | None]:
-    """Start the process (in a worker thread); return it and a pidfd for its exit, if any."""
+    """Start the process (in the spawner pool); return it and a pidfd for its exit, if any."""
     # The command comes from the workflow template: running it is the point.
     process = subprocess.Popen(  # noqa: S603
         argv,
@@ -322,7 +322,7 @@ class _ChildProcess:
 
     @classmethod
     async def start(cls, argv: list[str], *, cwd: Path, env: dict[str, str]) -> _ChildProcess:
-        """Start ``argv`` in a worker thread and connect its pipes to the event loop."""
+        """Start ``argv`` from the spawner pool and connect its pipes to the event loop."""
         loop = asyncio.get_running_loop()
         process, pidfd = await loop.run_in_executor(_spawner, _popen, argv, cwd, env)
         child = cls(process, pidfd)

@@ -101,7 +101,7 @@ def use_pidfd_child_watcher() -> bool:
         current = policy.get_child_watcher()
         if isinstance(current, PidfdChildWatcher):
             return True
-        if type(current) is not asyncio.ThreadedChildWatcher or not _pidfd_works():
+        if type(current) is not asyncio.ThreadedChildWatcher or not pidfd_works():
             return False
         # Its threads for children started before finish on their own; kept referenced
         # so that it is not collected (and warns) while they run.
@@ -110,8 +110,10 @@ def use_pidfd_child_watcher() -> bool:
         return True
 
 
-def _pidfd_works() -> bool:
-    """pidfd_open exists in Python but may be refused (old kernel, seccomp)."""
+def pidfd_works() -> bool:
+    """True if ``os.pidfd_open`` exists and works (it may be refused: old kernel, seccomp)."""
+    if not hasattr(os, "pidfd_open"):
+        return False
     try:
         os.close(os.pidfd_open(os.getpid()))
     except OSError:

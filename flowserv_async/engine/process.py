@@ -4,6 +4,12 @@ Each command runs as one process in a new session (its own process group), witho
 shell unless the command uses shell syntax. stdout and stderr are read concurrently as
 they come and written line by line to the run log.
 
+The process is started in a thread of its own pool: starting it (``fork_exec``, a vfork) suspends
+the calling thread until the child has exec'd, which on a busy machine waits for the
+scheduler, 1-2 ms per step; in the event loop's thread that stalls every other run. The
+event loop then reads the pipes, and learns of the exit through a pidfd that its selector
+watches (Linux 5.3+; elsewhere one thread per running command waits for it).
+
 No process of a command outlives it in its process group: when the command's main
 process exits, whatever it left running in its group is terminated, and when the task
 running the command is cancelled (run cancelled, step timeout, sibling step failed) the
@@ -16,13 +22,17 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import concurrent.futures
 import contextlib
+import functools
 import os
 import shlex
 import shutil
 import signal
 import string
+import subprocess
 import sys
+import threading
 from collections import deque
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -31,6 +41,7 @@ from typing import Any
 
 import anyio
 
+from flowserv_async.engine._childwatch import pidfd_works
 from flowserv_async.engine.containment import RunProcesses
 from flowserv_async.engine.log import RunLog
 
@@ -46,6 +57,21 @@ _KILL_WAIT = 2.0
 # How long output is still read after the process group ended: a process that left the
 # group (setsid) may hold the pipes open forever.
 _DRAIN_WAIT = 1.0
+# Processes are started from these threads, at most this many at once (more would only
+# queue in the kernel). They must outlive every process they started: the parent death
+# signal (setpriv) fires when the THREAD that started a process ends, so anyio's worker
+# threads, which end after 10 s idle, would kill long steps.
+_SPAWNS = 4
+_spawner = concurrent.futures.ThreadPoolExecutor(_SPAWNS, thread_name_prefix="flowserv-spawn")
+
+
+def _new_spawner() -> None:
+    # A forked child has none of the pool's threads, but the pool would think it has.
+    global _spawner
+    _spawner = concurrent.futures.ThreadPoolExecutor(_SPAWNS, thread_name_prefix="flowserv-spawn")
+
+
+os.register_at_fork(after_in_child=_new_spawner)
 _UNQUOTED_SHELL_CHARS = frozenset("|&;<>()$`\\*?[]{}~#!\n")
 _QUOTED_SHELL_CHARS = frozenset("$`\\")
 _SHELL_WORDS = frozenset(
@@ -151,31 +177,21 @@ async def run_command(
     if processes is not None:
         argv = processes.wrap(argv)
         env = {**env, **processes.environment()}
-    loop = asyncio.get_running_loop()
     try:
         # Shielded so that a cancellation can never lose the handle of a started process.
         with anyio.CancelScope(shield=True):
-            transport, protocol = await loop.subprocess_exec(
-                lambda: _ProcessProtocol(loop),
-                *argv,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-                cwd=cwd,
-                env=dict(env),
-                start_new_session=True,
-            )
+            child = await _ChildProcess.start(argv, cwd=cwd, env=dict(env))
     except OSError as exc:
         reason = f"cannot run {command_argv[0]!r}: {exc}"
         log.append(step, "stderr", reason)
         return CommandResult(126 if isinstance(exc, PermissionError) else 127, (reason,))
-    pgid = transport.get_pid()
+    pgid = child.pid
     capture = _OutputCapture(log, step)
     try:
         async with anyio.create_task_group() as tg:
             readers = anyio.CancelScope()
-            tg.start_soon(capture.read_all, protocol, readers)
-            await protocol.exited.wait()
+            tg.start_soon(capture.read_all, child.stdout, child.stderr, readers)
+            await child.exited.wait()
             # Processes left in the group would hold the pipes open: end them.
             await terminate_process_group(pgid, grace)
             readers.deadline = anyio.current_time() + _DRAIN_WAIT
@@ -183,12 +199,12 @@ async def run_command(
         with anyio.CancelScope(shield=True):
             await terminate_process_group(pgid, grace)
             with anyio.move_on_after(_KILL_WAIT):
-                await protocol.exited.wait()
-            transport.close()
+                await child.exited.wait()
+            child.close()
         raise
-    transport.close()
-    returncode = transport.get_returncode()
-    assert returncode is not None, "set before process_exited() is called"
+    child.close()
+    returncode = child.returncode
+    assert returncode is not None, "set before exited is"
     return CommandResult(returncode, tuple(capture.stderr_tail))
 
 
@@ -268,20 +284,109 @@ def _signal_group(pgid: int, sig: signal.Signals) -> None:
         os.killpg(pgid, sig)
 
 
-class _ProcessProtocol(asyncio.subprocess.SubprocessStreamProtocol):
-    """asyncio's stream protocol, plus an event set when the main process exits.
+def _popen(
+    argv: list[str], cwd: Path, env: dict[str, str]
+) -> tuple[subprocess.Popen[bytes], int | None]:
+    """Start the process (in the spawner pool); return it and a pidfd for its exit, if any."""
+    # The command comes from the workflow template: running it is the point.
+    process = subprocess.Popen(  # noqa: S603
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=cwd,
+        env=env,
+        start_new_session=True,
+    )
+    if not _PIDFD:
+        return process, None
+    try:
+        # Not reaped yet, so the pid cannot have been reused.
+        return process, os.pidfd_open(process.pid)
+    except OSError:  # refused (seccomp, old kernel): a thread waits for this one
+        return process, None
 
-    ``asyncio.subprocess.Process.wait()`` also waits for the pipes to close, which a
-    process left running in the background can delay forever.
+
+# pidfd_open exists in Python on Linux but may be refused (old kernel, seccomp).
+_PIDFD = sys.platform == "linux" and pidfd_works()
+
+
+class _ChildProcess:
+    """A started command: its pid, its pipes as streams, and an event set when it exits.
+
+    Only the main process's exit counts: waiting for the pipes to close as well could
+    take forever when a process left running in the background holds them.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        super().__init__(limit=_CHUNK, loop=loop)
+    def __init__(self, process: subprocess.Popen[bytes], pidfd: int | None) -> None:
+        self._process = process
+        self._pidfd = pidfd
+        self._loop = asyncio.get_running_loop()
+        self._transports: list[asyncio.BaseTransport] = []
+        self.pid = process.pid
         self.exited = asyncio.Event()
+        self.stdout = asyncio.StreamReader(limit=_CHUNK, loop=self._loop)
+        self.stderr = asyncio.StreamReader(limit=_CHUNK, loop=self._loop)
+        if pidfd is not None:
+            self._loop.add_reader(pidfd, self._reap)
+        else:
+            threading.Thread(
+                target=self._wait_in_thread, name=f"flowserv-wait-{self.pid}", daemon=True
+            ).start()
 
-    def process_exited(self) -> None:
-        super().process_exited()
+    @classmethod
+    async def start(cls, argv: list[str], *, cwd: Path, env: dict[str, str]) -> _ChildProcess:
+        """Start ``argv`` from the spawner pool and connect its pipes to the event loop."""
+        loop = asyncio.get_running_loop()
+        process, pidfd = await loop.run_in_executor(_spawner, _popen, argv, cwd, env)
+        child = cls(process, pidfd)
+        try:
+            for pipe, reader in ((process.stdout, child.stdout), (process.stderr, child.stderr)):
+                transport, _ = await child._loop.connect_read_pipe(
+                    functools.partial(asyncio.StreamReaderProtocol, reader), pipe
+                )
+                child._transports.append(transport)
+        except BaseException:
+            _signal_group(child.pid, signal.SIGKILL)
+            child.close()
+            raise
+        return child
+
+    @property
+    def returncode(self) -> int | None:
+        """Exit code once exited (negative: killed by that signal)."""
+        return self._process.returncode
+
+    def close(self) -> None:
+        """Close the pipes; kill the main process if it still runs (it is reaped later)."""
+        for transport in self._transports:
+            transport.close()
+        for pipe in (self._process.stdout, self._process.stderr):
+            if pipe is not None:
+                pipe.close()
+        if not self.exited.is_set():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+
+    def _reap(self) -> None:
+        # The pidfd is readable: the process has exited, so this does not block.
+        assert self._pidfd is not None
+        try:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+        except ChildProcessError:  # reaped by someone else; the status is lost
+            self._process.returncode = 255
+        else:
+            if pid == 0:
+                return
+            self._process.returncode = os.waitstatus_to_exitcode(status)
+        self._loop.remove_reader(self._pidfd)
+        os.close(self._pidfd)
         self.exited.set()
+
+    def _wait_in_thread(self) -> None:
+        self._process.wait()
+        with contextlib.suppress(RuntimeError):  # the loop was closed meanwhile
+            self._loop.call_soon_threadsafe(self.exited.set)
 
 
 class _OutputCapture:
@@ -292,13 +397,13 @@ class _OutputCapture:
         self.step = step
         self.stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
 
-    async def read_all(self, protocol: _ProcessProtocol, scope: anyio.CancelScope) -> None:
-        assert protocol.stdout is not None
-        assert protocol.stderr is not None
+    async def read_all(
+        self, stdout: asyncio.StreamReader, stderr: asyncio.StreamReader, scope: anyio.CancelScope
+    ) -> None:
         with scope:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(self.read_stream, protocol.stdout, "stdout")
-                tg.start_soon(self.read_stream, protocol.stderr, "stderr")
+                tg.start_soon(self.read_stream, stdout, "stdout")
+                tg.start_soon(self.read_stream, stderr, "stderr")
 
     async def read_stream(self, reader: asyncio.StreamReader, stream: str) -> None:
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")

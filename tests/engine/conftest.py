@@ -50,6 +50,10 @@ class ProcessProbe:
         """True while the process exists and is not a zombie."""
         return await anyio.to_thread.run_sync(_alive, pid)
 
+    async def leaders(self) -> list[int]:
+        """Our live child processes that lead a process group of their own."""
+        return await anyio.to_thread.run_sync(_group_leaders)
+
     async def leader(self) -> int:
         """Wait for the single step process this test started; return its pid (= pgid)."""
         with anyio.fail_after(10):

@@ -209,3 +209,67 @@ async def test_processes_left_behind_by_a_finished_command_are_ended(
     assert code == 0
     assert time.monotonic() - start < 30
     assert not await probe.alive(int(texts(log)[0]))
+
+
+async def test_exit_by_a_signal_is_the_negative_signal_number(tmp_path: Path) -> None:
+    code, _ = await run(
+        f"{PY} -c 'import os, signal; os.kill(os.getpid(), signal.SIGTERM)'", tmp_path
+    )
+    assert code == -15
+
+
+async def test_without_pidfd_a_thread_learns_the_exit_and_cancel_still_kills_the_group(
+    tmp_path: Path, probe: ProcessProbe, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Kernels or sandboxes that refuse pidfd_open, and other platforms, take this path.
+    monkeypatch.setattr("flowserv_async.engine.process._PIDFD", False)
+    code, log = await run(f"{PY} -c 'print(\"out\"); import sys; sys.exit(3)'", tmp_path)
+    assert (code, texts(log)) == (3, ["out"])
+    scope = anyio.CancelScope()
+
+    async def cancelled_run() -> None:
+        with scope:
+            await run("sh -c 'sleep 60 & sleep 60'", tmp_path)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(cancelled_run)
+        pgid = await probe.leader()
+        await probe.wait_members(pgid, 2)
+        scope.cancel()
+    assert scope.cancelled_caught
+    assert await probe.members(pgid) == []
+
+
+async def test_cancel_while_the_process_starts_still_kills_it(
+    tmp_path: Path, probe: ProcessProbe
+) -> None:
+    with anyio.CancelScope() as scope:
+        scope.cancel()  # already cancelled when the spawn begins: it is shielded
+        await run(f"{PY} -c 'import time; time.sleep(60)'", tmp_path)
+    assert scope.cancelled_caught
+    assert await probe.leaders() == []
+
+
+async def test_a_step_outlives_idle_worker_threads(
+    tmp_path: Path, probe: ProcessProbe, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The parent death signal fires when the thread that started a process ends; anyio
+    # ends worker threads that idled MAX_IDLE_TIME seconds, pruned on the next call.
+    monkeypatch.setattr("anyio._backends._asyncio.WorkerThread.MAX_IDLE_TIME", 0)
+    scope = anyio.CancelScope()
+
+    async def step() -> None:
+        with scope:
+            await run(f"{PY} -c 'import time; time.sleep(60)'", tmp_path)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(step)
+        pid = await probe.leader()
+        for _ in range(3):  # each call prunes the idle threads of the calls before
+            async with anyio.create_task_group() as calls:
+                for _ in range(8):
+                    calls.start_soon(anyio.to_thread.run_sync, time.sleep, 0.01)
+        await anyio.sleep(0.2)  # time for a parent death signal to arrive
+        alive = await probe.alive(pid)
+        scope.cancel()
+    assert alive

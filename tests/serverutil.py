@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from typing import Any
 
 import anyio
 import httpx
+from runs_helpers import PY, step
 from sqlalchemy import func, select
 
 import flowserv_async.examples
@@ -97,3 +99,42 @@ class LiveServer:
             self.process.wait()
         if self.process.stdout is not None:
             self.process.stdout.close()
+
+
+# Two steps that print (the helloworld workflow prints nothing): the run's log lines.
+TALKER_STEPS = [
+    step("first", f"{PY} -c \"print('one'); print('two')\""),
+    step("second", f"{PY} -c \"import time; time.sleep(0.5); print('three')\""),
+]
+
+
+def write_talker(folder: Path) -> Path:
+    """Write the talker workflow's template into ``folder`` (made if missing)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    spec = {"workflow": {"steps": TALKER_STEPS}, "parameters": []}
+    (folder / "spec.json").write_text(json.dumps(spec))
+    return folder
+
+
+async def start_run(client: httpx.AsyncClient, group_id: str, headers: dict[str, str]) -> str:
+    """Start a run of the group's workflow (no arguments) over HTTP; return its id."""
+    r = await client.post(f"groups/{group_id}/runs", json={}, headers=headers)
+    assert r.status_code == 201, r.text
+    return str(r.json()["id"])
+
+
+async def read_sse(response: httpx.Response, count: int | None = None) -> list[dict[str, str]]:
+    """The Server-Sent Events of a response (comments skipped), until it ends or ``count``."""
+    events: list[dict[str, str]] = []
+    fields: dict[str, str] = {}
+    async for line in response.aiter_lines():
+        if not line:
+            if fields:
+                events.append(fields)
+                fields = {}
+                if len(events) == count:
+                    break
+        elif not line.startswith(":"):
+            name, _, value = line.partition(":")
+            fields[name] = value.removeprefix(" ")
+    return events

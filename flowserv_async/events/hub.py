@@ -91,6 +91,11 @@ class EventHub:
         """True while some factory has the hub open."""
         return self._users > 0
 
+    @property
+    def stream_count(self) -> int:
+        """The streams of this process that are open (entered and not yet closed)."""
+        return len(self._streams)
+
     async def open(self) -> None:
         """Start reading (for the first user)."""
         self._users += 1
@@ -282,7 +287,12 @@ class EventStream:
         return self._cursor
 
     async def start(self) -> None:
-        """Check access and take the position; done by ``async with`` or the first read."""
+        """Check access and take the position; done by ``async with`` or the first read.
+
+        Raises:
+            EventsExpiredError: ``after`` is older than the events the store keeps.
+
+        """
         if self._state != "new":
             return
         if not self._hub.is_open:
@@ -298,6 +308,8 @@ class EventStream:
                     self._cursor = (await id_range(session))[1]
             else:
                 self._cursor = max(self._after, 0)
+                # The first page is read now: an expired position fails on entering.
+                await self._read_page()
         except BaseException:
             self._release("closed")
             raise

@@ -181,3 +181,9 @@ async def id_range(session: AsyncSession | AsyncConnection) -> tuple[int, int]:
         )
     ).one()
     return int(row[0] or 0), int(row[1] or 0)
+
+
+async def last_id(session: AsyncSession | AsyncConnection, flt: EventFilter) -> int:
+    """The largest stored event id that matches the filter, 0 if none does."""
+    stmt = _filtered(select(func.max(StoredEvent.event_id)), flt)
+    return int(await session.scalar(stmt) or 0)

@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException
 import flowserv_async.server.models as models
 from flowserv_async.errors import (
     ConstraintViolationError,
+    EventsExpiredError,
     FlowservError,
     InvalidConfigurationError,
     MissingConfigurationError,
@@ -48,6 +49,8 @@ def error_status(exc: FlowservError) -> int:
     """The HTTP status of a service error (flowserv's server, REST.md "Errors")."""
     if isinstance(exc, UnauthenticatedAccessError | UnauthorizedAccessError):
         return 403  # flowserv's clients know no 401
+    if isinstance(exc, EventsExpiredError):
+        return 410  # a Last-Event-ID older than the events kept: start a new stream
     if isinstance(exc, UnknownParameterError):
         return 400  # an unknown name in a run's arguments: a bad request body
     if isinstance(exc, UnknownObjectError):

@@ -13,7 +13,7 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-from serverutil import BASE_URL, HELLOWORLD, LiveServer, Login
+from serverutil import BASE_URL, HELLOWORLD, LiveServer, Login, write_talker
 from sqlalchemy import update
 
 from flowserv_async import LocalAPIFactory
@@ -75,7 +75,7 @@ def login(client: httpx.AsyncClient, factory: LocalAPIFactory) -> Login:
 @pytest.fixture(scope="session")
 def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """One real uvicorn server for the whole test session (default policy, anonymous
-    downloads for flowserv's client), with the helloworld workflow installed.
+    downloads for flowserv's client), with the helloworld and talker workflows installed.
     """
     env = {
         "FLOWSERV_API_DIR": str(tmp_path_factory.mktemp("live")),
@@ -83,9 +83,14 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
         "FLOWSERV_ANONYMOUS_DOWNLOADS": "true",
     }
 
+    talker = write_talker(tmp_path_factory.mktemp("talker"))
+
     async def install() -> None:
         async with LocalAPIFactory(env=env) as factory, factory() as api:
             await api.workflows().create_workflow(source=str(HELLOWORLD))
+            await api.workflows().create_workflow(
+                source=str(talker), name="talker", specfile="spec.json"
+            )
 
     anyio.run(install)
     server = LiveServer(env)

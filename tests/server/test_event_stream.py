@@ -1,0 +1,103 @@
+"""``GET runs/{runId}/events``: Server-Sent Events against the real uvicorn server."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from serverutil import LiveServer, read_sse, start_run
+
+
+@pytest.fixture
+async def live(live_server: LiveServer) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of the live server."""
+    async with httpx.AsyncClient(base_url=live_server.url + "/", timeout=60) as client:
+        yield client
+
+
+async def member(client: httpx.AsyncClient, name: str) -> tuple[str, dict[str, str]]:
+    """A new user's group of the talker workflow, and the user's headers."""
+    await client.post("users/register", json={"username": name, "password": "pw"})
+    r = await client.post("users/login", json={"username": name, "password": "pw"})
+    headers = {"api_key": r.json()["token"]}
+    workflows = (await client.get("workflows")).json()["workflows"]
+    workflow_id = next(w["id"] for w in workflows if w["name"] == "talker")
+    r = await client.post(f"workflows/{workflow_id}/groups", json={"name": name}, headers=headers)
+    return r.json()["id"], headers
+
+
+async def stream(
+    client: httpx.AsyncClient, run_id: str, headers: dict[str, str]
+) -> list[dict[str, Any]]:
+    """The events of a stream until the server ends it; checks the SSE fields."""
+    async with client.stream("GET", f"runs/{run_id}/events", headers=headers) as r:
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith("text/event-stream")
+        events = await read_sse(r)
+    docs = [json.loads(e["data"]) for e in events]
+    assert [e["id"] for e in events] == [str(d["id"]) for d in docs]
+    assert [e["event"] for e in events] == [d["type"] for d in docs]
+    assert {d["runId"] for d in docs} == {run_id}
+    return docs
+
+
+async def test_event_stream_follows_a_run_until_its_final_state(live: httpx.AsyncClient) -> None:
+    group_id, headers = await member(live, "follower")
+    run_id = await start_run(live, group_id, headers)
+    docs = await stream(live, run_id, headers)
+    ids = [d["id"] for d in docs]
+    assert ids == sorted(set(ids))
+    assert docs[0]["type"] == "run.created"
+    states = [d["data"]["state"] for d in docs if d["type"] == "run.state"]
+    assert states == ["RUNNING", "SUCCESS"]
+    assert docs[-1]["type"] == "run.state"
+    lines = [line for d in docs if d["type"] == "run.log" for line in d["data"]["lines"]]
+    assert [line["pos"] for line in lines] == list(range(len(lines)))
+    assert [(x["step"], x["text"]) for x in lines] == [
+        ("first", "one"),
+        ("first", "two"),
+        ("second", "three"),
+    ]
+    r = await live.get(f"runs/{run_id}/logs", headers=headers)
+    assert [x["text"] for x in r.json()["lines"]] == [x["text"] for x in lines]
+
+
+async def test_last_event_id_resumes_exactly_after_it(live: httpx.AsyncClient) -> None:
+    group_id, headers = await member(live, "resumer")
+    run_id = await start_run(live, group_id, headers)
+    # A run that is already final: the whole history, ending with the final state.
+    docs = await stream(live, run_id, headers)
+    assert docs[-1]["data"]["state"] == "SUCCESS"
+    assert len(docs) > 3
+    for seen in (0, 2):
+        resumed = await stream(live, run_id, {**headers, "last-event-id": str(docs[seen]["id"])})
+        assert resumed == docs[seen + 1 :]
+    # The client has everything: 204 tells a browser's EventSource not to reconnect.
+    r = await live.get(
+        f"runs/{run_id}/events", headers={**headers, "last-event-id": str(docs[-1]["id"])}
+    )
+    assert r.status_code == 204
+    assert r.content == b""
+
+
+async def test_event_stream_errors_are_json_before_the_stream(live: httpx.AsyncClient) -> None:
+    group_id, headers = await member(live, "owner")
+    _, stranger = await member(live, "stranger")
+    run_id = await start_run(live, group_id, headers)
+    for request_headers, status in (
+        (stranger, 403),
+        ({}, 403),
+        ({"api_key": "not-a-token"}, 403),
+        ({**headers, "last-event-id": "x"}, 400),
+        ({**headers, "last-event-id": "-1"}, 400),
+    ):
+        r = await live.get(f"runs/{run_id}/events", headers=request_headers)
+        assert r.status_code == status, r.text
+        assert r.headers["content-type"] == "application/json"
+        assert r.json()["message"]
+    r = await live.get("runs/no-such-run/events", headers=headers)
+    assert r.status_code == 404
+    assert "no-such-run" in r.json()["message"]

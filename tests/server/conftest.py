@@ -72,6 +72,21 @@ def login(client: httpx.AsyncClient, factory: LocalAPIFactory) -> Login:
     return login
 
 
+@pytest.fixture
+async def talker_group(
+    factory: LocalAPIFactory, client: httpx.AsyncClient, login: Login, tmp_path: Path
+) -> tuple[str, dict[str, str]]:
+    """Alice's group of the talker workflow on the in-process factory, and her headers."""
+    folder = await anyio.to_thread.run_sync(write_talker, tmp_path / "talker")
+    async with factory() as api:
+        wf = await api.workflows().create_workflow(
+            source=str(folder), name="talker", specfile="spec.json"
+        )
+    _, headers = await login("alice")
+    r = await client.post(f"workflows/{wf['id']}/groups", json={"name": "t"}, headers=headers)
+    return r.json()["id"], headers
+
+
 @pytest.fixture(scope="session")
 def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """One real uvicorn server for the whole test session (default policy, anonymous

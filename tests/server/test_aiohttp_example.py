@@ -1,9 +1,11 @@
-"""The aiohttp embedding example: a streamed download through its ASGI bridge."""
+"""The aiohttp embedding example: a streamed download and an event stream through its
+ASGI bridge."""
 
 from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 from collections.abc import AsyncIterator
 from typing import Any
@@ -12,10 +14,11 @@ import aiohttp
 import httpx
 import pytest
 from aiohttp.test_utils import TestServer
-from serverutil import Login
+from serverutil import Login, start_run
 
 from examples.aiohttp_app import make_app
 from flowserv_async import LocalAPIFactory
+from flowserv_async.events import hub_of
 from flowserv_async.server import create_app
 
 SIZE = 4 * 1024 * 1024 + 7
@@ -81,3 +84,34 @@ async def test_streamed_download_through_the_bridge(
         async with session.get(f"{url}/nowhere") as response:
             assert response.status == 404
             assert (await response.json())["message"]
+
+
+async def test_event_stream_through_the_bridge(
+    bridged: tuple[str, CountingReceive],
+    client: httpx.AsyncClient,
+    factory: LocalAPIFactory,
+    talker_group: tuple[str, dict[str, str]],
+) -> None:
+    url, counting = bridged
+    group_id, headers = talker_group
+    run_id = await start_run(client, group_id, headers)
+    counting.calls.clear()
+    events: list[dict[str, Any]] = []
+    async with (
+        aiohttp.ClientSession(headers=headers) as session,
+        session.get(f"{url}/runs/{run_id}/events") as response,
+    ):
+        assert response.status == 200
+        assert response.headers["Content-Type"].startswith("text/event-stream")
+        async for raw in response.content:
+            line = raw.decode().rstrip("\r\n")
+            if line.startswith("data:"):
+                events.append(json.loads(line.removeprefix("data:").strip()))
+    assert events[0]["type"] == "run.created"
+    assert events[-1]["type"] == "run.state"
+    assert events[-1]["data"]["state"] == "SUCCESS"
+    assert [e["data"]["lines"][0]["text"] for e in events if e["type"] == "run.log"][-1] == "three"
+    # As for the download: no busy loop of receive() while the stream is open.
+    assert counting.calls == [2]
+    hub = hub_of(factory.db, keep=0, poll_interval=0, buffer_size=0)  # the factory's hub
+    assert hub.stream_count == 0

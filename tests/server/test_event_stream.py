@@ -1,14 +1,21 @@
-"""``GET runs/{runId}/events``: Server-Sent Events against the real uvicorn server."""
+"""``GET runs/{runId}/events``: Server-Sent Events against real uvicorn servers."""
 
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio
 import httpx
 import pytest
-from serverutil import LiveServer, read_sse, start_run
+import uvicorn
+from serverutil import API_PATH, LiveServer, read_sse, start_run
+
+from flowserv_async import LocalAPIFactory
+from flowserv_async.events import hub_of
+from flowserv_async.server import create_app
 
 
 @pytest.fixture
@@ -101,3 +108,59 @@ async def test_event_stream_errors_are_json_before_the_stream(live: httpx.AsyncC
     r = await live.get("runs/no-such-run/events", headers=headers)
     assert r.status_code == 404
     assert "no-such-run" in r.json()["message"]
+
+
+@pytest.fixture
+async def served(factory: LocalAPIFactory) -> AsyncIterator[str]:
+    """The app on ``factory`` served by uvicorn in this process (its hub is in reach)."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(factory), log_level="warning", lifespan="off")
+    )
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(server.serve, [sock])
+        while not server.started:
+            await anyio.sleep(0.01)
+        yield f"http://127.0.0.1:{port}{API_PATH}/"
+        server.should_exit = True
+    sock.close()
+
+
+async def test_a_client_that_goes_away_closes_its_stream(
+    factory: LocalAPIFactory,
+    client: httpx.AsyncClient,
+    talker_group: tuple[str, dict[str, str]],
+    served: str,
+) -> None:
+    group_id, headers = talker_group
+    hub = hub_of(factory.db, keep=0, poll_interval=0, buffer_size=0)  # the factory's hub
+    run_id = await start_run(client, group_id, headers)
+    async with httpx.AsyncClient(base_url=served, timeout=60) as live:
+        async with live.stream("GET", f"runs/{run_id}/events", headers=headers) as response:
+            first = await read_sse(response, count=1)
+            assert json.loads(first[0]["data"])["type"] == "run.created"
+            assert hub.stream_count == 1
+        # The connection is closed: the server notices and closes the event stream.
+        with anyio.fail_after(10):
+            while hub.stream_count:
+                await anyio.sleep(0.02)
+    await factory.wait_run(run_id)
+    assert hub.stream_count == 0
+
+
+@pytest.mark.parametrize("server_env", [{"FLOWSERV_EVENTS_KEEP": "3"}])
+async def test_an_expired_last_event_id_is_410(
+    factory: LocalAPIFactory, client: httpx.AsyncClient, talker_group: tuple[str, dict[str, str]]
+) -> None:
+    group_id, headers = talker_group
+    # Two runs write more than twice the events kept: the first ones are pruned.
+    for _ in range(2):
+        run_id = await start_run(client, group_id, headers)
+        await factory.wait_run(run_id)
+    r = await client.get(f"runs/{run_id}/events", headers={**headers, "last-event-id": "1"})
+    assert r.status_code == 410
+    assert "no longer stored" in r.json()["message"]
+    hub = hub_of(factory.db, keep=0, poll_interval=0, buffer_size=0)
+    assert hub.stream_count == 0

@@ -259,8 +259,9 @@ class EventStream:
     task. Without ``after`` the stream starts with the events committed after it was
     entered; with ``after`` it first reads the stored events after that id.
 
-    Raises (while iterating):
-        EventsExpiredError: events after the position are no longer stored.
+    Raises (on entering or while iterating):
+        EventsExpiredError: events after the position are no longer stored (found on
+            entering).
         FlowservError: the factory closed.
 
     """

@@ -7,12 +7,14 @@ and "best run per group" (a window function) all happen in the database.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import ColumnElement, Select, bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from flowserv_async._util import isoformat
@@ -20,6 +22,19 @@ from flowserv_async.db.models import Group, Ranking, Run
 from flowserv_async.errors import InvalidArgumentError
 from flowserv_async.states import RunState
 from flowserv_async.template import ResultSchema, SortColumn
+
+
+def stored_schema(doc: Any) -> ResultSchema:
+    """The ResultSchema of a workflow's stored ``result_schema`` JSON, parsed once per text.
+
+    Schemas are frozen, so one parsed object serves every leaderboard read of them.
+    """
+    return _parsed_schema(json.dumps(doc, sort_keys=True))
+
+
+@lru_cache(maxsize=256)
+def _parsed_schema(text: str) -> ResultSchema:
+    return ResultSchema.from_dict(json.loads(text))
 
 
 def sort_columns(schema: ResultSchema, order_by: Any) -> list[SortColumn]:
@@ -54,11 +69,10 @@ def sort_columns(schema: ResultSchema, order_by: Any) -> list[SortColumn]:
     return columns
 
 
-def _sort_keys(schema: ResultSchema, order: Sequence[SortColumn]) -> list[ColumnElement[Any]]:
+def _sort_keys(order: Sequence[tuple[str, str, bool]]) -> list[ColumnElement[Any]]:
     keys: list[ColumnElement[Any]] = []
-    for sort in order:
-        field = Ranking.values[sort.name]
-        dtype = schema.column(sort.name).dtype
+    for name, dtype, sort_desc in order:
+        field = Ranking.values[name]
         value = (
             field.as_integer()
             if dtype == "int"
@@ -66,10 +80,46 @@ def _sort_keys(schema: ResultSchema, order: Sequence[SortColumn]) -> list[Column
             if dtype == "float"
             else field.as_string()
         )
-        keys.append((value.desc() if sort.sort_desc else value.asc()).nulls_last())
+        keys.append((value.desc() if sort_desc else value.asc()).nulls_last())
     # Ties: the earlier run first, then by id, so the order is stable.
     keys.extend([Run.created_at.asc(), Run.run_id.asc()])
     return keys
+
+
+@lru_cache(maxsize=256)
+def _ranked_statement(order: tuple[tuple[str, str, bool], ...], include_all: bool) -> Select[Any]:
+    """The leaderboard query for ``(column, dtype, desc)`` keys, the workflow a parameter.
+
+    Built once per order: building it (the window subquery most) cost more CPU than
+    running it, and the same statement object lets SQLAlchemy's compiled cache hit.
+    """
+    keys = _sort_keys(order)
+    ranked = (Ranking.workflow_id == bindparam("workflow_id"), Run.state == str(RunState.SUCCESS))
+    stmt = (
+        select(
+            Run.run_id,
+            Run.created_at,
+            Run.started_at,
+            Run.ended_at,
+            Group.group_id,
+            Group.name,
+            Ranking.values,
+        )
+        .join(Run, Run.run_id == Ranking.run_id)
+        .join(Group, Group.group_id == Ranking.group_id)
+        .where(*ranked)
+    )
+    if not include_all:
+        position = func.row_number().over(partition_by=Ranking.group_id, order_by=keys)
+        window = (
+            select(Ranking.run_id, position.label("position"))
+            .join(Run, Run.run_id == Ranking.run_id)
+            .where(*ranked)
+            .subquery()
+        )
+        best = select(window.c.run_id).where(window.c.position == 1)
+        stmt = stmt.where(Ranking.run_id.in_(best))
+    return stmt.order_by(*keys)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,34 +152,10 @@ async def ranked_runs(
     """
     if not isinstance(include_all, bool):
         raise InvalidArgumentError(f"include_all must be true or false, got {include_all!r}")
-    keys = _sort_keys(schema, order)
-    ranked = (Ranking.workflow_id == workflow_id, Run.state == str(RunState.SUCCESS))
-    stmt = (
-        select(
-            Run.run_id,
-            Run.created_at,
-            Run.started_at,
-            Run.ended_at,
-            Group.group_id,
-            Group.name,
-            Ranking.values,
-        )
-        .join(Run, Run.run_id == Ranking.run_id)
-        .join(Group, Group.group_id == Ranking.group_id)
-        .where(*ranked)
-    )
-    if not include_all:
-        position = func.row_number().over(partition_by=Ranking.group_id, order_by=keys)
-        window = (
-            select(Ranking.run_id, position.label("position"))
-            .join(Run, Run.run_id == Ranking.run_id)
-            .where(*ranked)
-            .subquery()
-        )
-        best = select(window.c.run_id).where(window.c.position == 1)
-        stmt = stmt.where(Ranking.run_id.in_(best))
-    stmt = stmt.order_by(*keys)
-    return [RankedRun(*row) for row in await session.execute(stmt)]
+    key = tuple((sort.name, schema.column(sort.name).dtype, sort.sort_desc) for sort in order)
+    stmt = _ranked_statement(key, include_all)
+    rows = await session.execute(stmt, {"workflow_id": workflow_id})
+    return [RankedRun(*row) for row in rows]
 
 
 def leaderboard(

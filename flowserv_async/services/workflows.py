@@ -24,12 +24,12 @@ from flowserv_async.errors import (
 )
 from flowserv_async.services import serialize
 from flowserv_async.services.base import Service, paged
-from flowserv_async.services.ranking import leaderboard, ranked_runs, sort_columns
+from flowserv_async.services.ranking import leaderboard, ranked_runs, sort_columns, stored_schema
 from flowserv_async.services.reads import read_run, read_workflow
 from flowserv_async.services.runs import result_archive
 from flowserv_async.services.stored import run_prefix, static_prefix
 from flowserv_async.states import ACTIVE_STATES, RunState
-from flowserv_async.template import ResultSchema, WorkflowTemplate, load_template
+from flowserv_async.template import WorkflowTemplate, load_template
 from flowserv_async.template.manifest import Manifest, read_manifest
 from flowserv_async.volume import DownloadHandle, join_key
 
@@ -312,7 +312,7 @@ class WorkflowService(Service):
             raise UnknownWorkflowError(workflow_id)
         if wf.result_schema is None:
             return None
-        schema = ResultSchema.from_dict(wf.result_schema)
+        schema = stored_schema(wf.result_schema)
         order = sort_columns(schema, order_by)
         rows = await ranked_runs(self.session, workflow_id, schema, order, include_all)
         postproc = None

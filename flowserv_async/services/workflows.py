@@ -9,7 +9,7 @@ from typing import Any
 
 import anyio
 import anyio.to_thread
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 
 from flowserv_async._util import new_id, validate_identifier, validate_name
@@ -113,6 +113,12 @@ def _check_declared_files(workflow: Mapping[str, Any]) -> None:
             for path in paths if isinstance(paths, list) else []:
                 if isinstance(path, str) and "$[[" not in path:
                     normalize_path(path, f"{where} files.{kind}")
+
+
+# What get_ranking reads of a workflow: two columns, not the whole template; built once.
+_RANKING_COLUMNS = select(Workflow.result_schema, Workflow.postproc_run_id).where(
+    Workflow.workflow_id == bindparam("workflow_id")
+)
 
 
 class WorkflowService(Service):
@@ -303,11 +309,7 @@ class WorkflowService(Service):
             InvalidArgumentError: an unknown column or malformed ``order_by``.
 
         """
-        # Only the two columns it needs, not the whole template.
-        stmt = select(Workflow.result_schema, Workflow.postproc_run_id).where(
-            Workflow.workflow_id == workflow_id
-        )
-        wf = (await self.session.execute(stmt)).first()
+        wf = (await self.session.execute(_RANKING_COLUMNS, {"workflow_id": workflow_id})).first()
         if wf is None:
             raise UnknownWorkflowError(workflow_id)
         if wf.result_schema is None:

@@ -25,7 +25,6 @@ import anyio
 import anyio.to_thread
 
 from flowserv_async.controller import EngineContext, WorkflowController
-from flowserv_async.engine._childwatch import use_pidfd_child_watcher
 from flowserv_async.engine.containment import RunProcesses, contain_run, kill_leftovers
 from flowserv_async.engine.job import RunJob
 from flowserv_async.engine.log import RunLog
@@ -85,7 +84,6 @@ class AsyncioEngine(WorkflowController):
         if self._ctx is not None:
             raise FlowservError("the workflow engine is already open")
         self._ctx, self._closed = context, False
-        use_pidfd_child_watcher()  # no waitpid thread per step on Python 3.11
         if context.limits.max_concurrent_runs:
             self._slots = anyio.Semaphore(context.limits.max_concurrent_runs)
         await self._sweep()

@@ -41,7 +41,6 @@ from typing import Any
 
 import anyio
 
-from flowserv_async.engine._childwatch import pidfd_works
 from flowserv_async.engine.containment import RunProcesses
 from flowserv_async.engine.log import RunLog
 
@@ -307,8 +306,18 @@ def _popen(
         return process, None
 
 
-# pidfd_open exists in Python on Linux but may be refused (old kernel, seccomp).
-_PIDFD = sys.platform == "linux" and pidfd_works()
+def _pidfd_works() -> bool:
+    """True if ``os.pidfd_open`` exists and works (it may be refused: old kernel, seccomp)."""
+    if not hasattr(os, "pidfd_open"):
+        return False
+    try:
+        os.close(os.pidfd_open(os.getpid()))
+    except OSError:
+        return False
+    return True
+
+
+_PIDFD = sys.platform == "linux" and _pidfd_works()
 
 
 class _ChildProcess:

@@ -12,6 +12,7 @@ from typing import Any
 import anyio
 import pytest
 from anyio.streams.text import TextReceiveStream
+from dbutil import make_admin
 from runs_helpers import PY, start, step
 
 from flowserv_async import DB, LocalAPIFactory, Settings, events
@@ -203,6 +204,7 @@ async def test_non_members_see_no_group_events_and_bad_filters_raise(
     async with factory() as api:
         alice = (await api.users().register_user("alice", "pw"))["id"]
         bob = (await api.users().register_user("bob", "pw"))["id"]
+    await make_admin(factory.db, alice)  # she installs the workflow
     as_alice = make_factory(user_id=alice)
     await as_alice.open()
     wf_id, group_id = await install(as_alice, tmp_path / "wf")

@@ -12,6 +12,7 @@ from typing import Any
 
 import anyio
 import pytest
+from dbutil import make_admin
 from runs_helpers import PY, group_alive, install, start, step, wait_for_process
 from sqlalchemy import select
 
@@ -433,6 +434,7 @@ async def test_non_members_cannot_touch_runs(
     async with factory() as api:
         alice = (await api.users().register_user("alice", "pw"))["id"]
         await api.users().register_user("bob", "pw")
+    await make_admin(factory.db, alice)  # she installs the workflow
     as_alice = make_factory(user_id=alice)
     await as_alice.open()
     _, group_id = await install(

@@ -585,8 +585,8 @@ class _EventAccess:
         if self._caller is None:
             return False
         hub = self._factory._hub
-        assert hub is not None
-        version, now = hub.members_version, anyio.current_time()
+        version = hub.members_version if hub is not None else -1  # -1: closing, look up
+        now = anyio.current_time()
         known = self._members.get(group_id)
         if known is not None and known[1] == version and now - known[2] < MEMBERSHIP_RECHECK:
             return known[0]

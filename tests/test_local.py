@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -186,3 +187,97 @@ async def test_calls_on_a_never_opened_factory_do_not_keep_it_open(tmp_path: Pat
         await factory.wait_run("r1", timeout=5)
     assert factory.state == FactoryState.NEW
     assert engine.calls == ["open", "cancel:r1", "aclose", "open", "aclose"]
+
+
+# -- Admission: at most as many sessions at work as the pool has connections ----------
+
+
+@asynccontextmanager
+async def all_slots_but_one(factory: LocalAPIFactory) -> AsyncIterator[None]:
+    """Hold every admission slot but one (as other sessions would), then free them."""
+    admission = factory.db.admission
+    limit = admission.value
+    for _ in range(limit - 1):
+        await admission.acquire()
+    try:
+        with anyio.fail_after(30):  # a deadlock guard: the test's sessions need the slot
+            yield
+    finally:
+        for _ in range(limit - 1):
+            admission.release()
+    assert admission.value == limit
+
+
+async def test_admission_bounds_the_sessions_at_work(factory: LocalAPIFactory) -> None:
+    admission = factory.db.admission
+    limit = admission.value
+    inside = most = 0
+
+    async def one() -> None:
+        nonlocal inside, most
+        async with factory() as api:
+            inside += 1
+            most = max(most, inside)
+            await api.users().list_users()
+            for _ in range(3):
+                await anyio.lowlevel.checkpoint()
+            inside -= 1
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(3 * limit):
+            tg.start_soon(one)
+    # Without the admission every session would have entered before the first finished.
+    assert most == limit
+    assert admission.value == limit
+
+
+async def test_a_session_inside_a_session_needs_no_second_slot(factory: LocalAPIFactory) -> None:
+    async with all_slots_but_one(factory), factory() as outer:
+        assert factory.db.admission.value == 0
+        async with factory() as inner:
+            await inner.users().list_users()
+        await outer.users().list_users()
+
+
+async def test_a_commit_inside_a_session_gives_its_slot_back(factory: LocalAPIFactory) -> None:
+    committed, other_done = anyio.Event(), anyio.Event()
+
+    async def waits_for_the_engine() -> None:
+        async with factory() as api:
+            await api.users().list_users()
+            await api.users().ctx.commit()
+            committed.set()
+            await other_done.wait()
+
+    async def other() -> None:
+        await committed.wait()
+        async with factory() as api:
+            await api.users().list_users()
+        other_done.set()
+
+    async with all_slots_but_one(factory), anyio.create_task_group() as tg:
+        tg.start_soon(waits_for_the_engine)
+        tg.start_soon(other)
+
+
+async def test_every_way_out_of_a_session_gives_its_slot_back(factory: LocalAPIFactory) -> None:
+    admission = factory.db.admission
+    limit = admission.value
+    with pytest.raises(RuntimeError, match="body"):
+        async with factory():
+            raise RuntimeError("body")
+    assert admission.value == limit
+    with pytest.raises(FlowservError):
+        async with factory() as api:
+            await api.users().whoami_user("no-such-token")
+    assert admission.value == limit
+    # Cancelled while waiting for a slot: nothing held, nothing counted.
+    for _ in range(limit):
+        await admission.acquire()
+    with anyio.move_on_after(0.05):
+        async with factory():
+            pytest.fail("admitted without a free slot")
+    for _ in range(limit):
+        admission.release()
+    assert admission.value == limit
+    assert factory._active_sessions == 0

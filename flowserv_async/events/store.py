@@ -66,6 +66,11 @@ def emit(
     sync.info.setdefault(_PENDING, []).append((transaction, row))
 
 
+def has_pending(session: Session) -> bool:
+    """True when the session recorded events that its commit has to write."""
+    return bool(session.info.get(_PENDING))
+
+
 # PostgreSQL, in one round trip: take the advisory lock (held until the commit ends, so
 # the next writer's ids are larger and commit later; every inserted row needs the lock's
 # row first, so no id is drawn before it), insert, and notify the largest new id

@@ -57,6 +57,10 @@ class ServiceContext:
         user_id: the resolved user, or None for anonymous.
         token_given: True when the caller presented an access token (valid or not).
         after_commit: coroutines run once the session's transaction has committed.
+        on_rollback: coroutines run if the session's transaction rolls back.
+        leave_admission: gives the session's admission slot (``DB.admission``) back;
+            :meth:`commit` calls it, since what follows a commit in the middle of a
+            session is waiting for the engine, not database work.
 
     """
 
@@ -67,6 +71,7 @@ class ServiceContext:
     token_given: bool
     after_commit: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     on_rollback: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    leave_admission: Callable[[], None] = field(default=lambda: None)
 
     async def begin_write(self) -> None:
         """Called by every service method that writes, before its first statement.
@@ -83,6 +88,7 @@ class ServiceContext:
         are dropped.
         """
         await self.session.commit()
+        self.leave_admission()
         self.on_rollback.clear()
         hooks, self.after_commit = self.after_commit, []
         for hook in hooks:

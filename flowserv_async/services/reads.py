@@ -2,8 +2,10 @@
 
 Each function here answers a service read with one ``SELECT`` (joins instead of a
 statement per table) built once at import, with bind parameters, so that SQLAlchemy's
-compiled cache serves it and no ORM object is loaded. The rows are turned into the
-same dicts as :mod:`flowserv_async.services.serialize` returns for ORM objects.
+compiled cache serves it and no ORM object is loaded. The statements name the tables'
+columns, not the mapped attributes: a statement of plain columns skips the ORM's
+execution and row loading, which cost more CPU than the query. The rows are turned
+into the same dicts as :mod:`flowserv_async.services.serialize` returns for ORM objects.
 """
 
 from __future__ import annotations
@@ -12,7 +14,17 @@ import functools
 from collections.abc import Sequence
 from typing import Any, NamedTuple, cast
 
-from sqlalchemy import Select, and_, bindparam, exists, literal, select
+from sqlalchemy import (
+    CompoundSelect,
+    Select,
+    and_,
+    bindparam,
+    exists,
+    literal,
+    null,
+    select,
+    union_all,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from flowserv_async.db.models import Group, GroupMember, Run, RunFile, Workflow
@@ -20,11 +32,18 @@ from flowserv_async.services import serialize
 from flowserv_async.services.base import check_page
 from flowserv_async.states import RunState
 
+# The tables (Core), see the module's docstring.
+_groups = Group.__table__
+_members = GroupMember.__table__
+_runs = Run.__table__
+_files = RunFile.__table__
+_workflows = Workflow.__table__
+
 
 def _is_member(group_id: Any) -> Any:
     """``EXISTS`` (the ``user_id`` parameter is a member of the group)."""
     return exists().where(
-        GroupMember.group_id == group_id, GroupMember.user_id == bindparam("user_id")
+        _members.c.group_id == group_id, _members.c.user_id == bindparam("user_id")
     )
 
 
@@ -44,33 +63,34 @@ class RunRead(NamedTuple):
     is_member: bool
 
 
-_RUN_HANDLE = (
+_RUN_HANDLE: Select[Any] = (
     select(
-        Run.run_id,
-        Run.workflow_id,
-        Run.group_id,
-        Run.state,
-        Run.created_at,
-        Run.started_at,
-        Run.ended_at,
-        Run.arguments,
-        Run.messages,
-        Group.parameters.label("group_parameters"),
-        Workflow.outputs.label("workflow_outputs"),
-        Workflow.postproc_spec["outputs"].label("postproc_outputs"),
-        _is_member(Run.group_id).label("is_member"),
-        RunFile.file_id,
-        RunFile.name.label("file_name"),
-        RunFile.key.label("file_key"),
+        _runs.c.run_id,
+        _runs.c.workflow_id,
+        _runs.c.group_id,
+        _runs.c.state,
+        _runs.c.created_at,
+        _runs.c.started_at,
+        _runs.c.ended_at,
+        _runs.c.arguments,
+        _runs.c.messages,
+        _groups.c.parameters.label("group_parameters"),
+        _workflows.c.outputs.label("workflow_outputs"),
+        _workflows.c.postproc_spec["outputs"].label("postproc_outputs"),
+        _is_member(_runs.c.group_id).label("is_member"),
+        _files.c.file_id,
+        _files.c.name.label("file_name"),
+        _files.c.key.label("file_key"),
     )
-    .select_from(Run)
-    .join(Workflow, Workflow.workflow_id == Run.workflow_id)
-    .outerjoin(Group, Group.group_id == Run.group_id)
+    .select_from(_runs)
+    .join(_workflows, _workflows.c.workflow_id == _runs.c.workflow_id)
+    .outerjoin(_groups, _groups.c.group_id == _runs.c.group_id)
     .outerjoin(
-        RunFile, and_(RunFile.run_id == Run.run_id, Run.state == literal(str(RunState.SUCCESS)))
+        _files,
+        and_(_files.c.run_id == _runs.c.run_id, _runs.c.state == literal(str(RunState.SUCCESS))),
     )
-    .where(Run.run_id == bindparam("run_id"))
-    .order_by(RunFile.key)
+    .where(_runs.c.run_id == bindparam("run_id"))
+    .order_by(_files.c.key)
 )
 
 
@@ -119,24 +139,24 @@ def _paged(stmt: Select[Any]) -> Select[Any]:
 def _group_runs(with_states: bool, with_page: bool) -> Select[Any]:
     runs = cast(
         "Select[Any]",
-        select(Run.run_id, Run.state, Run.created_at, Run.group_id)
-        .where(Run.group_id == bindparam("group_id"))
-        .order_by(Run.created_at, Run.run_id),
+        select(_runs.c.run_id, _runs.c.state, _runs.c.created_at, _runs.c.group_id)
+        .where(_runs.c.group_id == bindparam("group_id"))
+        .order_by(_runs.c.created_at, _runs.c.run_id),
     )
     if with_states:
-        runs = runs.where(Run.state.in_(bindparam("states", expanding=True)))
+        runs = runs.where(_runs.c.state.in_(bindparam("states", expanding=True)))
     page = (_paged(runs) if with_page else runs).subquery()
     return cast(
         "Select[Any]",
         select(
-            _is_member(Group.group_id).label("is_member"),
+            _is_member(_groups.c.group_id).label("is_member"),
             page.c.run_id,
             page.c.state,
             page.c.created_at,
         )
-        .select_from(Group)
-        .outerjoin(page, page.c.group_id == Group.group_id)
-        .where(Group.group_id == bindparam("group_id"))
+        .select_from(_groups)
+        .outerjoin(page, page.c.group_id == _groups.c.group_id)
+        .where(_groups.c.group_id == bindparam("group_id"))
         .order_by(page.c.created_at, page.c.run_id),
     )
 
@@ -162,17 +182,17 @@ async def read_group_runs(
 
 
 @functools.cache
-def _groups(of_workflow: bool, of_user: bool, with_page: bool) -> Select[Any]:
+def _group_list(of_workflow: bool, of_user: bool, with_page: bool) -> Select[Any]:
     stmt = cast(
         "Select[Any]",
-        select(Group.group_id, Group.name, Group.workflow_id).order_by(
-            Group.created_at, Group.group_id
+        select(_groups.c.group_id, _groups.c.name, _groups.c.workflow_id).order_by(
+            _groups.c.created_at, _groups.c.group_id
         ),
     )
     if of_workflow:
-        stmt = stmt.where(Group.workflow_id == bindparam("workflow_id"))
+        stmt = stmt.where(_groups.c.workflow_id == bindparam("workflow_id"))
     if of_user:
-        stmt = stmt.where(_is_member(Group.group_id))
+        stmt = stmt.where(_is_member(_groups.c.group_id))
     return _paged(stmt) if with_page else stmt
 
 
@@ -186,34 +206,41 @@ async def read_groups(
     """Group descriptors: the user's groups (all for None), optionally of one workflow."""
     params: dict[str, Any] = {"workflow_id": workflow_id, "user_id": user_id}
     params.update(_page(limit, offset))
-    stmt = _groups(workflow_id is not None, user_id is not None, "limit" in params)
+    stmt = _group_list(workflow_id is not None, user_id is not None, "limit" in params)
     rows = (await session.execute(stmt, params)).all()
     return [serialize.group_descriptor(row) for row in rows]
 
 
-_WORKFLOW_HANDLE = (
-    select(
-        Workflow.workflow_id,
-        Workflow.name,
-        Workflow.description,
-        Workflow.instructions,
-        Workflow.parameters,
-        Workflow.parameter_groups,
-        Workflow.outputs,
-        Workflow.postproc_run_id,
-        Group.group_id,
-        Group.name.label("group_name"),
-    )
-    .select_from(Workflow)
-    .outerjoin(
-        Group,
-        and_(
-            Group.workflow_id == Workflow.workflow_id,
-            _is_member(Group.group_id),
-        ),
-    )
-    .where(Workflow.workflow_id == bindparam("workflow_id"))
-    .order_by(Group.created_at, Group.group_id)
+# The workflow's row first (kind 0), then one row per group of the user (kind 1): its
+# JSON columns are sent and decoded once, not once per group as a join would repeat them.
+_WORKFLOW_COLUMNS = (
+    "workflow_id",
+    "name",
+    "description",
+    "instructions",
+    "parameters",
+    "parameter_groups",
+    "outputs",
+    "postproc_run_id",
+)
+_WORKFLOW_HANDLE = cast(
+    "CompoundSelect[Any]",
+    union_all(
+        select(
+            literal(0).label("kind"),
+            *(_workflows.c[name] for name in _WORKFLOW_COLUMNS),
+            null().label("group_id"),
+            null().label("group_name"),
+            null().label("group_created_at"),
+        ).where(_workflows.c.workflow_id == bindparam("workflow_id")),
+        select(
+            literal(1),
+            *(null() for _ in _WORKFLOW_COLUMNS),
+            _groups.c.group_id,
+            _groups.c.name,
+            _groups.c.created_at,
+        ).where(_groups.c.workflow_id == bindparam("workflow_id"), _is_member(_groups.c.group_id)),
+    ).order_by("kind", "group_created_at", "group_id"),
 )
 
 
@@ -238,12 +265,12 @@ async def read_workflow(
     """The workflow handle with the user's groups and the post-processing run, or None."""
     params = {"workflow_id": workflow_id, "user_id": user_id}
     rows = (await session.execute(_WORKFLOW_HANDLE, params)).all()
-    if not rows:
+    if not rows or rows[0].kind != 0:
         return None
     wf = rows[0]
     postproc = None
     if wf.postproc_run_id is not None:
         read = await read_run(session, wf.postproc_run_id, user_id)
         postproc = read.handle if read is not None else None
-    groups = [GroupRow(r.group_id, r.group_name, wf.workflow_id) for r in rows if r.group_id]
+    groups = [GroupRow(r.group_id, r.group_name, wf.workflow_id) for r in rows[1:]]
     return serialize.workflow_handle(wf, groups=groups, postproc=postproc)

@@ -52,7 +52,7 @@ def app_factory(request: Request) -> LocalAPIFactory:
     return factory
 
 
-def _caller(request: Request, token: Annotated[str | None, Security(_header_token)]) -> Caller:
+async def _caller(request: Request, token: Annotated[str | None, Security(_header_token)]) -> Caller:
     return Caller(app_factory(request), token)
 
 

@@ -69,10 +69,14 @@ def sort_columns(schema: ResultSchema, order_by: Any) -> list[SortColumn]:
     return columns
 
 
+# The tables' columns: Core statements skip the ORM's compile and result steps.
+_RANKINGS, _RUNS, _GROUPS = Ranking.__table__.c, Run.__table__.c, Group.__table__.c
+
+
 def _sort_keys(order: Sequence[tuple[str, str, bool]]) -> list[ColumnElement[Any]]:
     keys: list[ColumnElement[Any]] = []
     for name, dtype, sort_desc in order:
-        field = Ranking.values[name]
+        field = _RANKINGS["values"][name]
         value = (
             field.as_integer()
             if dtype == "int"
@@ -82,7 +86,7 @@ def _sort_keys(order: Sequence[tuple[str, str, bool]]) -> list[ColumnElement[Any
         )
         keys.append((value.desc() if sort_desc else value.asc()).nulls_last())
     # Ties: the earlier run first, then by id, so the order is stable.
-    keys.extend([Run.created_at.asc(), Run.run_id.asc()])
+    keys.extend([_RUNS.created_at.asc(), _RUNS.run_id.asc()])
     return keys
 
 
@@ -94,31 +98,36 @@ def _ranked_statement(order: tuple[tuple[str, str, bool], ...], include_all: boo
     running it, and the same statement object lets SQLAlchemy's compiled cache hit.
     """
     keys = _sort_keys(order)
-    ranked = (Ranking.workflow_id == bindparam("workflow_id"), Run.state == str(RunState.SUCCESS))
+    ranked = (
+        _RANKINGS.workflow_id == bindparam("workflow_id"),
+        _RUNS.state == str(RunState.SUCCESS),
+    )
     stmt = (
         select(
-            Run.run_id,
-            Run.created_at,
-            Run.started_at,
-            Run.ended_at,
-            Group.group_id,
-            Group.name,
-            Ranking.values,
+            _RUNS.run_id,
+            _RUNS.created_at,
+            _RUNS.started_at,
+            _RUNS.ended_at,
+            _GROUPS.group_id,
+            _GROUPS.name,
+            _RANKINGS["values"],
         )
-        .join(Run, Run.run_id == Ranking.run_id)
-        .join(Group, Group.group_id == Ranking.group_id)
+        .select_from(Ranking.__table__)
+        .join(Run.__table__, _RUNS.run_id == _RANKINGS.run_id)
+        .join(Group.__table__, _GROUPS.group_id == _RANKINGS.group_id)
         .where(*ranked)
     )
     if not include_all:
-        position = func.row_number().over(partition_by=Ranking.group_id, order_by=keys)
+        position = func.row_number().over(partition_by=_RANKINGS.group_id, order_by=keys)
         window = (
-            select(Ranking.run_id, position.label("position"))
-            .join(Run, Run.run_id == Ranking.run_id)
+            select(_RANKINGS.run_id, position.label("position"))
+            .select_from(Ranking.__table__)
+            .join(Run.__table__, _RUNS.run_id == _RANKINGS.run_id)
             .where(*ranked)
             .subquery()
         )
         best = select(window.c.run_id).where(window.c.position == 1)
-        stmt = stmt.where(Ranking.run_id.in_(best))
+        stmt = stmt.where(_RANKINGS.run_id.in_(best))
     return stmt.order_by(*keys)
 
 

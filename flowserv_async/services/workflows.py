@@ -116,9 +116,9 @@ def _check_declared_files(workflow: Mapping[str, Any]) -> None:
 
 
 # What get_ranking reads of a workflow: two columns, not the whole template; built once.
-_RANKING_COLUMNS = select(Workflow.result_schema, Workflow.postproc_run_id).where(
-    Workflow.workflow_id == bindparam("workflow_id")
-)
+_RANKING_COLUMNS = select(
+    Workflow.__table__.c.result_schema, Workflow.__table__.c.postproc_run_id
+).where(Workflow.__table__.c.workflow_id == bindparam("workflow_id"))
 
 
 class WorkflowService(Service):

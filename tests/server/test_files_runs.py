@@ -203,6 +203,11 @@ async def test_run_to_success_with_downloads_logs_and_leaderboard(
     board = (await client.get(f"workflows/{workflow_id}/leaderboard")).json()
     assert [e["run"]["id"] for e in board["ranking"]] == [run_id]
     assert board["ranking"][0]["group"] == {"id": group_id, "name": "team"}
+    assert board["ranking"][0]["run"]["finishedAt"] == run["finishedAt"]
+    # Public: a member's token and a bad one see what an anonymous caller sees.
+    for caller in (headers, {"api_key": "not-a-token"}):
+        r = await client.get(f"workflows/{workflow_id}/leaderboard", headers=caller)
+        assert r.json() == board
     runs = (await client.get(f"groups/{group_id}/runs", headers=headers)).json()["runs"]
     assert [(x["id"], x["state"]) for x in runs] == [(run_id, "SUCCESS")]
     for state in ("None", "{state}", "", "bogus"):

@@ -13,7 +13,7 @@ import httpx
 import pytest
 import uvicorn
 from runs_helpers import PY, step
-from serverutil import API_PATH, LiveServer, Login, read_sse, start_run
+from serverutil import API_PATH, LiveServer, Login, alice_group, read_sse, start_run
 
 from flowserv_async import LocalAPIFactory
 from flowserv_async.events import hub_of
@@ -176,13 +176,7 @@ async def _sleeper_group(
     spec = {"workflow": {"steps": [step("wait", sleep)]}, "parameters": []}
     await anyio.Path(folder).mkdir()
     await anyio.Path(folder / "spec.json").write_text(json.dumps(spec))
-    async with factory() as api:
-        wf = await api.workflows().create_workflow(
-            source=str(folder), name="sleeper", specfile="spec.json"
-        )
-    _, headers = await login("alice")
-    r = await client.post(f"workflows/{wf['id']}/groups", json={"name": "s"}, headers=headers)
-    return r.json()["id"], headers
+    return await alice_group(factory, client, login, folder, "sleeper")
 
 
 @pytest.mark.parametrize("server_env", [{"FLOWSERV_EVENTS_PING": "0.05"}])

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import yaml
 
 from benchmarks.flowserv_env import ROBFLASK_VENV_DIR, ensure_robflask_venv
@@ -88,7 +89,7 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running(command: list[str], env: dict[str, str], url: str) -> Iterator[None]:
+def running(command: list[str], env: dict[str, str], url: str) -> Iterator[subprocess.Popen[bytes]]:
     """A server process (its own process group) that answers ``url``, stopped at exit."""
     proc = subprocess.Popen(
         command,
@@ -107,7 +108,7 @@ def running(command: list[str], env: dict[str, str], url: str) -> Iterator[None]
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"server did not start: {command}") from None
                 time.sleep(0.2)
-        yield
+        yield proc
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, 15)
@@ -155,6 +156,21 @@ def populate(base: str) -> dict[str, str]:
 _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 
 
+def server_cpu(proc: subprocess.Popen[bytes]) -> float:
+    """CPU seconds (user and system) of a server process and its worker processes.
+
+    CPU per request depends much less on other load on the machine than requests per
+    second do.
+    """
+    root = psutil.Process(proc.pid)
+    total = 0.0
+    for process in [root, *root.children(recursive=True)]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            times = process.cpu_times()
+            total += times.user + times.system
+    return total
+
+
 def wrk(binary: str, url: str, token: str, duration: int, connections: int) -> dict[str, Any]:
     """Run wrk; return requests/s, p50 and p99 in ms, and the error counts."""
     out = subprocess.run(
@@ -168,6 +184,7 @@ def wrk(binary: str, url: str, token: str, duration: int, connections: int) -> d
         check=True,
     ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     latency = {}
     for pct in ("50", "99"):
         value, unit = re.search(rf"\s{pct}%\s+([\d.]+)(us|ms|s)", out).groups()  # type: ignore[union-attr]
@@ -176,6 +193,7 @@ def wrk(binary: str, url: str, token: str, duration: int, connections: int) -> d
     errors = re.search(r"Socket errors:.*", out)
     return {
         "rps": rps,
+        "requests": requests,
         "p50_ms": latency["50"],
         "p99_ms": latency["99"],
         "non_2xx": int(bad.group(1)) if bad else 0,
@@ -214,7 +232,7 @@ def measure(
         ]
     ids = json.loads((basedir / "ids.json").read_text())
     rows = []
-    with running(command, env, base + "/"):
+    with running(command, env, base + "/") as proc:
         for name, path in (
             ("GET runs/{id}", f"runs/{ids['run']}"),
             ("GET leaderboard", f"workflows/{ids['workflow']}/leaderboard"),
@@ -222,7 +240,10 @@ def measure(
             url = f"{base}/{path}"
             wrk(wrk_bin, url, ids["token"], 1, args.connections)  # warm-up
             for round_ in range(args.rounds):
+                cpu = server_cpu(proc)
                 result = wrk(wrk_bin, url, ids["token"], args.duration, args.connections)
+                cpu = server_cpu(proc) - cpu
+                result["cpu_ms_per_request"] = 1000 * cpu / max(result["requests"], 1)
                 rows.append(
                     {"side": side, "processes": processes, "endpoint": name, "round": round_}
                     | result
@@ -302,7 +323,10 @@ def main(argv: list[str] | None = None) -> int:
         f"wrk -c{args.connections} -d{args.duration}s, {args.rounds} rounds, "
         f"leaderboard of {GROUPS}"
     )
-    print(f"{'endpoint':<17}{'procs':>6}{'side':>10}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}")
+    print(
+        f"{'endpoint':<17}{'procs':>6}{'side':>10}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}"
+        f"{'CPU ms/req':>12}"
+    )
     for endpoint in ("GET runs/{id}", "GET leaderboard"):
         for processes in (1, 2):
             for side in sides:
@@ -315,6 +339,7 @@ def main(argv: list[str] | None = None) -> int:
                         print(
                             f"{endpoint:<17}{processes:>6}{side:>10}{row['rps']:>10.0f}"
                             f"{row['p50_ms']:>9.2f}{row['p99_ms']:>9.2f}"
+                            f"{row['cpu_ms_per_request']:>12.2f}"
                             + (f"  non-2xx {row['non_2xx']}" if row["non_2xx"] else "")
                         )
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

@@ -190,6 +190,7 @@ class Settings:
     api_protocol: str = _setting("FLOWSERV_API_PROTOCOL", _text, "http")
     cors_origins: tuple[str, ...] = _setting("FLOWSERV_CORS_ORIGINS", _origins, ())
     anonymous_downloads: bool = _setting("FLOWSERV_ANONYMOUS_DOWNLOADS", _bool, False)
+    events_ping: float = _setting("FLOWSERV_EVENTS_PING", _seconds, 15.0)
 
     def __post_init__(self) -> None:
         if self.max_log_size < 1:

@@ -116,6 +116,21 @@ def write_talker(folder: Path) -> Path:
     return folder
 
 
+async def alice_group(
+    factory: LocalAPIFactory, client: httpx.AsyncClient, login: Login, folder: Path, name: str
+) -> tuple[str, dict[str, str]]:
+    """Install the workflow in ``folder`` (``spec.json``) as ``name``; Alice's group of it
+    and her headers.
+    """
+    async with factory() as api:
+        wf = await api.workflows().create_workflow(
+            source=str(folder), name=name, specfile="spec.json"
+        )
+    _, headers = await login("alice")
+    r = await client.post(f"workflows/{wf['id']}/groups", json={"name": "t"}, headers=headers)
+    return r.json()["id"], headers
+
+
 async def start_run(client: httpx.AsyncClient, group_id: str, headers: dict[str, str]) -> str:
     """Start a run of the group's workflow (no arguments) over HTTP; return its id."""
     r = await client.post(f"groups/{group_id}/runs", json={}, headers=headers)

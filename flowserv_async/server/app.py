@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import re
+import tempfile
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
@@ -26,10 +28,11 @@ from flowserv_async.errors import (
     UnknownParameterError,
 )
 from flowserv_async.local import LocalAPIFactory
-from flowserv_async.server._caller import CallerDep
+from flowserv_async.server._caller import CallerDep, app_factory
 from flowserv_async.server._multipart import UploadError
 from flowserv_async.server.routes import files, groups, runs, users, workflows
 from flowserv_async.version import __version__
+from flowserv_async.volume.fs import FileSystemVolume
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +69,27 @@ def _error(status: int, message: str, headers: Mapping[str, str] | None = None) 
     return JSONResponse({"message": message}, status_code=status, headers=headers)
 
 
+# A storage key: "{workflow}/groups/...", "{workflow}/runs/...", "{workflow}/static/...".
+_STORAGE_KEY = re.compile(r"\b[A-Za-z0-9_]{1,32}/(?:groups|runs|static)/")
+
+_GENERIC_MESSAGES = {400: "bad request", 403: "not authorized", 404: "unknown object"}
+
+
+def client_message(message: str, status: int, factory: LocalAPIFactory) -> str:
+    """The message of a 4xx error body: the service's, unless it shows server internals.
+
+    The services name objects by their identifiers; a message that names a server folder
+    (the base folder, the file store, the temporary folder) or a storage key is replaced
+    by a generic one for its status, so that no client learns where files are kept.
+    """
+    folders = {str(factory.settings.api_dir), tempfile.gettempdir()}
+    if isinstance(factory.volume, FileSystemVolume):
+        folders.add(str(factory.volume.basedir))
+    if any(folder in message for folder in folders) or _STORAGE_KEY.search(message):
+        return _GENERIC_MESSAGES.get(status, "request failed")
+    return message
+
+
 async def _service_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, FlowservError)
     status = error_status(exc)
@@ -73,7 +97,10 @@ async def _service_error(request: Request, exc: Exception) -> JSONResponse:
         # Database and file store failures: the message may show internals.
         logger.error("request %s %s failed", request.method, request.url.path, exc_info=exc)
         return _error(500, "internal server error")
-    return _error(status, exc.message)
+    message = client_message(exc.message, status, app_factory(request))
+    if message != exc.message:
+        logger.warning("request %s %s: %s", request.method, request.url.path, exc.message)
+    return _error(status, message)
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:

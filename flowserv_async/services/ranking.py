@@ -14,27 +14,59 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, bindparam, func, select
+from sqlalchemy import ColumnElement, Select, Text, bindparam, func, select, type_coerce
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from flowserv_async._util import isoformat
-from flowserv_async.db.models import Group, Ranking, Run
+from flowserv_async.db.models import Group, Ranking, Run, Workflow
 from flowserv_async.errors import InvalidArgumentError
 from flowserv_async.states import RunState
 from flowserv_async.template import ResultSchema, SortColumn
 
+_WORKFLOWS = Workflow.__table__.c
 
-def stored_schema(doc: Any) -> ResultSchema:
-    """The ResultSchema of a workflow's stored ``result_schema`` JSON, parsed once per text.
+#: A workflow's stored result schema as its JSON text (SQLite; asyncpg decodes JSON
+#: itself): see :func:`schema_text`.
+SCHEMA_TEXT = type_coerce(_WORKFLOWS.result_schema, Text)
 
-    Schemas are frozen, so one parsed object serves every leaderboard read of them.
+
+def schema_text(value: Any) -> str | None:
+    """A stored result schema as JSON text, or None for none.
+
+    Parsed once per text and compared as it is. None stands for SQL NULL and for JSON
+    null (as SQLite stores it).
     """
-    return _parsed_schema(json.dumps(doc, sort_keys=True))
+    if value is None or value == "null":
+        return None
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+
+
+#: What a leaderboard needs of its workflow (its first read, or when unsure).
+WORKFLOW_COLUMNS = select(SCHEMA_TEXT.label("result_schema"), _WORKFLOWS.postproc_run_id).where(
+    _WORKFLOWS.workflow_id == bindparam("workflow_id")
+)
 
 
 @lru_cache(maxsize=256)
-def _parsed_schema(text: str) -> ResultSchema:
+def stored_schema(text: str) -> ResultSchema:
+    """The ResultSchema of a workflow's stored ``result_schema`` JSON text, parsed once.
+
+    Schemas are frozen, so one parsed object serves every leaderboard read of them.
+    """
     return ResultSchema.from_dict(json.loads(text))
+
+
+# The result schema last read of each workflow (bounded): with it a leaderboard is read
+# in one statement, which also returns the current schema to check the guess.
+_SEEN_SCHEMAS: dict[str, str] = {}
+_SEEN_MAX = 1024
+
+
+def remember_schema(workflow_id: str, text: str) -> None:
+    """Note the result schema read of a workflow for its next leaderboard read."""
+    if len(_SEEN_SCHEMAS) >= _SEEN_MAX:
+        _SEEN_SCHEMAS.clear()
+    _SEEN_SCHEMAS[workflow_id] = text
 
 
 def sort_columns(schema: ResultSchema, order_by: Any) -> list[SortColumn]:
@@ -69,10 +101,14 @@ def sort_columns(schema: ResultSchema, order_by: Any) -> list[SortColumn]:
     return columns
 
 
+# The tables' columns: Core statements skip the ORM's compile and result steps.
+_RANKINGS, _RUNS, _GROUPS = Ranking.__table__.c, Run.__table__.c, Group.__table__.c
+
+
 def _sort_keys(order: Sequence[tuple[str, str, bool]]) -> list[ColumnElement[Any]]:
     keys: list[ColumnElement[Any]] = []
     for name, dtype, sort_desc in order:
-        field = Ranking.values[name]
+        field = _RANKINGS["values"][name]
         value = (
             field.as_integer()
             if dtype == "int"
@@ -82,43 +118,61 @@ def _sort_keys(order: Sequence[tuple[str, str, bool]]) -> list[ColumnElement[Any
         )
         keys.append((value.desc() if sort_desc else value.asc()).nulls_last())
     # Ties: the earlier run first, then by id, so the order is stable.
-    keys.extend([Run.created_at.asc(), Run.run_id.asc()])
+    keys.extend([_RUNS.created_at.asc(), _RUNS.run_id.asc()])
     return keys
 
 
 @lru_cache(maxsize=256)
-def _ranked_statement(order: tuple[tuple[str, str, bool], ...], include_all: bool) -> Select[Any]:
+def _ranked_statement(
+    order: tuple[tuple[str, str, bool], ...], include_all: bool, with_workflow: bool = False
+) -> Select[Any]:
     """The leaderboard query for ``(column, dtype, desc)`` keys, the workflow a parameter.
 
     Built once per order: building it (the window subquery most) cost more CPU than
     running it, and the same statement object lets SQLAlchemy's compiled cache hit.
+    ``with_workflow`` adds the workflow's result schema text and post-processing run to
+    every row (one statement instead of two).
     """
     keys = _sort_keys(order)
-    ranked = (Ranking.workflow_id == bindparam("workflow_id"), Run.state == str(RunState.SUCCESS))
+    ranked = (
+        _RANKINGS.workflow_id == bindparam("workflow_id"),
+        _RUNS.state == str(RunState.SUCCESS),
+    )
     stmt = (
         select(
-            Run.run_id,
-            Run.created_at,
-            Run.started_at,
-            Run.ended_at,
-            Group.group_id,
-            Group.name,
-            Ranking.values,
+            _RUNS.run_id,
+            _RUNS.created_at,
+            _RUNS.started_at,
+            _RUNS.ended_at,
+            _GROUPS.group_id,
+            _GROUPS.name,
+            _RANKINGS["values"],
         )
-        .join(Run, Run.run_id == Ranking.run_id)
-        .join(Group, Group.group_id == Ranking.group_id)
+        .select_from(Ranking.__table__)
+        .join(Run.__table__, _RUNS.run_id == _RANKINGS.run_id)
+        .join(Group.__table__, _GROUPS.group_id == _RANKINGS.group_id)
         .where(*ranked)
     )
     if not include_all:
-        position = func.row_number().over(partition_by=Ranking.group_id, order_by=keys)
+        position = func.row_number().over(partition_by=_RANKINGS.group_id, order_by=keys)
         window = (
-            select(Ranking.run_id, position.label("position"))
-            .join(Run, Run.run_id == Ranking.run_id)
+            select(_RANKINGS.run_id, position.label("position"))
+            .select_from(Ranking.__table__)
+            .join(Run.__table__, _RUNS.run_id == _RANKINGS.run_id)
             .where(*ranked)
             .subquery()
         )
         best = select(window.c.run_id).where(window.c.position == 1)
-        stmt = stmt.where(Ranking.run_id.in_(best))
+        stmt = stmt.where(_RANKINGS.run_id.in_(best))
+    if with_workflow:
+        of_workflow = _WORKFLOWS.workflow_id == bindparam("workflow_id")
+        stmt = stmt.add_columns(
+            select(SCHEMA_TEXT).where(of_workflow).scalar_subquery().label("result_schema"),
+            select(_WORKFLOWS.postproc_run_id)
+            .where(of_workflow)
+            .scalar_subquery()
+            .label("postproc_run_id"),
+        )
     return stmt.order_by(*keys)
 
 
@@ -152,10 +206,41 @@ async def ranked_runs(
     """
     if not isinstance(include_all, bool):
         raise InvalidArgumentError(f"include_all must be true or false, got {include_all!r}")
-    key = tuple((sort.name, schema.column(sort.name).dtype, sort.sort_desc) for sort in order)
-    stmt = _ranked_statement(key, include_all)
+    stmt = _ranked_statement(_order_key(schema, order), include_all)
     rows = await session.execute(stmt, {"workflow_id": workflow_id})
     return [RankedRun(*row) for row in rows]
+
+
+def _order_key(
+    schema: ResultSchema, order: Sequence[SortColumn]
+) -> tuple[tuple[str, str, bool], ...]:
+    return tuple((sort.name, schema.column(sort.name).dtype, sort.sort_desc) for sort in order)
+
+
+async def ranked_with_workflow(
+    session: AsyncSession, workflow_id: str, order_by: Any, include_all: Any
+) -> tuple[ResultSchema, str | None, list[RankedRun]] | None:
+    """The leaderboard in one statement: ``(schema, post-processing run id, rows)``.
+
+    Uses the result schema last read of the workflow (:func:`remember_schema`) and
+    checks it against the one the same statement returns. None when that cannot be
+    done (no schema seen, the seen schema refuses ``order_by``, no ranked run, or the
+    schema changed): the caller reads the workflow first then, which also gives the
+    errors.
+    """
+    text = _SEEN_SCHEMAS.get(workflow_id)
+    if text is None or not isinstance(include_all, bool):
+        return None
+    schema = stored_schema(text)
+    try:
+        order = sort_columns(schema, order_by)
+    except InvalidArgumentError:
+        return None
+    stmt = _ranked_statement(_order_key(schema, order), include_all, with_workflow=True)
+    rows = (await session.execute(stmt, {"workflow_id": workflow_id})).all()
+    if not rows or schema_text(rows[0].result_schema) != text:
+        return None
+    return schema, rows[0].postproc_run_id, [RankedRun(*row[:7]) for row in rows]
 
 
 def leaderboard(

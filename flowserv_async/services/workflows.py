@@ -9,7 +9,7 @@ from typing import Any
 
 import anyio
 import anyio.to_thread
-from sqlalchemy import bindparam, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from flowserv_async._util import new_id, validate_identifier, validate_name
@@ -25,7 +25,16 @@ from flowserv_async.errors import (
 from flowserv_async.events.store import members_changed
 from flowserv_async.services import serialize
 from flowserv_async.services.base import Service, paged
-from flowserv_async.services.ranking import leaderboard, ranked_runs, sort_columns, stored_schema
+from flowserv_async.services.ranking import (
+    WORKFLOW_COLUMNS,
+    leaderboard,
+    ranked_runs,
+    ranked_with_workflow,
+    remember_schema,
+    schema_text,
+    sort_columns,
+    stored_schema,
+)
 from flowserv_async.services.reads import read_run, read_workflow
 from flowserv_async.services.runs import result_archive
 from flowserv_async.services.stored import run_prefix, static_prefix
@@ -114,12 +123,6 @@ def _check_declared_files(workflow: Mapping[str, Any]) -> None:
             for path in paths if isinstance(paths, list) else []:
                 if isinstance(path, str) and "$[[" not in path:
                     normalize_path(path, f"{where} files.{kind}")
-
-
-# What get_ranking reads of a workflow: two columns, not the whole template; built once.
-_RANKING_COLUMNS = select(Workflow.result_schema, Workflow.postproc_run_id).where(
-    Workflow.workflow_id == bindparam("workflow_id")
-)
 
 
 class WorkflowService(Service):
@@ -311,17 +314,26 @@ class WorkflowService(Service):
             InvalidArgumentError: an unknown column or malformed ``order_by``.
 
         """
-        wf = (await self.session.execute(_RANKING_COLUMNS, {"workflow_id": workflow_id})).first()
-        if wf is None:
-            raise UnknownWorkflowError(workflow_id)
-        if wf.result_schema is None:
-            return None
-        schema = stored_schema(wf.result_schema)
-        order = sort_columns(schema, order_by)
-        rows = await ranked_runs(self.session, workflow_id, schema, order, include_all)
+        found = await ranked_with_workflow(self.session, workflow_id, order_by, include_all)
+        if found is not None:
+            schema, postproc_run_id, rows = found
+        else:
+            wf = (
+                await self.session.execute(WORKFLOW_COLUMNS, {"workflow_id": workflow_id})
+            ).first()
+            if wf is None:
+                raise UnknownWorkflowError(workflow_id)
+            text = schema_text(wf.result_schema)
+            if text is None:
+                return None
+            remember_schema(workflow_id, text)
+            schema = stored_schema(text)
+            order = sort_columns(schema, order_by)
+            rows = await ranked_runs(self.session, workflow_id, schema, order, include_all)
+            postproc_run_id = wf.postproc_run_id
         postproc = None
-        if wf.postproc_run_id is not None:
-            read = await read_run(self.session, wf.postproc_run_id, self.ctx.user_id)
+        if postproc_run_id is not None:
+            read = await read_run(self.session, postproc_run_id, self.ctx.user_id)
             postproc = read.handle if read is not None else None
         return leaderboard(schema, rows, postproc)
 

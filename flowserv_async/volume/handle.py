@@ -7,6 +7,7 @@ import posixpath
 from collections.abc import AsyncGenerator, Callable, Iterable
 from contextlib import aclosing
 
+from flowserv_async.errors import UnknownFileError
 from flowserv_async.volume.archive import archive
 from flowserv_async.volume.base import CHUNK_SIZE, StorageVolume
 from flowserv_async.volume.keys import validate_key
@@ -81,17 +82,22 @@ class DownloadHandle:
         """Return a handle for the file ``key``; ``name`` defaults to the key's last part.
 
         Raises:
-            UnknownFileError: when no file is stored under ``key``.
+            UnknownFileError: when no file is stored under ``key``, naming the file by
+                ``name`` (the storage key is the server's business).
 
         """
         key = validate_key(key)
-        size = await volume.size(key)
+        shown = name if name is not None else posixpath.basename(key)
+        try:
+            size = await volume.size(key)
+        except UnknownFileError:
+            raise UnknownFileError(shown) from None
 
         def open_stream(chunk_size: int) -> AsyncGenerator[bytes, None]:
             return volume.iter_bytes(key, chunk_size)
 
         return cls(
-            name if name is not None else posixpath.basename(key),
+            shown,
             open_stream,
             size=size,
             mime_type=mime_type,
@@ -107,13 +113,16 @@ class DownloadHandle:
         rather than in the middle of a download.
 
         Raises:
-            UnknownFileError: for a missing key.
+            UnknownFileError: for a missing key, naming its archive name.
             ConstraintViolationError: for an invalid key or archive name.
 
         """
         entries = [(validate_key(key), validate_key(arcname)) for key, arcname in files]
-        for key, _ in entries:
-            await volume.size(key)
+        for key, arcname in entries:
+            try:
+                await volume.size(key)
+            except UnknownFileError:
+                raise UnknownFileError(arcname) from None
 
         def open_stream(chunk_size: int) -> AsyncGenerator[bytes, None]:
             return archive(volume, entries, chunk_size=chunk_size)

@@ -13,7 +13,7 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-from serverutil import BASE_URL, HELLOWORLD, LiveServer, Login, write_talker
+from serverutil import BASE_URL, HELLOWORLD, LiveServer, Login, alice_group, write_talker
 from sqlalchemy import update
 
 from flowserv_async import LocalAPIFactory
@@ -78,13 +78,7 @@ async def talker_group(
 ) -> tuple[str, dict[str, str]]:
     """Alice's group of the talker workflow on the in-process factory, and her headers."""
     folder = await anyio.to_thread.run_sync(write_talker, tmp_path / "talker")
-    async with factory() as api:
-        wf = await api.workflows().create_workflow(
-            source=str(folder), name="talker", specfile="spec.json"
-        )
-    _, headers = await login("alice")
-    r = await client.post(f"workflows/{wf['id']}/groups", json={"name": "t"}, headers=headers)
-    return r.json()["id"], headers
+    return await alice_group(factory, client, login, folder, "talker")
 
 
 @pytest.fixture(scope="session")

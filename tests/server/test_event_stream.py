@@ -13,7 +13,7 @@ import httpx
 import pytest
 import uvicorn
 from runs_helpers import PY, step
-from serverutil import API_PATH, LiveServer, Login, read_sse, start_run
+from serverutil import API_PATH, LiveServer, Login, alice_group, read_sse, start_run
 
 from flowserv_async import LocalAPIFactory
 from flowserv_async.events import hub_of
@@ -218,3 +218,49 @@ async def test_a_member_removed_from_the_group_stops_receiving_its_run_events(
     assert seen == ["run.created", "run.state", "run.log", "run.state"]
     hub = hub_of(factory.db, keep=0, poll_interval=0, buffer_size=0)
     assert hub.stream_count == 0
+
+
+async def _sleeper_group(
+    factory: LocalAPIFactory, client: httpx.AsyncClient, login: Login, folder: Path
+) -> tuple[str, dict[str, str]]:
+    """Alice's group of a workflow whose one step waits a minute (until cancelled)."""
+    sleep = f"{PY} -c \"import time; print('waiting', flush=True); time.sleep(60)\""
+    spec = {"workflow": {"steps": [step("wait", sleep)]}, "parameters": []}
+    await anyio.Path(folder).mkdir()
+    await anyio.Path(folder / "spec.json").write_text(json.dumps(spec))
+    return await alice_group(factory, client, login, folder, "sleeper")
+
+
+@pytest.mark.parametrize("server_env", [{"FLOWSERV_EVENTS_PING": "0.05"}])
+async def test_an_idle_stream_gets_ping_comments(
+    factory: LocalAPIFactory,
+    client: httpx.AsyncClient,
+    login: Login,
+    tmp_path: Path,
+    served: str,
+) -> None:
+    group_id, headers = await _sleeper_group(factory, client, login, tmp_path / "sleeper")
+    run_id = await start_run(client, group_id, headers)
+    pings = 0
+    data: list[dict[str, Any]] = []
+    async with (
+        httpx.AsyncClient(base_url=served, timeout=60) as live,
+        live.stream("GET", f"runs/{run_id}/events", headers=headers) as response,
+    ):
+        lines = response.aiter_lines()
+        # The step waits a minute without output: only pings keep the stream alive.
+        async for line in lines:
+            if line.startswith(": ping"):
+                pings += 1
+                if pings == 2:
+                    break
+        r = await client.put(f"runs/{run_id}", json={}, headers=headers)
+        assert r.status_code == 200
+        # The stream goes on after the pings and ends with the final state.
+        async for line in lines:
+            if line.startswith("data:"):
+                data.append(json.loads(line.removeprefix("data:")))
+    assert pings == 2
+    assert data[-1]["type"] == "run.state"
+    assert data[-1]["data"]["state"] == "CANCELED"
+    await factory.wait_run(run_id)

@@ -16,6 +16,7 @@ from serverutil import Login, count_rows, stored_files
 
 from flowserv_async import LocalAPIFactory
 from flowserv_async.db.models import Run, UploadedFile
+from flowserv_async.services.stored import upload_key
 
 NAMES = b"Alice\nBob\n"
 
@@ -76,6 +77,21 @@ async def test_upload_list_download_delete(
     assert await stored_files(factory.settings.api_dir) == before
     r = await client.get(f"uploads/{group_id}/files/{handle['id']}", headers=headers)
     assert r.status_code == 404
+
+
+async def test_a_lost_stored_file_is_404_naming_the_file_not_where_it_was_kept(
+    client: httpx.AsyncClient,
+    factory: LocalAPIFactory,
+    workflow_id: str,
+    team: tuple[str, dict[str, str]],
+) -> None:
+    group_id, headers = team
+    file_id = (await upload(client, group_id, headers))["id"]
+    # The file store lost the file (an operator removed it): the row is still there.
+    await factory.volume.delete(upload_key(workflow_id, group_id, file_id))
+    r = await client.get(f"uploads/{group_id}/files/{file_id}", headers=headers)
+    assert r.status_code == 404
+    assert r.json() == {"message": "unknown file 'names.txt'"}
 
 
 async def test_download_needs_a_members_token_by_default(
@@ -148,7 +164,7 @@ async def test_upload_over_the_limit_is_413_and_leaves_nothing(
         f"uploads/{group_id}/files", files={"file": ("a.txt", b"x" * 9)}, headers=headers
     )
     assert r.status_code == 413
-    assert "8 bytes" in r.json()["message"]
+    assert r.json() == {"message": "the file exceeds the upload limit of 8 bytes"}
     assert await count_rows(factory, UploadedFile) == 0
     assert await stored_files(factory.settings.api_dir) == before
     r = await client.post(
@@ -203,6 +219,11 @@ async def test_run_to_success_with_downloads_logs_and_leaderboard(
     board = (await client.get(f"workflows/{workflow_id}/leaderboard")).json()
     assert [e["run"]["id"] for e in board["ranking"]] == [run_id]
     assert board["ranking"][0]["group"] == {"id": group_id, "name": "team"}
+    assert board["ranking"][0]["run"]["finishedAt"] == run["finishedAt"]
+    # Public: a member's token and a bad one see what an anonymous caller sees.
+    for caller in (headers, {"api_key": "not-a-token"}):
+        r = await client.get(f"workflows/{workflow_id}/leaderboard", headers=caller)
+        assert r.json() == board
     runs = (await client.get(f"groups/{group_id}/runs", headers=headers)).json()["runs"]
     assert [(x["id"], x["state"]) for x in runs] == [(run_id, "SUCCESS")]
     for state in ("None", "{state}", "", "bogus"):

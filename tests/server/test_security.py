@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import tempfile
 from typing import Any
 
 import httpx
@@ -13,6 +14,7 @@ from flowserv_async import LocalAPIFactory
 from flowserv_async.db.models import User
 from flowserv_async.local import SessionManager
 from flowserv_async.server import create_app
+from flowserv_async.server.app import client_message
 
 
 async def test_every_request_session_is_opened_with_a_token(
@@ -74,3 +76,21 @@ async def test_the_servers_own_token_is_never_a_requests_token(
             assert (await other.get("users", headers=admin)).status_code == 200
         async with with_token() as api:  # local library code still uses it
             assert api.user_id is not None
+
+
+async def test_error_messages_that_show_server_internals_are_replaced(
+    factory: LocalAPIFactory,
+) -> None:
+    api_dir = str(factory.settings.api_dir)
+    internal = [
+        f"cannot read template file {api_dir}/wf/static/spec.yaml: no such file",
+        f"file 'x' leaves the folder '{tempfile.gettempdir()}/run-1'",
+        "unknown file 'a1/groups/g1/files/f1'",
+        "unknown file '0123456789abcdef0123456789abcdef/runs/r1/results.json'",
+        "file key 'wf_1/static/code' is not inside 'x'",
+    ]
+    for message in internal:
+        assert client_message(message, 404, factory) == "unknown object"
+        assert client_message(message, 400, factory) == "bad request"
+    for message in ("unknown file 'names.txt'", "unknown group 'g1'", "invalid name 'a/b'"):
+        assert client_message(message, 404, factory) == message

@@ -14,10 +14,11 @@ from typing import Any
 
 import pytest
 from runs_helpers import PY, install, step
+from sqlalchemy import update
 
 from flowserv_async import DB, LocalAPIFactory
 from flowserv_async._util import new_id
-from flowserv_async.db.models import Group, Ranking, Run
+from flowserv_async.db.models import Group, Ranking, Run, Workflow
 from flowserv_async.errors import (
     InvalidArgumentError,
     UnknownRunError,
@@ -525,3 +526,47 @@ async def test_an_infinite_score_is_a_bad_result_and_never_breaks_the_leaderboar
     assert odd["messages"][0].startswith("result file results.json")
     assert "column 'score'" in odd["messages"][0]
     assert run_ids(board) == [good["id"]]
+
+
+async def test_a_result_schema_changed_by_another_process_is_read_again(
+    open_factory: LocalAPIFactory, tmp_path: Path
+) -> None:
+    """A leaderboard read in one statement checks the schema it remembered."""
+    wf = await new_workflow(open_factory, tmp_path / "changing")
+    ids = await insert_ranked(
+        open_factory.db,
+        wf,
+        [("g1", {"score": 1.0, "steps": 5}), ("g2", {"score": 2.0, "steps": 1})],
+    )
+    async with open_factory() as api:
+        first = await api.workflows().get_ranking(wf)  # reads the workflow first
+        again = await api.workflows().get_ranking(wf)  # one statement, schema checked
+    assert again == first
+    assert run_ids(again) == [ids[1], ids[0]]
+    # Another process (here: a plain update) keeps only "steps", sorted ascending.
+    steps_only = {
+        "file": "results.json",
+        "schema": [{"name": "steps", "label": "Steps", "dtype": "int", "required": False}],
+        "orderBy": [{"name": "steps", "sortDesc": False}],
+    }
+    async with open_factory.db.write_session() as s:
+        await s.execute(
+            update(Workflow).where(Workflow.workflow_id == wf).values(result_schema=steps_only)
+        )
+    async with open_factory() as api:
+        board = await api.workflows().get_ranking(wf)
+        assert [c["name"] for c in board["schema"]] == ["steps"]
+        assert run_ids(board) == [ids[1], ids[0]]
+        assert [e["results"] for e in board["ranking"]] == [
+            [{"name": "steps", "value": 1}],
+            [{"name": "steps", "value": 5}],
+        ]
+        with pytest.raises(InvalidArgumentError, match="score"):
+            await api.workflows().get_ranking(wf, order_by=[{"name": "score"}])
+    # The schema removed: no leaderboard, also after one was read in one statement.
+    async with open_factory.db.write_session() as s:
+        await s.execute(
+            update(Workflow).where(Workflow.workflow_id == wf).values(result_schema=None)
+        )
+    async with open_factory() as api:
+        assert await api.workflows().get_ranking(wf) is None

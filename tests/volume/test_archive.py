@@ -177,9 +177,13 @@ async def test_download_handle_with_given_name_and_type(volume: FileSystemVolume
     assert handle.mime_type == "application/json"
 
 
-async def test_download_handle_for_a_missing_key(volume: FileSystemVolume) -> None:
-    with pytest.raises(UnknownFileError, match="'wf/nothing'"):
+async def test_download_handle_for_a_missing_key_names_the_file_not_the_key(
+    volume: FileSystemVolume,
+) -> None:
+    with pytest.raises(UnknownFileError, match=r"^unknown file 'nothing'$"):
         await DownloadHandle.from_key(volume, "wf/nothing")
+    with pytest.raises(UnknownFileError, match=r"^unknown file 'data\.csv'$"):
+        await DownloadHandle.from_key(volume, "wf/groups/g/files/f9", name="data.csv")
 
 
 async def test_download_handle_for_an_archive(
@@ -203,7 +207,7 @@ async def test_download_handle_for_an_archive_checks_keys_first(
     volume: FileSystemVolume,
 ) -> None:
     await volume.store("wf/runs/r1/a", b"1")
-    with pytest.raises(UnknownFileError, match="'wf/runs/r1/b'"):
+    with pytest.raises(UnknownFileError, match=r"^unknown file 'b'$"):
         await DownloadHandle.from_archive(
             volume, [("wf/runs/r1/a", "a"), ("wf/runs/r1/b", "b")], name="run.tar.gz"
         )

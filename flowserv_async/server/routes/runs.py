@@ -22,8 +22,6 @@ router = APIRouter(prefix="/runs", tags=["runs"], route_class=models.ShapedRoute
 
 #: Most log lines in one page.
 MAX_LOG_PAGE = 1000
-#: Seconds between the heartbeats (``: ping`` comments) of an event stream.
-HEARTBEAT_INTERVAL = 15.0
 
 _EVENT_STREAM_RESPONSES: dict[int | str, Any] = {
     200: {
@@ -139,7 +137,9 @@ async def stream_run_events(
     except BaseException:
         await stream.aclose()
         raise
-    return EventSourceResponse(_server_sent(stream, end), ping=HEARTBEAT_INTERVAL)
+    # Keep-alive comments for proxies that close idle connections (0: none).
+    ping = caller.factory.settings.events_ping
+    return EventSourceResponse(_server_sent(stream, end), ping=ping)
 
 
 async def _server_sent(stream: EventStream, end: int | None) -> AsyncIterator[ServerSentEvent]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, status
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 import flowserv_async.server.models as models
 from flowserv_async.errors import UnknownUserError
@@ -56,18 +56,23 @@ async def get_workflow(caller: CallerDep, workflow_id: str) -> dict[str, Any]:
 
 @router.get("/{workflow_id}/leaderboard", response_model=models.Leaderboard)
 async def get_leaderboard(
-    caller: CallerDep,
     workflow_id: str,
+    caller: CallerDep,
     orderBy: str | None = None,
     includeAll: str | None = None,
-) -> dict[str, Any]:
-    """The ranking of the workflow's successful runs (best run per group by default)."""
-    async with caller.session() as api:
+) -> Response:
+    """The ranking of the workflow's successful runs (best run per group by default).
+
+    The same for every caller (the service does not ask who it is). The service builds
+    the document in its final shape, so it is sent as it is: checking a leaderboard of
+    many runs against the model cost more CPU than reading it.
+    """
+    async with caller.session(public=True) as api:
         ranking = await api.workflows().get_ranking(
             workflow_id, order_by=parse_order_by(orderBy), include_all=parse_include_all(includeAll)
         )
     # A workflow without a result schema ranks nothing.
-    return ranking if ranking is not None else {"schema": [], "ranking": []}
+    return JSONResponse(ranking if ranking is not None else {"schema": [], "ranking": []})
 
 
 @router.get(

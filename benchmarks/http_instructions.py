@@ -1,0 +1,109 @@
+"""Instructions per request of the ASGI app, counted by callgrind (no timing noise).
+
+Usage (the data folder is made on first use with ``bench_http``'s data, over HTTP):
+
+    valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file=OUT \\
+        .venv/bin/python -m benchmarks.http_instructions board|run [N] [DATA]
+    grep '^totals' OUT    # divide by N
+
+Calls the app in this process with raw ASGI messages (no HTTP client, no server), N
+times after 30 warm-up calls, and switches callgrind's instrumentation on only around
+the N calls (``callgrind_control``), so imports and start-up are not counted. The
+count includes aiosqlite's thread. Without valgrind it prints the CPU time per call
+(``time.process_time``), which the machine's load skews.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+import yaml
+
+from benchmarks.bench_http import API_PATH, TEMPLATE, prepare
+from flowserv_async.server import create_app
+
+WARM_UP = 30
+
+
+def data_folder(folder: Path) -> dict[str, str]:
+    """The folder's ids (token, workflow, run), populating it first when needed."""
+    if not (folder / "ids.json").exists():
+        template = Path(tempfile.mkdtemp(prefix="bench-template-"))
+        (template / "benchmark.yaml").write_text(yaml.safe_dump(TEMPLATE, sort_keys=False))
+        prepare("ours", folder, template)
+    ids: dict[str, str] = json.loads((folder / "ids.json").read_text())
+    return ids
+
+
+async def call(app: Any, path: str, token: str) -> None:
+    """One GET request as uvicorn would pass it; checks for 200."""
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"127.0.0.1"), (b"api_key", token.encode())],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 5000),
+    }
+    status: list[int] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            status.append(message["status"])
+
+    await app(scope, receive, send)
+    if status != [200]:
+        raise RuntimeError(f"GET {path} answered {status}")
+
+
+def instrument(on: bool) -> None:
+    """Switch callgrind's instrumentation of this process (no-op outside valgrind)."""
+    control = shutil.which("callgrind_control")
+    if control is not None and "valgrind" in os.environ.get("LD_PRELOAD", ""):
+        state = "on" if on else "off"
+        subprocess.run([control, "-i", state, str(os.getpid())], check=True, capture_output=True)
+
+
+async def main(endpoint: str, count: int, folder: Path) -> None:
+    ids = data_folder(folder)
+    app = create_app(env={"FLOWSERV_API_DIR": str(folder)})
+    paths = {
+        "run": f"{API_PATH}/runs/{ids['run']}",
+        "board": f"{API_PATH}/workflows/{ids['workflow']}/leaderboard",
+    }
+    path = paths[endpoint]
+    async with app.router.lifespan_context(app):
+        for _ in range(WARM_UP):
+            await call(app, path, ids["token"])
+        instrument(True)
+        started = time.process_time()
+        for _ in range(count):
+            await call(app, path, ids["token"])
+        cpu = time.process_time() - started
+        instrument(False)
+    print(f"GET {endpoint}: {1000 * cpu / count:.3f} ms CPU per call ({count} calls)")
+
+
+if __name__ == "__main__":
+    name = sys.argv[1] if len(sys.argv) > 1 else "board"
+    n = int(sys.argv[2]) if len(sys.argv) > 2 else 100
+    data = Path(sys.argv[3] if len(sys.argv) > 3 else tempfile.gettempdir()) / "bench-http-data"
+    anyio.run(main, name, n, data)

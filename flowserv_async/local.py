@@ -16,6 +16,7 @@ import anyio
 
 from flowserv_async.api import API
 from flowserv_async.config import (
+    DATABASE_QUEUE,
     DEFAULT_USER,
     FLOWSERV_ACCESS_TOKEN,
     Settings,
@@ -24,15 +25,18 @@ from flowserv_async.config import (
 from flowserv_async.controller import EngineContext, EngineLimits, WorkflowController
 from flowserv_async.db import DB, init_db
 from flowserv_async.db.models import GroupMember
+from flowserv_async.dispatch import RunDispatch, until_final
+from flowserv_async.dispatch.database import DatabaseQueue
 from flowserv_async.engine.controller import AsyncioEngine
 from flowserv_async.engine.job import RunJob
+from flowserv_async.engine.store import CANCELED_BY_USER
 from flowserv_async.errors import (
     FlowservError,
     InvalidConfigurationError,
     MissingConfigurationError,
     UnknownRunError,
 )
-from flowserv_async.events import Event, EventFilter, EventHub, EventStream, EventType, hub_of
+from flowserv_async.events import Event, EventFilter, EventHub, EventStream, hub_of
 from flowserv_async.events.webhooks import WebhookDispatcher, WebhookStats, load_targets
 from flowserv_async.services.base import ServiceContext, translate_errors
 from flowserv_async.services.postproc import resume_postproc
@@ -125,6 +129,7 @@ class LocalAPIFactory:
         self._lock: anyio.Lock | None = None
         self._hub: EventHub | None = None
         self._webhooks: WebhookDispatcher | None = None
+        self._dispatch: RunDispatch | None = None
 
     @property
     def env(self) -> Mapping[str, Any]:
@@ -144,6 +149,13 @@ class LocalAPIFactory:
         self._check_open()
         assert self._engine is not None
         return self._engine
+
+    @property
+    def dispatch(self) -> RunDispatch:
+        """Who executes new runs: this process's engine, or the database queue."""
+        self._check_open()
+        assert self._dispatch is not None
+        return self._dispatch
 
     @property
     def volume(self) -> StorageVolume:
@@ -198,6 +210,7 @@ class LocalAPIFactory:
             await hub.open()
             store = DatabaseRunStore(self._db, settings.engine_config)
             await store.open()
+            engine_open = False
             try:
                 if settings.webhooks:
                     webhooks = WebhookDispatcher(hub, await load_targets(settings.webhooks))
@@ -205,9 +218,15 @@ class LocalAPIFactory:
                     self._webhooks = webhooks
                 if self._engine is None:
                     self._engine = init_backend(self)
-                await self._engine.open(self._engine_context(store, self._volume))
+                engine = self._engine
+                dispatch = self._run_dispatch(engine, hub)
+                await engine.open(self._engine_context(store, self._volume))
+                engine_open = True
+                await dispatch.open()
             except BaseException:
                 with anyio.CancelScope(shield=True):
+                    if engine_open:
+                        await engine.aclose()
                     if self._webhooks is not None:
                         await self._webhooks.aclose()
                         self._webhooks = None
@@ -220,6 +239,7 @@ class LocalAPIFactory:
                 raise
             self._hub = hub
             self._store = store
+            self._dispatch = dispatch
             self._state = FactoryState.OPEN
             if explicit:
                 await self._resume_postproc(self._db, self._engine)
@@ -237,6 +257,11 @@ class LocalAPIFactory:
                 await engine.start(job)
         except Exception:
             logger.exception("cannot resume post-processing runs")
+
+    def _run_dispatch(self, engine: WorkflowController, hub: EventHub) -> RunDispatch:
+        if self.settings.run_queue == DATABASE_QUEUE:
+            return DatabaseQueue(engine, self.db, hub, EngineLimits.from_settings(self.settings))
+        return RunDispatch(engine)
 
     def _engine_context(self, store: DatabaseRunStore, volume: StorageVolume) -> EngineContext:
         settings = self.settings
@@ -261,6 +286,9 @@ class LocalAPIFactory:
                 return
             with anyio.CancelScope(shield=True):
                 try:
+                    if self._dispatch is not None:
+                        await self._dispatch.aclose()
+                        self._dispatch = None
                     if self._engine is not None:
                         await self._engine.aclose()
                 finally:
@@ -349,9 +377,9 @@ class LocalAPIFactory:
         self.settings = dataclasses.replace(self.settings, access_token=token)
 
     async def cancel_run(self, run_id: str, reason: str | None = None) -> None:
-        """Ask the engine to cancel a run; the engine records it CANCELED."""
-        async with self._lease() as engine:
-            await engine.cancel_run(run_id, reason=reason)
+        """Cancel a run, in whichever process executes it; its engine records CANCELED."""
+        async with self._lease():
+            await self.dispatch.cancel(run_id, reason or CANCELED_BY_USER)
 
     async def wait_run(
         self,
@@ -372,15 +400,8 @@ class LocalAPIFactory:
         async with self._lease() as engine:
             assert self._hub is not None
             with anyio.fail_after(timeout):
-                # Subscribed before the state is read: an end committed in between is seen.
-                async with self._hub.stream(EventFilter(run_id=run_id)) as stream:
-                    if await self._final_handle(run_id) is None:
-                        async for event in stream:
-                            if (
-                                event.type == EventType.RUN_STATE
-                                and event.data["state"] in FINAL_STATES
-                            ):
-                                break
+                if not await until_final(self._hub, self.db, run_id):
+                    raise UnknownRunError(run_id)
                 # A run of this engine: also wait until its processes, log and folder
                 # are done with (returns at once for other runs).
                 await engine.wait(run_id)

@@ -219,7 +219,7 @@ class LocalAPIFactory:
                 if self._engine is None:
                     self._engine = init_backend(self)
                 engine = self._engine
-                dispatch = self._run_dispatch(engine, hub)
+                dispatch = self._run_dispatch(engine, hub, claim=explicit)
                 await engine.open(self._engine_context(store, self._volume))
                 engine_open = True
                 await dispatch.open()
@@ -258,9 +258,15 @@ class LocalAPIFactory:
         except Exception:
             logger.exception("cannot resume post-processing runs")
 
-    def _run_dispatch(self, engine: WorkflowController, hub: EventHub) -> RunDispatch:
+    def _run_dispatch(self, engine: WorkflowController, hub: EventHub, claim: bool) -> RunDispatch:
+        """The dispatch of ``FLOWSERV_RUN_QUEUE``.
+
+        Only a lifespan (explicit open) claims queued runs: a factory opened for one
+        session closes right after it, which would cancel what it claimed.
+        """
         if self.settings.run_queue == DATABASE_QUEUE:
-            return DatabaseQueue(engine, self.db, hub, EngineLimits.from_settings(self.settings))
+            limits = EngineLimits.from_settings(self.settings)
+            return DatabaseQueue(engine, self.db, hub, limits, claim=claim)
         return RunDispatch(engine)
 
     def _engine_context(self, store: DatabaseRunStore, volume: StorageVolume) -> EngineContext:

@@ -74,11 +74,18 @@ class DatabaseQueue(RunDispatch):
         limits: the engine's limits: slots, cancel grace, heartbeat (the look at the
             queue without a notification) and lease (how long cancel requests to a
             silent engine are kept).
+        claim: False for a process that only queues and cancels runs (it executes
+            none: a one-off session, whose engine closes right after it).
 
     """
 
     def __init__(
-        self, engine: WorkflowController, db: DB, hub: EventHub, limits: EngineLimits
+        self,
+        engine: WorkflowController,
+        db: DB,
+        hub: EventHub,
+        limits: EngineLimits,
+        claim: bool = True,
     ) -> None:
         super().__init__(engine)
         if db.is_sqlite:
@@ -88,6 +95,7 @@ class DatabaseQueue(RunDispatch):
         self._db = db
         self._hub = hub
         self._limits = limits
+        self._claims = claim
         self._running: set[str] = set()
         self._claim_due = True
         self._cancels_due = True
@@ -106,9 +114,11 @@ class DatabaseQueue(RunDispatch):
         return frozenset(self._running)
 
     async def open(self) -> None:
-        """Start listening and claiming."""
+        """Start listening and claiming (a process that claims nothing needs neither)."""
         if self._supervisor is not None:
             raise FlowservError("the run queue is already open")
+        if not self._claims:
+            return
         self._stop = anyio.Event()
         ready = anyio.Event()
         # Like the engine's: the one task outside a task group; aclose() awaits it.

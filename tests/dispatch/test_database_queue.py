@@ -355,3 +355,19 @@ async def test_the_database_queue_needs_postgresql(tmp_path: Path) -> None:
         await factory.open()
     assert not factory.is_open
     await factory.aclose()
+
+
+async def test_a_one_off_session_queues_runs_that_a_lifespan_executes(
+    pg: DB, group_id: str, make_factory: Callable[..., LocalAPIFactory]
+) -> None:
+    # Opened for one session, a factory closes right after it: it claims nothing.
+    async with make_factory(FLOWSERV_RUN_QUEUE="database")() as api:
+        args = [{"name": "tag", "value": "a"}, {"name": "pause", "value": 0}]
+        run_id = (await api.runs().start_run(group_id, args))["id"]
+    run = (await runs_of(pg))[run_id]
+    assert (run.state, run.engine_id) == ("PENDING", None)
+    assert await queued(pg) == 1
+    service = make_factory(FLOWSERV_RUN_QUEUE="database")
+    await service.open()
+    assert (await service.wait_run(run_id, timeout=30))["state"] == "SUCCESS"
+    assert (await runs_of(pg))[run_id].engine_id == service.engine.engine_id

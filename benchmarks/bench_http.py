@@ -88,7 +88,7 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running(command: list[str], env: dict[str, str], url: str) -> Iterator[None]:
+def running(command: list[str], env: dict[str, str], url: str) -> Iterator[subprocess.Popen[bytes]]:
     """A server process (its own process group) that answers ``url``, stopped at exit."""
     proc = subprocess.Popen(
         command,
@@ -107,7 +107,7 @@ def running(command: list[str], env: dict[str, str], url: str) -> Iterator[None]
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"server did not start: {command}") from None
                 time.sleep(0.2)
-        yield
+        yield proc
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, 15)

@@ -25,7 +25,7 @@ from flowserv_async.config import (
 from flowserv_async.controller import EngineContext, EngineLimits, WorkflowController
 from flowserv_async.db import DB, init_db
 from flowserv_async.db.models import GroupMember
-from flowserv_async.dispatch import RunDispatch, until_final
+from flowserv_async.dispatch import RunDispatch
 from flowserv_async.dispatch.database import DatabaseQueue
 from flowserv_async.engine.controller import AsyncioEngine
 from flowserv_async.engine.job import RunJob
@@ -36,7 +36,7 @@ from flowserv_async.errors import (
     MissingConfigurationError,
     UnknownRunError,
 )
-from flowserv_async.events import Event, EventFilter, EventHub, EventStream, hub_of
+from flowserv_async.events import Event, EventFilter, EventHub, EventStream, EventType, hub_of
 from flowserv_async.events.webhooks import WebhookDispatcher, WebhookStats, load_targets
 from flowserv_async.services.base import ServiceContext, translate_errors
 from flowserv_async.services.postproc import resume_postproc
@@ -406,8 +406,15 @@ class LocalAPIFactory:
         async with self._lease() as engine:
             assert self._hub is not None
             with anyio.fail_after(timeout):
-                if not await until_final(self._hub, self.db, run_id):
-                    raise UnknownRunError(run_id)
+                # Subscribed before the state is read: an end committed in between is seen.
+                async with self._hub.stream(EventFilter(run_id=run_id)) as stream:
+                    if await self._final_handle(run_id) is None:
+                        async for event in stream:
+                            if (
+                                event.type == EventType.RUN_STATE
+                                and event.data["state"] in FINAL_STATES
+                            ):
+                                break
                 # A run of this engine: also wait until its processes, log and folder
                 # are done with (returns at once for other runs).
                 await engine.wait(run_id)

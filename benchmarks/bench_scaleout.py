@@ -4,7 +4,8 @@ Usage: python -m benchmarks.bench_scaleout [--calls 1000] [--connections 200] [-
 
 For one and for three processes (``flowserv-async serve --workers N`` with
 ``FLOWSERV_RUN_QUEUE=database``, a fresh database each), 1,000 concurrent calls are
-issued at once with httpx (over at most ``--connections`` connections):
+issued at once with httpx (over at most ``--connections`` connections, a new one per
+call):
 
 - ``GET runs/{id}``: reads of one run;
 - ``POST groups/{id}/runs``: starts of a one-step ``true`` workflow; the starts are
@@ -128,7 +129,9 @@ async def drain(client: httpx.AsyncClient, group_id: str, count: int) -> None:
         states = [run["state"] for run in runs]
         failed = set(states) - {"PENDING", "RUNNING", "SUCCESS"}
         if failed:
-            raise RuntimeError(f"runs ended {failed}")
+            bad = next(run["id"] for run in runs if run["state"] in failed)
+            detail = (await client.get(f"runs/{bad}")).json()
+            raise RuntimeError(f"run {bad} ended {detail['state']}: {detail.get('messages')}")
         if len(states) == count and set(states) == {"SUCCESS"}:
             return
         await anyio.sleep(0.2)
@@ -155,7 +158,9 @@ async def measure(processes: int, args: argparse.Namespace) -> list[dict[str, An
                 *(sys.executable, "-m", "flowserv_async.cli", "--basedir", str(basedir)),
                 *("serve", "--port", str(port), "--workers", str(processes)),
             ]
-            limits = httpx.Limits(max_connections=args.connections)
+            # No keep-alive: a pooled connection that the server closes as it is reused
+            # fails the call (uvicorn closes idle ones after 5 s; calls wait longer).
+            limits = httpx.Limits(max_connections=args.connections, max_keepalive_connections=0)
             with running(command, env, base + "/") as server:
                 async with httpx.AsyncClient(
                     base_url=base + "/", limits=limits, timeout=300

@@ -14,7 +14,8 @@ call):
   until every one of the 1,000 runs is SUCCESS.
 
 Prints calls per second, p50/p99 latency, the servers' CPU seconds (all their
-processes, steps included) and the load average per case, side by side; writes them to
+processes, steps included; per call in ``ms/call``) and the load average per case, side
+by side; writes them to
 ``benchmarks/results/scaleout.json``. PostgreSQL comes from BENCH_POSTGRES (default
 postgresql+asyncpg://postgres@127.0.0.1:5432/test); the benchmark creates a database of
 its own next to that one and drops it afterwards.
@@ -207,13 +208,14 @@ def main() -> None:
         rows.extend(anyio.run(measure, processes, args))
     print(f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {machine()}, N={args.calls} calls")
     header = f"{'case':24} {'procs':>5} {'calls/s':>8} {'p50 ms':>8} {'p99 ms':>8}"
-    print(header + f" {'drain s':>8} {'srv CPU s':>9} {'load':>5}")
+    print(header + f" {'drain s':>8} {'srv CPU s':>9} {'ms/call':>7} {'load':>5}")
     for row in rows:
         drain_s = f"{row['drain_s']:8.2f}" if "drain_s" in row else f"{'-':>8}"
+        per_call = row["server_cpu_s"] * 1000 / row["calls"]
         print(
             f"{row['case']:24} {row['processes']:5d} {row['calls_per_s']:8.0f}"
             f" {row['p50_ms']:8.1f} {row['p99_ms']:8.1f} {drain_s}"
-            f" {row['server_cpu_s']:9.2f} {row['load']:5.1f}"
+            f" {row['server_cpu_s']:9.2f} {per_call:7.2f} {row['load']:5.1f}"
         )
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     doc = {"date": datetime.now(UTC).isoformat(), "machine": machine(), "rows": rows}

@@ -261,15 +261,17 @@ class DatabaseQueue(RunDispatch):
         free = self._free_slots()
         if free <= 0:
             return
-        jobs = await self._claim_jobs(free)
-        for job in jobs:
-            self._running.add(job.run_id)
-            try:
-                await self.engine.start(job)
-            except BaseException:
-                self._running.discard(job.run_id)
-                raise
-            tg.start_soon(self._track, job.run_id, name=f"queued run {job.run_id}")
+        # Shielded: a claim that commits must reach the engine (closing waits for it).
+        with anyio.CancelScope(shield=True):
+            jobs = await self._claim_jobs(free)
+            for job in jobs:
+                self._running.add(job.run_id)
+                try:
+                    await self.engine.start(job)
+                except BaseException:
+                    self._running.discard(job.run_id)
+                    raise
+                tg.start_soon(self._track, job.run_id, name=f"queued run {job.run_id}")
         if len(jobs) == free:
             self._due(claim=True)  # the queue may hold more
 
@@ -283,26 +285,24 @@ class DatabaseQueue(RunDispatch):
         )
         taken = delete(QueuedRun).where(QueuedRun.queue_id.in_(oldest.scalar_subquery()))
         jobs: list[RunJob] = []
-        # Shielded: a claim that commits must reach the engine (closing waits for it).
-        with anyio.CancelScope(shield=True):
-            async with self._db.write_session() as session:
-                rows = await session.execute(
-                    taken.returning(QueuedRun.queue_id, QueuedRun.run_id, QueuedRun.job)
-                )
-                ordered = sorted(rows.all(), key=lambda row: int(row.queue_id))
-                if not ordered:
-                    return []
-                await session.execute(
-                    update(Run)
-                    .where(Run.run_id.in_([row.run_id for row in ordered]))
-                    .values(engine_id=self.engine.engine_id, heartbeat_at=utc_now())
-                    .execution_options(synchronize_session=False)
-                )
-                for row in ordered:
-                    try:
-                        jobs.append(decode_job(row.job))
-                    except FlowservError as exc:
-                        await set_state(session, row.run_id, RunState.ERROR, [exc.message])
+        async with self._db.write_session() as session:
+            rows = await session.execute(
+                taken.returning(QueuedRun.queue_id, QueuedRun.run_id, QueuedRun.job)
+            )
+            ordered = sorted(rows.all(), key=lambda row: int(row.queue_id))
+            if not ordered:
+                return []
+            await session.execute(
+                update(Run)
+                .where(Run.run_id.in_([row.run_id for row in ordered]))
+                .values(engine_id=self.engine.engine_id, heartbeat_at=utc_now())
+                .execution_options(synchronize_session=False)
+            )
+            for row in ordered:
+                try:
+                    jobs.append(decode_job(row.job))
+                except FlowservError as exc:
+                    await set_state(session, row.run_id, RunState.ERROR, [exc.message])
         return jobs
 
     async def _track(self, run_id: str) -> None:

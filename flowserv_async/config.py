@@ -100,13 +100,25 @@ def _auth(name: str, value: Any) -> str:
     return AUTH_OPEN if str(value).strip().lower() == AUTH_OPEN else AUTH_DEFAULT
 
 
-def _containment(name: str, value: Any) -> str:
-    text = str(value).strip().lower()
-    if text not in CONTAINMENTS:
-        raise InvalidConfigurationError(
-            f"invalid value {value!r} for {name}: expected one of {', '.join(CONTAINMENTS)}"
-        )
-    return text
+def _one_of(choices: tuple[str, ...]) -> Callable[[str, Any], str]:
+    """A parser that accepts one of ``choices`` (case-insensitive)."""
+
+    def parse(name: str, value: Any) -> str:
+        text = str(value).strip().lower()
+        if text not in choices:
+            raise InvalidConfigurationError(
+                f"invalid value {value!r} for {name}: expected one of {', '.join(choices)}"
+            )
+        return text
+
+    return parse
+
+
+MEMORY_QUEUE = "memory"
+DATABASE_QUEUE = "database"
+RUN_QUEUES = (MEMORY_QUEUE, DATABASE_QUEUE)
+"""``FLOWSERV_RUN_QUEUE``: runs start in the process that created them (``memory``), or
+any process claims them from a queue in the database (``database``, PostgreSQL)."""
 
 
 def default_api_dir() -> Path:
@@ -172,9 +184,10 @@ class Settings:
     engine_config: str | None = _setting("FLOWSERV_SERIAL_ENGINECONFIG", _optional_text)
     max_upload_size: int = _setting("FLOWSERV_MAX_UPLOAD_SIZE", _count, 0)
     max_log_size: int = _setting("FLOWSERV_MAX_LOG_SIZE", _count, DEFAULT_MAX_BYTES)
-    containment: str = _setting("FLOWSERV_CONTAINMENT", _containment, CONTAINMENTS[0])
+    containment: str = _setting("FLOWSERV_CONTAINMENT", _one_of(CONTAINMENTS), CONTAINMENTS[0])
     heartbeat: float = _setting("FLOWSERV_HEARTBEAT", _seconds, 5.0)
     run_lease: float = _setting("FLOWSERV_RUN_LEASE", _seconds, 30.0)
+    run_queue: str = _setting("FLOWSERV_RUN_QUEUE", _one_of(RUN_QUEUES), MEMORY_QUEUE)
     repository: str | None = _setting("FLOWSERV_REPOSITORY", _optional_text)
     events_keep: int = _setting("FLOWSERV_EVENTS_KEEP", _count, 100_000)
     events_poll: float = _setting("FLOWSERV_EVENTS_POLL", _seconds, 0.25)
@@ -249,6 +262,7 @@ FLOWSERV_ACCESS_TOKEN = Settings.variable("access_token")
 FLOWSERV_ASYNCENGINE = Settings.variable("async_engine")
 FLOWSERV_HEARTBEAT = Settings.variable("heartbeat")
 FLOWSERV_RUN_LEASE = Settings.variable("run_lease")
+FLOWSERV_RUN_QUEUE = Settings.variable("run_queue")
 FLOWSERV_EVENTS_POLL = Settings.variable("events_poll")
 FLOWSERV_EVENTS_BUFFER = Settings.variable("events_buffer")
 FLOWSERV_WEBHOOKS = Settings.variable("webhooks")

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from flowserv_async.api import API
 from flowserv_async.config import (
+    DATABASE_QUEUE,
     DEFAULT_USER,
     FLOWSERV_ACCESS_TOKEN,
     Settings,
@@ -27,8 +28,11 @@ from flowserv_async.config import (
 from flowserv_async.controller import EngineContext, EngineLimits, WorkflowController
 from flowserv_async.db import DB, init_db
 from flowserv_async.db.models import GroupMember
+from flowserv_async.dispatch import RunDispatch
+from flowserv_async.dispatch.database import DatabaseQueue
 from flowserv_async.engine.controller import AsyncioEngine
 from flowserv_async.engine.job import RunJob
+from flowserv_async.engine.store import CANCELED_BY_USER
 from flowserv_async.errors import (
     FlowservError,
     InvalidConfigurationError,
@@ -130,6 +134,7 @@ class LocalAPIFactory:
         self._lock: anyio.Lock | None = None
         self._hub: EventHub | None = None
         self._webhooks: WebhookDispatcher | None = None
+        self._dispatch: RunDispatch | None = None
 
     @property
     def env(self) -> Mapping[str, Any]:
@@ -149,6 +154,13 @@ class LocalAPIFactory:
         self._check_open()
         assert self._engine is not None
         return self._engine
+
+    @property
+    def dispatch(self) -> RunDispatch:
+        """Who executes new runs: this process's engine, or the database queue."""
+        self._check_open()
+        assert self._dispatch is not None
+        return self._dispatch
 
     @property
     def volume(self) -> StorageVolume:
@@ -203,6 +215,7 @@ class LocalAPIFactory:
             await hub.open()
             store = DatabaseRunStore(self._db, settings.engine_config)
             await store.open()
+            engine_open = False
             try:
                 if settings.webhooks:
                     webhooks = WebhookDispatcher(hub, await load_targets(settings.webhooks))
@@ -210,9 +223,15 @@ class LocalAPIFactory:
                     self._webhooks = webhooks
                 if self._engine is None:
                     self._engine = init_backend(self)
-                await self._engine.open(self._engine_context(store, self._volume))
+                engine = self._engine
+                dispatch = self._run_dispatch(engine, hub, claim=explicit)
+                await engine.open(self._engine_context(store, self._volume))
+                engine_open = True
+                await dispatch.open()
             except BaseException:
                 with anyio.CancelScope(shield=True):
+                    if engine_open:
+                        await engine.aclose()
                     if self._webhooks is not None:
                         await self._webhooks.aclose()
                         self._webhooks = None
@@ -225,6 +244,7 @@ class LocalAPIFactory:
                 raise
             self._hub = hub
             self._store = store
+            self._dispatch = dispatch
             self._state = FactoryState.OPEN
             _freeze_startup_heap()
             if explicit:
@@ -243,6 +263,17 @@ class LocalAPIFactory:
                 await engine.start(job)
         except Exception:
             logger.exception("cannot resume post-processing runs")
+
+    def _run_dispatch(self, engine: WorkflowController, hub: EventHub, claim: bool) -> RunDispatch:
+        """The dispatch of ``FLOWSERV_RUN_QUEUE``.
+
+        Only a lifespan (explicit open) claims queued runs: a factory opened for one
+        session closes right after it, which would cancel what it claimed.
+        """
+        if self.settings.run_queue == DATABASE_QUEUE:
+            limits = EngineLimits.from_settings(self.settings)
+            return DatabaseQueue(engine, self.db, hub, limits, claim=claim)
+        return RunDispatch(engine)
 
     def _engine_context(self, store: DatabaseRunStore, volume: StorageVolume) -> EngineContext:
         settings = self.settings
@@ -267,6 +298,9 @@ class LocalAPIFactory:
                 return
             with anyio.CancelScope(shield=True):
                 try:
+                    if self._dispatch is not None:
+                        await self._dispatch.aclose()
+                        self._dispatch = None
                     if self._engine is not None:
                         await self._engine.aclose()
                 finally:
@@ -355,9 +389,9 @@ class LocalAPIFactory:
         self.settings = dataclasses.replace(self.settings, access_token=token)
 
     async def cancel_run(self, run_id: str, reason: str | None = None) -> None:
-        """Ask the engine to cancel a run; the engine records it CANCELED."""
-        async with self._lease() as engine:
-            await engine.cancel_run(run_id, reason=reason)
+        """Cancel a run, in whichever process executes it; its engine records CANCELED."""
+        async with self._lease():
+            await self.dispatch.cancel(run_id, reason or CANCELED_BY_USER)
 
     async def wait_run(
         self,

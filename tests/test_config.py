@@ -64,6 +64,7 @@ def test_booleans(text: object, expected: bool) -> None:
         ("FLOWSERV_MAX_LOG_SIZE", "0"),
         ("FLOWSERV_MAX_LOG_SIZE", "-5"),
         ("FLOWSERV_CONTAINMENT", "cgroups"),
+        ("FLOWSERV_RUN_QUEUE", "redis"),
     ],
 )
 def test_malformed_values_name_the_variable(name: str, value: str) -> None:

@@ -10,18 +10,36 @@ import click
 
 from flowserv_async.cli._context import CLIContext, CLIError
 from flowserv_async.config import (
+    DATABASE_QUEUE,
     FLOWSERV_API_DIR,
     FLOWSERV_API_HOST,
     FLOWSERV_API_PORT,
+    FLOWSERV_RUN_QUEUE,
     Settings,
     merge_env,
 )
 from flowserv_async.db import init_db
+from flowserv_async.db.database import async_url
 
 
 async def _create_schema(env: dict[str, Any]) -> None:
     db = await init_db(dict(env))
     await db.dispose()
+
+
+def _check_shared(settings: Settings) -> None:
+    """Refuse settings under which several worker processes would not act as one service.
+
+    Each worker executes runs; only through the database queue does a cancel reach the
+    worker that executes the run, and only PostgreSQL has it.
+    """
+    if settings.database is None or async_url(settings.database).get_backend_name() != "postgresql":
+        raise CLIError("serve --workers above 1 needs PostgreSQL: set FLOWSERV_DATABASE")
+    if settings.run_queue != DATABASE_QUEUE:
+        raise CLIError(
+            f"serve --workers above 1 needs {FLOWSERV_RUN_QUEUE}={DATABASE_QUEUE}"
+            f" (it is {settings.run_queue}): runs are shared through the database"
+        )
 
 
 @click.command()
@@ -35,7 +53,9 @@ def serve(obj: CLIContext, host: str, port: int, workers: int) -> None:
     """Serve flowserv's REST API over HTTP (SQLite and files in the base folder).
 
     Unlike the other commands, the server uses token authentication unless
-    FLOWSERV_AUTH=open is set. The URL of the API is printed on start.
+    FLOWSERV_AUTH=open is set. The URL of the API is printed on start. Several workers
+    need PostgreSQL (FLOWSERV_DATABASE): they share runs through the database queue
+    (FLOWSERV_RUN_QUEUE=database, set for them unless given).
     """
     try:
         import uvicorn  # the optional 'server' extra
@@ -47,8 +67,12 @@ def serve(obj: CLIContext, host: str, port: int, workers: int) -> None:
     os.environ[FLOWSERV_API_DIR] = str(obj.basedir)
     os.environ.setdefault(FLOWSERV_API_HOST, "localhost" if host == "127.0.0.1" else host)
     os.environ.setdefault(FLOWSERV_API_PORT, str(port))
+    if workers > 1:
+        os.environ.setdefault(FLOWSERV_RUN_QUEUE, DATABASE_QUEUE)
     env = merge_env()
     settings = Settings.from_env(env)
+    if workers > 1:
+        _check_shared(settings)
     try:
         obj.basedir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -62,5 +86,9 @@ def serve(obj: CLIContext, host: str, port: int, workers: int) -> None:
         host=host,
         port=port,
         workers=workers,
+        # The engine watches step processes through the stdlib loop's readers (pidfds,
+        # pipes); under uvloop a descriptor number that is closed and reused at once
+        # can still be registered (EEXIST, EBADF under hundreds of concurrent runs).
+        loop="asyncio",
         log_level="warning",
     )

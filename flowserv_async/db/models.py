@@ -17,6 +17,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -283,3 +284,36 @@ class StoredEvent(Base):
     run_id: Mapped[str | None] = mapped_column(ID, index=True)
     created_at: Mapped[datetime] = mapped_column(default=utc_now)
     data: Mapped[dict[str, Any]]
+
+
+class QueuedRun(Base):
+    """A PENDING run that waits in the database for a process to execute it.
+
+    Only with ``FLOWSERV_RUN_QUEUE=database`` (see :mod:`flowserv_async.dispatch`). The
+    row is deleted by the process that claims the run, in the transaction that records
+    that process's engine on the run; ``queue_id`` orders the queue (first in, first out).
+    """
+
+    __tablename__ = "run_queue"
+
+    queue_id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.run_id", ondelete="CASCADE"), unique=True)
+    # The prepared job (flowserv_async.dispatch.jobs): everything the engine needs.
+    job: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class CancelRequest(Base):
+    """A request to the process that executes a run to cancel it (``FLOWSERV_RUN_QUEUE``).
+
+    No foreign key: a request outlives a run deleted with its group or workflow, whose
+    processes must still be stopped.
+    """
+
+    __tablename__ = "run_cancels"
+
+    run_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    engine_id: Mapped[str] = mapped_column(String(64), index=True)
+    reason: Mapped[str | None] = mapped_column(Text)
+    requested_at: Mapped[datetime] = mapped_column(default=utc_now)

@@ -196,8 +196,10 @@ async def fail_stale_runs(
     """
     limit = utc_now() - timedelta(seconds=lease)
     stale = or_(Run.heartbeat_at.is_(None), Run.heartbeat_at < limit)
+    # A run without an engine waits in the database queue (dispatch.database): no
+    # engine has taken it yet, so none can have stopped reporting it.
     stmt = select(Run.run_id, Run.engine_id).where(
-        Run.state.in_([str(s) for s in ACTIVE_STATES]), stale
+        Run.state.in_([str(s) for s in ACTIVE_STATES]), stale, Run.engine_id.is_not(None)
     )
     spared = set(tracked or ())
     run_ids = [

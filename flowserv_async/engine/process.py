@@ -370,7 +370,9 @@ class _ChildProcess:
         """Close the pipes; kill the main process if it still runs (it is reaped later)."""
         for transport in self._transports:
             transport.close()
-        for pipe in (self._process.stdout, self._process.stderr):
+        # A transport closes its pipe itself (uvloop: later, in the loop); closing it
+        # here too would close a descriptor number that may belong to a new file by then.
+        for pipe in (self._process.stdout, self._process.stderr)[len(self._transports) :]:
             if pipe is not None:
                 pipe.close()
         if not self.exited.is_set():

@@ -162,6 +162,8 @@ class GroupService(Service):
             select(Run.run_id).where(Run.group_id == group_id, Run.state.in_(ACTIVE_STATES))
         )
         run_ids = list(active.all())
+        # Runs of other processes (a database queue) are stopped there.
+        await self.ctx.factory.dispatch.forward_cancels(self.session, run_ids)
         run_keys = [
             join_key(group.workflow_id, "runs", r)
             for r in (

@@ -259,7 +259,7 @@ class RunService(Service):
             config,
             input_keys=tuple(inputs),
         )
-        engine = self.ctx.factory.engine
+        dispatch = self.ctx.factory.dispatch
         await self.ctx.begin_write()
         run = Run(
             run_id=run_id,
@@ -267,21 +267,22 @@ class RunService(Service):
             group_id=group_id,
             state=str(RunState.PENDING),
             arguments=_serializable(arguments),
-            engine_id=engine.engine_id,
+            engine_id=dispatch.owner,
             heartbeat_at=utc_now(),
         )
         self.session.add(run)
         await self.session.flush()
+        await dispatch.submit(self.session, job)
         changes.run_created(self.session, run_id, wf.workflow_id, group_id, run.created_at)
         await self.ctx.commit()
-        await engine.start(job)
+        await dispatch.start(job)
         if self.ctx.settings.async_engine:
             return serialize.run_handle(run, parameters=list(group.parameters))
         try:
-            await engine.wait(run_id)
+            await dispatch.wait(run_id)
         except anyio.get_cancelled_exc_class():
             with anyio.CancelScope(shield=True):
-                await engine.cancel_run(run_id, reason="the caller of start_run was cancelled")
+                await dispatch.cancel(run_id, reason="the caller of start_run was cancelled")
             raise
         return await self.get_run(run_id)
 
@@ -347,9 +348,9 @@ class RunService(Service):
             raise InvalidRunStateError(f"run '{run_id}' is {run.state}, not active")
         message = reason if reason is not None else CANCELED_BY_USER
         await self.ctx.commit()
-        # The engine records CANCELED (with the reason) in its own session once the
-        # run's processes are gone.
-        await self.ctx.factory.engine.cancel_run(run_id, reason=message)
+        # The engine that executes the run (maybe in another process) records CANCELED
+        # (with the reason) in its own session once the run's processes are gone.
+        await self.ctx.factory.dispatch.cancel(run_id, message)
         await self.ctx.begin_write()
         if not await set_state(self.session, run_id, RunState.CANCELED, [message]):
             await self.session.refresh(run)

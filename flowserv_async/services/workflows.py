@@ -285,6 +285,8 @@ class WorkflowService(Service):
             select(Run.run_id).where(Run.workflow_id == workflow_id, Run.state.in_(ACTIVE_STATES))
         )
         run_ids = list(active.all())
+        # Runs of other processes (a database queue) are stopped there.
+        await self.ctx.factory.dispatch.forward_cancels(self.session, run_ids)
         # The workflow row points at its post-processing run and the run at the
         # workflow: break the cycle first so that every backend can delete in order.
         wf.postproc_run_id = None

@@ -55,3 +55,29 @@ def test_serve_prints_the_url_and_serves_with_tokens(tmp_path: Path) -> None:
             if stream is not None:
                 stream.close()
     assert proc.returncode == 0
+
+
+def test_several_workers_need_postgresql_and_the_database_queue(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWSERV_")}
+    postgres = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+    for extra, message in (
+        ({}, "error: serve --workers above 1 needs PostgreSQL: set FLOWSERV_DATABASE"),
+        (
+            {"FLOWSERV_DATABASE": postgres, "FLOWSERV_RUN_QUEUE": "memory"},
+            "error: serve --workers above 1 needs FLOWSERV_RUN_QUEUE=database (it is memory):"
+            " runs are shared through the database",
+        ),
+    ):
+        done = subprocess.run(
+            [
+                *(sys.executable, "-m", "flowserv_async.cli", "--basedir", str(tmp_path / "d")),
+                *("serve", "--port", str(free_port()), "--workers", "2"),
+            ],
+            env={**env, **extra},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 1
+        assert done.stderr.strip() == message
+        assert not (tmp_path / "d").exists()

@@ -41,6 +41,7 @@ from benchmarks.driverlib import (
     summary_ms,
 )
 from flowserv_async import DB, LocalAPIFactory, __version__
+from flowserv_async._util import freeze_startup_heap
 
 # Set by the harness (--postgres): run on this PostgreSQL database instead of SQLite.
 POSTGRES_VARIABLE = "BENCH_POSTGRES_URL"
@@ -419,6 +420,7 @@ async def run_scenario(scenario: str, template: str, basedir: str, params: dict[
     postgres = os.environ.get(POSTGRES_VARIABLE)
     if not postgres:
         async with LocalAPIFactory(env=env) as factory:
+            freeze_startup_heap()
             return await SCENARIOS[scenario](Bench(factory, env), template, params)
     # PostgreSQL: a fresh schema of the given database, dropped afterwards.
     schema = f"bench_{uuid.uuid4().hex}"
@@ -430,6 +432,7 @@ async def run_scenario(scenario: str, template: str, basedir: str, params: dict[
         try:
             await db.create_schema()
             async with LocalAPIFactory(env=env, db=db) as factory:
+                freeze_startup_heap()
                 return await SCENARIOS[scenario](Bench(factory, env), template, params)
         finally:
             await db.dispose()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import gc
 import importlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -246,7 +245,6 @@ class LocalAPIFactory:
             self._store = store
             self._dispatch = dispatch
             self._state = FactoryState.OPEN
-            _freeze_startup_heap()
             if explicit:
                 await self._resume_postproc(self._db, self._engine)
 
@@ -641,24 +639,6 @@ class SessionManager:
                 # cannot be removed) must not change the caller's outcome. It is logged
                 # for the operator.
                 logger.exception("clean-up after the transaction failed")
-
-
-_heap_frozen = False
-
-
-def _freeze_startup_heap() -> None:
-    """Exempt what the process holds when its first factory opens from full collections.
-
-    Modules, mapped classes and the opened resources live as long as the process, yet
-    every full (generation 2) collection traverses them: with 1,000 sessions in flight
-    such collections ran every few hundred calls and stopped the event loop for 50-60
-    ms of CPU each, the largest part of its lag. ``gc.freeze`` (once per process) moves
-    them to the permanent generation; what is allocated later is collected as before.
-    """
-    global _heap_frozen
-    if not _heap_frozen:
-        _heap_frozen = True
-        gc.freeze()
 
 
 def _commit_and_close(session: Session) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 import anyio
 import click
 
+from flowserv_async._util import freeze_startup_heap
 from flowserv_async.cli._context import CLIContext, CLIError
 from flowserv_async.config import (
     DATABASE_QUEUE,
@@ -40,6 +41,19 @@ def _check_shared(settings: Settings) -> None:
             f"serve --workers above 1 needs {FLOWSERV_RUN_QUEUE}={DATABASE_QUEUE}"
             f" (it is {settings.run_queue}): runs are shared through the database"
         )
+
+
+def served_app() -> Any:
+    """The app that each ``serve`` worker runs: :func:`create_app` on a frozen start-up heap.
+
+    ``serve`` is an application, so it may make the process-wide choice that the library
+    leaves to its users (see :func:`flowserv_async._util.freeze_startup_heap`).
+    """
+    from flowserv_async.server import create_app
+
+    app = create_app()
+    freeze_startup_heap()
+    return app
 
 
 @click.command()
@@ -81,7 +95,7 @@ def serve(obj: CLIContext, host: str, port: int, workers: int) -> None:
     anyio.run(_create_schema, env)
     click.echo(f"flowserv REST API at {settings.api_url}/ (docs: {settings.api_url}/docs)")
     uvicorn.run(
-        "flowserv_async.server:create_app",
+        "flowserv_async.cli.serve:served_app",
         factory=True,
         host=host,
         port=port,

@@ -81,3 +81,22 @@ def test_several_workers_need_postgresql_and_the_database_queue(tmp_path: Path) 
         assert done.returncode == 1
         assert done.stderr.strip() == message
         assert not (tmp_path / "d").exists()
+
+
+def test_the_served_app_freezes_the_start_up_heap_and_importing_the_library_does_not(
+    tmp_path: Path,
+) -> None:
+    # In a child process: gc.freeze is process-wide, so it must not touch the test run's.
+    script = (
+        "import gc, flowserv_async\n"
+        "from flowserv_async.cli.serve import served_app\n"
+        "before = gc.get_freeze_count()\n"
+        "served_app()\n"
+        "print(before, gc.get_freeze_count() > 0)\n"
+    )
+    env = {**os.environ, "FLOWSERV_API_DIR": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["0", "True"]

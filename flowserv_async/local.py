@@ -146,6 +146,13 @@ class LocalAPIFactory:
         return self._engine
 
     @property
+    def run_store(self) -> DatabaseRunStore:
+        """The open run store: where runs are created and the engine's reports written."""
+        self._check_open()
+        assert self._store is not None
+        return self._store
+
+    @property
     def volume(self) -> StorageVolume:
         """The open file store."""
         if self._volume is None or self._state == FactoryState.CLOSED:
@@ -360,9 +367,10 @@ class LocalAPIFactory:
     ) -> dict[str, Any]:
         """Return the run handle once the run is in a final state.
 
-        Waits on the run's events (:meth:`events`), so runs of other processes that
-        share the database end the wait as soon as their end is committed (PostgreSQL)
-        or seen (SQLite, ``FLOWSERV_EVENTS_POLL``).
+        A run that this factory's engine executes is awaited in the engine (then read
+        once). Other runs are waited for on their events (:meth:`events`), so runs of
+        other processes that share the database end the wait as soon as their end is
+        committed (PostgreSQL) or seen (SQLite, ``FLOWSERV_EVENTS_POLL``).
 
         Raises:
             UnknownRunError: no such run.
@@ -372,6 +380,11 @@ class LocalAPIFactory:
         async with self._lease() as engine:
             assert self._hub is not None
             with anyio.fail_after(timeout):
+                # A run of this engine: its end is known without watching the events.
+                if await engine.wait(run_id):
+                    handle = await self._final_handle(run_id)
+                    if handle is not None:
+                        return handle
                 # Subscribed before the state is read: an end committed in between is seen.
                 async with self._hub.stream(EventFilter(run_id=run_id)) as stream:
                     if await self._final_handle(run_id) is None:

@@ -124,8 +124,15 @@ class EventHub:
                 await self._supervisor
             self._supervisor = None
 
-    def notify(self) -> None:
-        """New events were committed (called in the event loop)."""
+    def notify(self, last: int | None = None) -> None:
+        """New events, up to id ``last`` if known, were committed (called in the event loop).
+
+        With no stream open there is nothing to read: the hub only skips ahead (a stream
+        that opens later takes its own position).
+        """
+        if last is not None and not self._streams:
+            self._last = max(self._last, last)
+            return
         self._wake.set()
 
     def stream(

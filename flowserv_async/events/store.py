@@ -116,10 +116,11 @@ def _write_pending(session: Session) -> None:
 
 @event.listens_for(Session, "after_commit")
 def _wake_consumers(session: Session) -> None:
-    if session.info.pop(_WRITTEN, None) is not None:
+    last = session.info.pop(_WRITTEN, None)
+    if last is not None:
         notify = session.info.get(NOTIFY_KEY)
         if notify is not None:
-            notify()
+            notify(last)
 
 
 @event.listens_for(Session, "after_soft_rollback")

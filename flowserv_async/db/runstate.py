@@ -8,10 +8,12 @@ out of a final state. The functions only ``flush``: the caller owns the transact
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
+from typing import cast as typed
 
-from sqlalchemy import delete, func, insert, or_, select, update
+from sqlalchemy import Table, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from flowserv_async._util import new_id, utc_now
@@ -21,6 +23,45 @@ from flowserv_async.engine.log import DEFAULT_MAX_LINES, LogEntry
 from flowserv_async.engine.store import RunOutcome
 from flowserv_async.events import changes
 from flowserv_async.states import ACTIVE_STATES, FINAL_STATES, RunState, allowed_sources
+
+
+@dataclass(frozen=True, slots=True)
+class NewRun:
+    """A run to create, PENDING, for an engine (the columns that :func:`insert_runs` writes)."""
+
+    run_id: str
+    workflow_id: str
+    group_id: str | None
+    arguments: list[Any]
+    engine_id: str
+    created_at: datetime
+
+
+_RUNS = typed(Table, Run.__table__)
+
+
+async def insert_runs(session: AsyncSession, runs: Sequence[NewRun]) -> None:
+    """Create PENDING runs in one ``INSERT``, each with its ``run.created`` event."""
+    if not runs:
+        return
+    await session.execute(
+        insert(_RUNS),
+        [
+            {
+                "run_id": run.run_id,
+                "workflow_id": run.workflow_id,
+                "group_id": run.group_id,
+                "state": str(RunState.PENDING),
+                "created_at": run.created_at,
+                "arguments": run.arguments,
+                "engine_id": run.engine_id,
+                "heartbeat_at": run.created_at,
+            }
+            for run in runs
+        ],
+    )
+    for run in runs:
+        changes.run_created(session, run.run_id, run.workflow_id, run.group_id, run.created_at)
 
 
 async def set_state(
@@ -40,7 +81,7 @@ async def set_state(
     """
     moved = bool(await set_states(session, [run_id], state, messages))
     if moved and state == RunState.RUNNING and processes is not None:
-        await record_processes(session, run_id, processes)
+        await record_processes(session, {run_id: processes})
     return moved
 
 
@@ -210,16 +251,23 @@ async def fail_stale_runs(
     return [r for r in run_ids if r in failed]
 
 
-async def record_processes(
-    session: AsyncSession, run_id: str, processes: Mapping[str, str]
-) -> None:
-    """Keep how a run's processes are contained (see :mod:`flowserv_async.engine.containment`)."""
-    await session.execute(
-        update(Run)
-        .where(Run.run_id == run_id)
-        .values(processes=dict(processes))
-        .execution_options(synchronize_session=False)
-    )
+_RECORD_PROCESSES = (
+    update(_RUNS)
+    .where(_RUNS.c.run_id == bindparam("target"))
+    .values(processes=bindparam("processes"))
+)
+
+
+async def record_processes(session: AsyncSession, records: Mapping[str, Mapping[str, str]]) -> None:
+    """Keep how runs' processes are contained (see :mod:`flowserv_async.engine.containment`).
+
+    ``records`` maps run ids to their records; all are written with one statement.
+    """
+    if records:
+        await session.execute(
+            _RECORD_PROCESSES,
+            [{"target": run_id, "processes": dict(rec)} for run_id, rec in records.items()],
+        )
 
 
 async def run_processes(session: AsyncSession, run_ids: Collection[str]) -> dict[str, Any]:

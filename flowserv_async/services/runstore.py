@@ -155,6 +155,13 @@ class DatabaseRunStore:
         with anyio.CancelScope(shield=True):
             await writer
 
+    async def create_run(self, run: runstate.NewRun) -> None:
+        """Create a PENDING run (committed when this returns), with its event.
+
+        Runs created while a transaction runs are inserted together in the next one.
+        """
+        await self._submit("create", run)
+
     async def mark_running(self, run_id: str, processes: Mapping[str, str] | None = None) -> bool:
         """Move a PENDING run to RUNNING, with the record of its processes."""
         return bool(await self._submit("state", run_id, RunState.RUNNING, (), processes))
@@ -263,6 +270,8 @@ class DatabaseRunStore:
         # Log lines first: they were reported before the state changes of this batch,
         # and their events must come before them (a follower stops at the final state).
         await runstate.append_logs(session, logs)
+        await runstate.insert_runs(session, [r.args[0] for r in batch if r.kind == "create"])
+        records: dict[str, Mapping[str, str]] = {}
         for (state, messages), reports in moves.items():
             run_ids = [r.args[0] for r in reports]
             moved = await runstate.set_states(session, run_ids, state, messages)
@@ -270,7 +279,8 @@ class DatabaseRunStore:
                 run_id, processes = report.args[0], report.args[3]
                 report.result = run_id in moved
                 if report.result and processes is not None:
-                    await runstate.record_processes(session, run_id, processes)
+                    records[run_id] = processes
+        await runstate.record_processes(session, records)
         store = SessionRunStore(session, self.engine_config)
         for report in batch:
             # No savepoint: when a report fails, the batch is written again report by

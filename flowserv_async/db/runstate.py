@@ -38,6 +38,8 @@ class NewRun:
 
 
 _RUNS = typed(Table, Run.__table__)
+_RUN_FILES = typed(Table, RunFile.__table__)
+_RANKINGS = typed(Table, Ranking.__table__)
 
 
 async def insert_runs(session: AsyncSession, runs: Sequence[NewRun]) -> None:
@@ -136,34 +138,50 @@ async def set_states(
     return moved
 
 
-async def record_success(session: AsyncSession, spec: ResultSpec, outcome: RunOutcome) -> bool:
-    """Record a successful run (state, result files, ranking); True when recorded.
+async def record_successes(
+    session: AsyncSession, results: Sequence[tuple[ResultSpec, RunOutcome]]
+) -> set[str]:
+    """Record successful runs (state, result files, ranking); the ids of those recorded.
 
-    The files must already be in the file store under ``spec.prefix``. A run whose
+    The files must already be in the file store under each ``spec.prefix``. A run whose
     results do not fit the workflow's result schema becomes ERROR instead, with the
-    reason (it is not silently left unranked).
+    reason (it is not silently left unranked). The runs move to SUCCESS in one
+    ``UPDATE``, their files and rankings are inserted with one statement each.
     """
-    if outcome.error is not None:
-        await set_state(session, spec.run_id, RunState.ERROR, [outcome.error])
-        return False
-    if not await set_state(session, spec.run_id, RunState.SUCCESS):
-        return False
-    session.add_all(
-        RunFile(file_id=new_id(), run_id=spec.run_id, key=name, name=name, size=size)
+    for spec, outcome in results:
+        if outcome.error is not None:
+            await set_state(session, spec.run_id, RunState.ERROR, [outcome.error])
+    valid = [(spec, outcome) for spec, outcome in results if outcome.error is None]
+    moved = await set_states(session, [spec.run_id for spec, _ in valid], RunState.SUCCESS)
+    recorded = [(spec, outcome) for spec, outcome in valid if spec.run_id in moved]
+    files = [
+        {"file_id": new_id(), "run_id": spec.run_id, "key": name, "name": name, "size": size}
+        for spec, outcome in recorded
         for name, size in outcome.files
-    )
-    if outcome.results is not None and spec.group_id is not None:
-        session.add(
-            Ranking(
-                run_id=spec.run_id,
-                workflow_id=spec.workflow_id,
-                group_id=spec.group_id,
-                values=outcome.results,
-            )
+    ]
+    if files:
+        await session.execute(insert(_RUN_FILES), files)
+    ranked = [
+        (spec, outcome.results)
+        for spec, outcome in recorded
+        if outcome.results is not None and spec.group_id is not None
+    ]
+    if ranked:
+        await session.execute(
+            insert(_RANKINGS),
+            [
+                {
+                    "run_id": spec.run_id,
+                    "workflow_id": spec.workflow_id,
+                    "group_id": spec.group_id,
+                    "values": values,
+                }
+                for spec, values in ranked
+            ],
         )
-        changes.ranking_changed(session, spec.workflow_id, spec.run_id, "ranked")
-    await session.flush()
-    return True
+        for spec, _ in ranked:
+            changes.ranking_changed(session, spec.workflow_id, spec.run_id, "ranked")
+    return moved
 
 
 async def append_log(

@@ -7,13 +7,14 @@ out of a final state. The functions only ``flush``: the caller owns the transact
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 from typing import cast as typed
 
-from sqlalchemy import Table, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import Table, Update, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from flowserv_async._util import new_id, utc_now
@@ -87,6 +88,41 @@ async def set_state(
     return moved
 
 
+@functools.cache
+def _move_statement(state: RunState) -> Update:
+    """The conditional ``UPDATE ... RETURNING`` that moves runs to ``state``.
+
+    Built once per state, with the run ids (expanding), the time and the messages as
+    bound parameters, so that neither building nor compiling it is paid per call.
+    """
+    now = bindparam("now", type_=_RUNS.c.heartbeat_at.type)
+    values: dict[str, Any] = {"state": str(state), "heartbeat_at": now}
+    if state == RunState.RUNNING:
+        values["started_at"] = now
+    elif state in FINAL_STATES:
+        values["ended_at"] = now
+        values["started_at"] = func.coalesce(_RUNS.c.started_at, now)
+        values["messages"] = bindparam("messages", type_=_RUNS.c.messages.type)
+    sources = sorted(str(s) for s in allowed_sources(state))
+    return (
+        update(_RUNS)
+        .where(
+            _RUNS.c.run_id.in_(bindparam("run_ids", expanding=True)),
+            _RUNS.c.state.in_(sources),
+        )
+        .values(**values)
+        .returning(
+            _RUNS.c.run_id,
+            _RUNS.c.workflow_id,
+            _RUNS.c.group_id,
+            _RUNS.c.messages,
+            _RUNS.c.created_at,
+            _RUNS.c.started_at,
+            _RUNS.c.ended_at,
+        )
+    )
+
+
 async def set_states(
     session: AsyncSession,
     run_ids: Sequence[str],
@@ -94,35 +130,14 @@ async def set_states(
     messages: Sequence[str] | None = None,
 ) -> set[str]:
     """:func:`set_state` for many runs in one ``UPDATE``; returns the runs that moved."""
-    now = utc_now()
-    values: dict[str, Any] = {"state": str(state), "heartbeat_at": now}
-    if state == RunState.RUNNING:
-        values["started_at"] = now
-    elif state in FINAL_STATES:
-        values["ended_at"] = now
-        values["started_at"] = func.coalesce(Run.started_at, now)
-        values["messages"] = list(messages or [])
-    sources = [str(s) for s in allowed_sources(state)]
-    if not sources or not run_ids:
+    if not allowed_sources(state) or not run_ids:
         return set()
-    where = Run.run_id == run_ids[0] if len(run_ids) == 1 else Run.run_id.in_(run_ids)
-    stmt = (
-        update(Run)
-        .where(where, Run.state.in_(sources))
-        .values(**values)
-        .returning(
-            Run.run_id,
-            Run.workflow_id,
-            Run.group_id,
-            Run.messages,
-            Run.created_at,
-            Run.started_at,
-            Run.ended_at,
-        )
-        .execution_options(synchronize_session=False)
-    )
+    params: dict[str, Any] = {"run_ids": list(run_ids), "now": utc_now()}
+    if state in FINAL_STATES:
+        params["messages"] = list(messages or [])
+    stmt = _move_statement(state)
     moved = set()
-    for row in (await session.execute(stmt)).all():
+    for row in (await session.execute(stmt, params)).all():
         moved.add(row.run_id)
         changes.state_changed(
             session,

@@ -41,6 +41,7 @@ from typing import Any
 
 import anyio
 
+from flowserv_async.engine._threads import run_blocking
 from flowserv_async.engine.containment import RunProcesses
 from flowserv_async.engine.log import RunLog
 
@@ -236,7 +237,7 @@ async def process_group_alive(pgid: int) -> bool:
         return True
     # Exited members stay zombies until reaped, which no parent may ever do for
     # orphans when PID 1 is not an init; only /proc tells them apart.
-    return await anyio.to_thread.run_sync(_has_live_member, pgid)
+    return await run_blocking(_has_live_member, pgid)
 
 
 async def _wait_until_gone(pgid: int) -> None:

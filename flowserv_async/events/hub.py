@@ -230,8 +230,9 @@ class EventHub:
     async def _listen_once(self) -> None:
         lost = anyio.Event()
 
-        def on_notify(*args: Any) -> None:
-            self._wake.set()
+        def on_notify(connection: Any, pid: int, channel: str, payload: str) -> None:
+            # The payload is the largest new id (events.store).
+            self.notify(int(payload) if payload.isdigit() else None)
 
         def on_lost(*args: Any) -> None:
             lost.set()

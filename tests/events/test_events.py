@@ -12,8 +12,8 @@ from typing import Any
 import anyio
 import pytest
 from anyio.streams.text import TextReceiveStream
-from sqlalchemy import event as sqlalchemy_event
 from runs_helpers import PY, start, step
+from sqlalchemy import event as sqlalchemy_event
 
 from flowserv_async import DB, LocalAPIFactory, Settings, events
 from flowserv_async.errors import (

@@ -159,12 +159,12 @@ async def test_runs_created_meanwhile_are_inserted_together(
     engine = database.engine.sync_engine
     event.listen(engine, "before_cursor_execute", record)
     try:
-        async with anyio.create_task_group() as tg:
-            # On SQLite the writer waits for this transaction; the runs queue meanwhile.
-            async with database.write_session():
-                for i in range(20):
-                    tg.start_soon(store.create_run, _new_run(f"n{i}"))
-                await anyio.wait_all_tasks_blocked()
+        # On SQLite the writer waits for this transaction (it ends before the task group
+        # waits for the runs); the runs queue meanwhile.
+        async with anyio.create_task_group() as tg, database.write_session():
+            for i in range(20):
+                tg.start_soon(store.create_run, _new_run(f"n{i}"))
+            await anyio.wait_all_tasks_blocked()
     finally:
         event.remove(engine, "before_cursor_execute", record)
     found = await states(database)

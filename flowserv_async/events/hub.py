@@ -125,10 +125,11 @@ class EventHub:
             self._supervisor = None
 
     def notify(self, last: int | None = None) -> None:
-        """New events, up to id ``last`` if known, were committed (called in the event loop).
+        """New events were committed (called in the event loop).
 
-        With no stream open there is nothing to read: the hub only skips ahead (a stream
-        that opens later takes its own position).
+        ``last`` is the largest new id, given by commits of this process (which wrote to
+        this database's table). With no stream open there is then nothing to read: the
+        hub only skips ahead (a stream that opens later takes its own position).
         """
         if last is not None and not self._streams:
             self._last = max(self._last, last)
@@ -230,9 +231,10 @@ class EventHub:
     async def _listen_once(self) -> None:
         lost = anyio.Event()
 
-        def on_notify(connection: Any, pid: int, channel: str, payload: str) -> None:
-            # The payload is the largest new id (events.store).
-            self.notify(int(payload) if payload.isdigit() else None)
+        def on_notify(*args: Any) -> None:
+            # The payload (an id) is not passed on: the channel is shared by every schema
+            # of the database, so the id may be another event table's.
+            self.notify()
 
         def on_lost(*args: Any) -> None:
             lost.set()

@@ -33,6 +33,7 @@ from flowserv_async.errors import (
     UnknownRunError,
 )
 from flowserv_async.events import Event, EventFilter, EventHub, EventStream, EventType, hub_of
+from flowserv_async.events.hub import MEMBERSHIP_RECHECK
 from flowserv_async.events.webhooks import WebhookDispatcher, WebhookStats, load_targets
 from flowserv_async.services.base import ServiceContext, translate_errors
 from flowserv_async.services.postproc import resume_postproc
@@ -576,8 +577,8 @@ class _EventAccess:
         self._user_id = user_id
         self._access_token = access_token
         self._caller: str | None = None
-        # Membership is looked up once per group and stream.
-        self._members: dict[str, bool] = {}
+        # Membership per group: (member, hub's members_version, loop time looked up).
+        self._members: dict[str, tuple[bool, int, float]] = {}
 
     async def check(self, flt: EventFilter) -> None:
         async with self._factory(self._user_id, self._access_token) as api:
@@ -596,9 +597,13 @@ class _EventAccess:
             return True
         if self._caller is None:
             return False
-        member = self._members.get(group_id)
-        if member is None:
-            async with self._factory.db.session() as session:
-                row = await session.get(GroupMember, (group_id, self._caller))
-            member = self._members[group_id] = row is not None
+        hub = self._factory._hub
+        version = hub.members_version if hub is not None else -1  # -1: closing, look up
+        now = anyio.current_time()
+        known = self._members.get(group_id)
+        if known is not None and known[1] == version and now - known[2] < MEMBERSHIP_RECHECK:
+            return known[0]
+        async with self._factory.db.session() as session:
+            member = await session.get(GroupMember, (group_id, self._caller)) is not None
+        self._members[group_id] = (member, version, now)
         return member

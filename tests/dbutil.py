@@ -15,7 +15,7 @@ from pathlib import Path
 
 import anyio.to_thread
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select, text, update
 from sqlalchemy.exc import DBAPIError
 
 from flowserv_async import DB
@@ -78,3 +78,9 @@ async def snapshot(database: DB, basedir: Path) -> tuple[dict[str, int], dict[st
             stmt = select(func.count()).select_from(model)
             counts[model.__tablename__] = int((await s.execute(stmt)).scalar_one())
     return counts, await anyio.to_thread.run_sync(_snapshot_files, basedir)
+
+
+async def make_admin(db: DB, user_id: str) -> None:
+    """Set a user's ``is_admin`` flag (no API does: the operator sets it)."""
+    async with db.write_session() as session:
+        await session.execute(update(User).where(User.user_id == user_id).values(is_admin=True))

@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -123,11 +123,17 @@ async def start_run(client: httpx.AsyncClient, group_id: str, headers: dict[str,
     return str(r.json()["id"])
 
 
-async def read_sse(response: httpx.Response, count: int | None = None) -> list[dict[str, str]]:
-    """The Server-Sent Events of a response (comments skipped), until it ends or ``count``."""
+async def read_sse(
+    source: httpx.Response | AsyncIterator[str], count: int | None = None
+) -> list[dict[str, str]]:
+    """The Server-Sent Events of a response (comments skipped), until it ends or ``count``.
+
+    Pass the response's ``aiter_lines()`` instead of the response to read on later.
+    """
     events: list[dict[str, str]] = []
     fields: dict[str, str] = {}
-    async for line in response.aiter_lines():
+    lines = source.aiter_lines() if isinstance(source, httpx.Response) else source
+    async for line in lines:
         if not line:
             if fields:
                 events.append(fields)

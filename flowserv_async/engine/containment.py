@@ -10,7 +10,9 @@ run is contained as a whole, by the first mechanism the machine offers:
     command starts through a tiny ``sh`` wrapper that moves itself into the cgroup before
     it execs the command, so everything the command forks is in it, however it detaches;
     no process can leave a cgroup it cannot write to. Killing writes ``cgroup.kill``:
-    the kernel kills every member at once, forks in flight included.
+    the kernel kills every member at once, forks in flight included. Each run cgroup
+    records the process that made it (attribute ``user.flowserv.owner``): an engine
+    that opens removes the empty ones of makers that are gone (engines that were killed).
 ``tag``
     Elsewhere every process of a run carries ``FLOWSERV_RUN_TAG=<run id>`` in its
     environment, which forks and execs inherit; killing sends SIGKILL to each process
@@ -54,6 +56,8 @@ _KILL_WAIT = 5.0
 _POLL = 0.02
 # Moves the shell into the cgroup given as $0, then replaces it with the command.
 _ENTER_CGROUP = 'echo 0 > "$0/cgroup.procs" && exec "$@"'
+# Extended attribute of a run cgroup: "<pid>:<start time>" of the process that made it.
+_OWNER = "user.flowserv.owner"
 
 
 class RunProcesses(ABC):
@@ -152,6 +156,16 @@ async def contain_run(run_id: str, choice: str = "auto") -> RunProcesses:
     return TaggedProcesses(run_id) if path is None else CgroupProcesses(run_id, path)
 
 
+async def remove_stale_cgroups() -> None:
+    """Remove the empty run cgroups whose maker is gone (an engine that was killed).
+
+    A cgroup is a live engine's while the process that made it runs: its steps enter
+    and leave it, so it is empty between them. One without a recorded maker (it is being
+    made) is left alone too; a cgroup with processes in it cannot be removed.
+    """
+    await run_blocking(_remove_stale_cgroups)
+
+
 async def kill_leftovers(record: Mapping[str, Any]) -> None:
     """Kill what a run described by :meth:`RunProcesses.record` left running.
 
@@ -227,10 +241,42 @@ def _make_run_cgroup(run_id: str) -> Path | None:
         return None
     path = root / f"run-{run_id}"
     try:
+        # An empty one left by a dead engine is made anew: until its maker is recorded
+        # below it has none, and so it is never taken for a stale one meanwhile.
+        _remove_empty_cgroup(path)
         path.mkdir(exist_ok=True)
     except OSError:
         return None
+    with contextlib.suppress(OSError):
+        os.setxattr(path, _OWNER, _process_identity(os.getpid()).encode())
     return path
+
+
+def _process_identity(pid: int) -> str:
+    """``<pid>:<start time>`` (a recycled pid has another start time); "" when gone."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8") as stat:
+            # The command name may hold spaces and parentheses: fields follow the last ")".
+            fields = stat.read().rpartition(")")[2].split()
+    except OSError:
+        return ""
+    return f"{pid}:{fields[19]}"
+
+
+def _remove_stale_cgroups() -> None:
+    root = cgroup_root()
+    if root is None:
+        return
+    for path in root.glob("run-*"):
+        try:
+            owner = os.getxattr(path, _OWNER).decode()
+        except OSError:
+            continue  # gone, or its maker is not recorded yet
+        pid, _, _ = owner.partition(":")
+        if pid.isdigit() and _process_identity(int(pid)) == owner:
+            continue
+        with contextlib.suppress(OSError):
+            _remove_empty_cgroup(path)
 
 
 def _kill_cgroup(path: Path) -> bool:

@@ -25,7 +25,13 @@ import anyio
 
 from flowserv_async.controller import EngineContext, WorkflowController
 from flowserv_async.engine._threads import run_blocking
-from flowserv_async.engine.containment import RunProcesses, contain_run, kill_leftovers
+from flowserv_async.engine.containment import (
+    TAG,
+    RunProcesses,
+    contain_run,
+    kill_leftovers,
+    remove_stale_cgroups,
+)
 from flowserv_async.engine.job import RunJob
 from flowserv_async.engine.log import RunLog
 from flowserv_async.engine.runner import run_relative, run_workflow
@@ -87,6 +93,8 @@ class AsyncioEngine(WorkflowController):
         if context.limits.max_concurrent_runs:
             self._slots = anyio.Semaphore(context.limits.max_concurrent_runs)
         await self._sweep()
+        if context.limits.containment != TAG:
+            await remove_stale_cgroups()
         self._closing = anyio.Event()
         ready = anyio.Event()
         # The one task the engine starts outside a task group: it holds the task group,

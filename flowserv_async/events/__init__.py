@@ -26,7 +26,9 @@ The JSON shape of an event (:meth:`Event.to_dict`)::
   ``runId`` null: the leaderboard is public)
 
 Group events are shown only to the group's members (as ``get_run``); workflow-level
-events (post-processing, rankings) to everyone who can see the workflow.
+events (post-processing, rankings) to everyone who can see the workflow. A stream looks
+membership up again after a membership change committed in its process, and at least
+every ``MEMBERSHIP_RECHECK`` seconds (changes made by other processes).
 """
 
 from flowserv_async.events.hub import EventAccess, EventHub, EventStream, hub_of

@@ -24,9 +24,16 @@ import anyio
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from flowserv_async.db import DB
-from flowserv_async.errors import EventsExpiredError, FlowservError
+from flowserv_async.errors import EventsExpiredError, FlowservError, UnauthorizedAccessError
 from flowserv_async.events.model import Event, EventFilter
-from flowserv_async.events.store import CHANNEL, KEEP_KEY, NOTIFY_KEY, id_range, read_events
+from flowserv_async.events.store import (
+    CHANNEL,
+    KEEP_KEY,
+    MEMBERS_KEY,
+    NOTIFY_KEY,
+    id_range,
+    read_events,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +43,9 @@ PAGE_SIZE = 500
 _RELISTEN_DELAY = 1.0
 # The longest the hub's own reads and clean-up may take (they run shielded).
 _READ_LIMIT = 10.0
+
+#: Seconds an event stream may rely on a group membership it looked up.
+MEMBERSHIP_RECHECK = 1.0
 
 # Key of the hub in the database's session factory ``info`` (each session of the
 # database also finds its hub's wake-up there).
@@ -49,7 +59,12 @@ class EventAccess(Protocol):
         """Raise unless the consumer may follow the filter's run, group or workflow."""
 
     async def allows(self, event: Event) -> bool:
-        """True when the consumer may see the event."""
+        """True when the consumer may see the event.
+
+        Group membership may be remembered, but not past a change of it committed in
+        this process (:attr:`EventHub.members_version`) nor longer than
+        :data:`MEMBERSHIP_RECHECK` seconds (changes made by other processes).
+        """
 
 
 def hub_of(db: DB, *, keep: int, poll_interval: float, buffer_size: int) -> EventHub:
@@ -81,9 +96,18 @@ class EventHub:
         self._supervisor: asyncio.Task[None] | None = None
         self._reader: AsyncConnection | None = None
         self._reader_lock = anyio.Lock()
-        # Sessions of this database wake the hub when they commit events.
+        self._members_version = 0
+        # Sessions of this database wake the hub when they commit events, and tell it
+        # when they commit a change of group membership.
         info = dict(db.session_factory.kw.get("info") or {})
-        info.update({NOTIFY_KEY: self.notify, KEEP_KEY: keep, _HUB_KEY: self})
+        info.update(
+            {
+                NOTIFY_KEY: self.notify,
+                MEMBERS_KEY: self._members_changed,
+                KEEP_KEY: keep,
+                _HUB_KEY: self,
+            }
+        )
         db.session_factory.configure(info=info)
 
     @property
@@ -124,6 +148,11 @@ class EventHub:
                 await self._supervisor
             self._supervisor = None
 
+    @property
+    def members_version(self) -> int:
+        """Counts the membership changes committed in this process (see EventAccess)."""
+        return self._members_version
+
     def notify(self, last: int | None = None) -> None:
         """New events were committed (called in the event loop).
 
@@ -135,6 +164,9 @@ class EventHub:
             self._last = max(self._last, last)
             return
         self._wake.set()
+
+    def _members_changed(self) -> None:
+        self._members_version += 1
 
     def stream(
         self, flt: EventFilter, after: int | None = None, access: EventAccess | None = None
@@ -272,6 +304,8 @@ class EventStream:
     Raises (on entering or while iterating):
         EventsExpiredError: events after the position are no longer stored (found on
             entering).
+        UnauthorizedAccessError: a stream of one run or group whose consumer is no
+            longer a member of the group (the stream is closed).
         FlowservError: the factory closed.
 
     """
@@ -361,6 +395,13 @@ class EventStream:
             event = await self._next()
             if self._access is None or await self._access.allows(event):
                 return event
+            if self.filter.run_id is not None or self.filter.group_id is not None:
+                # All events of this stream are of one group, and the consumer is no
+                # longer its member (or the group is gone): nothing more to show.
+                self._release("closed")
+                raise UnauthorizedAccessError(
+                    f"the events of group '{event.group_id}' are for its members only"
+                )
 
     async def _next(self) -> Event:
         while True:

@@ -35,6 +35,8 @@ PRUNE_EVERY = 1000
 _PENDING = "flowserv_events_pending"
 _WRITTEN = "flowserv_events_written"
 NOTIFY_KEY = "flowserv_events_notify"
+MEMBERS_KEY = "flowserv_events_members_changed"
+_MEMBERS_CHANGED = "flowserv_members_changed"
 KEEP_KEY = "flowserv_events_keep"
 DEFAULT_KEEP = 100_000
 
@@ -120,8 +122,21 @@ def _write_pending(session: Session) -> None:
     session.info[_WRITTEN] = last
 
 
+def members_changed(session: AsyncSession) -> None:
+    """The transaction changes who is a member of some group (or deletes a group).
+
+    When it commits, the event streams of this process look up membership again before
+    they show the next group event.
+    """
+    session.sync_session.info[_MEMBERS_CHANGED] = True
+
+
 @event.listens_for(Session, "after_commit")
 def _wake_consumers(session: Session) -> None:
+    if session.info.pop(_MEMBERS_CHANGED, False):
+        changed = session.info.get(MEMBERS_KEY)
+        if changed is not None:
+            changed()
     last = session.info.pop(_WRITTEN, None)
     if last is not None:
         notify = session.info.get(NOTIFY_KEY)
@@ -134,6 +149,7 @@ def _drop_rolled_back(session: Session, previous_transaction: SessionTransaction
     if previous_transaction.parent is None:
         session.info.pop(_PENDING, None)
         session.info.pop(_WRITTEN, None)
+        session.info.pop(_MEMBERS_CHANGED, None)
         return
     pending = session.info.get(_PENDING)
     if pending:

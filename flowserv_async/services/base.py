@@ -97,10 +97,11 @@ class ServiceContext:
     async def require_admin(self) -> None:
         """Allow library-level admin operations (SPEC 2).
 
-        Allowed under open access and in sessions without a token (local use); a
-        token-authenticated caller must be an admin.
+        Allowed under open access and in sessions opened with neither a token nor a
+        user (local use); any other caller, one given by token or by ``user_id``, must
+        be an admin.
         """
-        if self.settings.open_access or not self.token_given:
+        if self.settings.open_access or (not self.token_given and self.user_id is None):
             return
         user_id = self.require_user()
         user = await self.session.get(User, user_id)

@@ -16,6 +16,7 @@ from flowserv_async.errors import (
     UnknownWorkflowError,
     UnknownWorkflowGroupError,
 )
+from flowserv_async.events.store import members_changed
 from flowserv_async.services import serialize
 from flowserv_async.services.base import Service
 from flowserv_async.services.reads import MemberRow, read_groups
@@ -137,6 +138,7 @@ class GroupService(Service):
             member_ids = list(await self._active_users(_member_list(members)))
             await self.session.execute(delete(GroupMember).where(GroupMember.group_id == group_id))
             self.session.add_all(GroupMember(group_id=group_id, user_id=u) for u in member_ids)
+            members_changed(self.session)
         try:
             await self.session.flush()
         except IntegrityError as exc:
@@ -168,6 +170,7 @@ class GroupService(Service):
         ]
         await self.session.delete(group)
         await self.session.flush()
+        members_changed(self.session)
         factory, prefix = self.ctx.factory, group_prefix(group.workflow_id, group_id)
 
         async def clean_up() -> None:

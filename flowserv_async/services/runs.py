@@ -340,7 +340,9 @@ class RunService(Service):
         Like ``start_run``, this commits what the session did before it: the session
         gives its database connection back while the engine stops the run, so that
         any number of concurrent cancels never needs more connections than the pool has
-        (the engine needs one to record CANCELED).
+        (the engine needs one to record CANCELED). The CANCELED state is committed too:
+        the run is stopped whatever the rest of the block does, and the session holds
+        no write lock that the engine's next record would wait for.
 
         Raises:
             UnknownRunError, UnauthorizedAccessError.
@@ -360,6 +362,7 @@ class RunService(Service):
             await self.session.refresh(run)
             if run.state != RunState.CANCELED:
                 raise InvalidRunStateError(f"run '{run_id}' is {run.state}, not active")
+        await self.ctx.commit()
         await self.session.refresh(run)
         return await load_run_handle(self.session, run)
 

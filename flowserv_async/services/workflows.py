@@ -22,6 +22,7 @@ from flowserv_async.errors import (
     UnknownRunError,
     UnknownWorkflowError,
 )
+from flowserv_async.events.store import members_changed
 from flowserv_async.services import serialize
 from flowserv_async.services.base import Service, paged
 from flowserv_async.services.ranking import leaderboard, ranked_runs, sort_columns, stored_schema
@@ -287,6 +288,7 @@ class WorkflowService(Service):
         await self.session.flush()
         await self.session.delete(wf)
         await self.session.flush()
+        members_changed(self.session)  # its groups are gone
         factory = self.ctx.factory
 
         async def clean_up() -> None:

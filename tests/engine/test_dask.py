@@ -13,6 +13,7 @@ import inspect
 import multiprocessing.resource_tracker as resource_tracker
 import os
 import signal
+import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -97,6 +98,16 @@ def open_factory(
         return factory
 
     return make
+
+
+async def start_long_run(
+    factory: LocalAPIFactory, folder: Path, command: str
+) -> tuple[dict[str, Any], int]:
+    """Start a one-step run of ``command`` and wait until it runs; the run and its pgid."""
+    _, group_id = await install(factory, folder, [step("s", command)])
+    run = await start(factory, group_id)
+    proc = await wait_for_process(lambda cmd: cmd == ["/bin/sh", "-c", command], timeout=30)
+    return run, await anyio.to_thread.run_sync(os.getpgid, proc.pid)
 
 
 async def test_hello_world_runs_on_a_worker(open_factory: Callable[..., Any]) -> None:
@@ -291,19 +302,11 @@ def test_a_bad_cluster_size_is_a_configuration_error(name: str, value: str) -> N
         LocalAPIFactory(env={name: value})
 
 
-@pytest.mark.skip(
-    reason="known hang: closing the factory after the test closed the engine's Dask client "
-    "sometimes waits forever (2 of about 8 module runs); the worker-side stop it checks passes"
-)
 async def test_a_run_whose_engine_vanished_is_stopped_on_its_worker(
     open_factory: Callable[..., Any], tmp_path: Path
 ) -> None:
     factory = await open_factory()
-    command = "sleep 66 & sleep 66"
-    _, group_id = await install(factory, tmp_path / "orphan", [step("s", command)])
-    await start(factory, group_id)
-    proc = await wait_for_process(lambda cmd: cmd == ["/bin/sh", "-c", command], timeout=30)
-    pgid = await anyio.to_thread.run_sync(os.getpgid, proc.pid)
+    _, pgid = await start_long_run(factory, tmp_path / "orphan", "sleep 66 & sleep 66")
     # As if the engine's process died: its client leaves, the scheduler drops its tasks.
     engine = factory.engine
     assert isinstance(engine, DaskEngine)
@@ -311,3 +314,38 @@ async def test_a_run_whose_engine_vanished_is_stopped_on_its_worker(
     with anyio.fail_after(30):
         while await anyio.to_thread.run_sync(group_alive, pgid):
             await anyio.sleep(0.05)
+
+
+async def test_closing_with_a_stuck_client_is_bounded_and_still_stops_the_run(
+    open_factory: Callable[..., Any],
+    make_factory: Callable[..., LocalAPIFactory],
+    tmp_path: Path,
+) -> None:
+    factory = await open_factory()
+    run, pgid = await start_long_run(factory, tmp_path / "stuck", "sleep 67 & sleep 67")
+    engine = factory.engine
+    assert isinstance(engine, DaskEngine)
+    client = engine.client
+    # The client's IO loop hangs (a broken client): no call into it ever completes.
+    # The watchdog only keeps a regression from hanging the suite: closing must end
+    # while the loop is still stuck.
+    release = threading.Event()
+    watchdog = threading.Timer(120, release.set)
+    watchdog.start()
+    client.loop.add_callback(release.wait)
+    try:
+        await factory.aclose()
+        assert not release.is_set()
+    finally:
+        release.set()
+        watchdog.cancel()
+    # The loop goes on: the client's close completes and the scheduler drops its task,
+    # so the run stops on its worker.
+    await anyio.to_thread.run_sync(client.close)
+    with anyio.fail_after(30):
+        while await anyio.to_thread.run_sync(group_alive, pgid):
+            await anyio.sleep(0.05)
+    async with make_factory({"FLOWSERV_AUTH": "open"})() as api:
+        final = await api.runs().get_run(run["id"])
+    assert final["state"] == "CANCELED"
+    assert final["messages"] == ["the service shut down"]

@@ -218,3 +218,34 @@ async def test_records_that_name_nothing_of_ours_kill_nothing(record: dict[str, 
     finally:
         bystander.kill()
         await anyio.to_thread.run_sync(bystander.wait)
+
+
+@pytest.mark.skipif(
+    (sys.platform != "linux" or cgroup_root() is None) and os.environ.get("CI") != "true",
+    reason="no writable cgroup v2 with cgroup.kill here (CI=true runs it, and fails without)",
+)
+async def test_opening_an_engine_removes_the_empty_cgroups_of_dead_engines(
+    make_factory: Callable[..., Any], tmp_path: Path
+) -> None:
+    root = cgroup_root()
+    assert root is not None
+    dead, mine, unowned = (anyio.Path(root, f"run-{tmp_path.name}-{n}") for n in range(3))
+    # An engine process that made the cgroup of a run and was killed before it removed it.
+    make = "import anyio; from flowserv_async.engine.containment import contain_run\n"
+    make += f"anyio.run(contain_run, {dead.name.removeprefix('run-')!r})"
+    await anyio.run_process([sys.executable, "-c", make])
+    # A cgroup of this process (a live engine), one between two steps (empty), and one
+    # whose maker is not recorded yet (it is being made).
+    live = await contain_run(mine.name.removeprefix("run-"))
+    assert isinstance(live, CgroupProcesses)
+    await unowned.mkdir()
+    try:
+        assert await dead.is_dir()
+        await make_factory({"FLOWSERV_AUTH": "open"}).open()
+        assert not await dead.exists()
+        assert await mine.is_dir()
+        assert await unowned.is_dir()
+    finally:
+        await live.close()
+        await unowned.rmdir()
+    assert not await mine.exists()

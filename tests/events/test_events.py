@@ -12,6 +12,7 @@ from typing import Any
 import anyio
 import pytest
 from anyio.streams.text import TextReceiveStream
+from dbutil import make_admin
 from runs_helpers import PY, start, step
 from sqlalchemy import event as sqlalchemy_event
 
@@ -204,6 +205,7 @@ async def test_non_members_see_no_group_events_and_bad_filters_raise(
     async with factory() as api:
         alice = (await api.users().register_user("alice", "pw"))["id"]
         bob = (await api.users().register_user("bob", "pw"))["id"]
+    await make_admin(factory.db, alice)  # she installs the workflow
     as_alice = make_factory(user_id=alice)
     await as_alice.open()
     wf_id, group_id = await install(as_alice, tmp_path / "wf")
@@ -239,6 +241,67 @@ async def test_non_members_see_no_group_events_and_bad_filters_raise(
     with pytest.raises(TypeError):
         factory.events(after="3")  # type: ignore[arg-type]
     assert not factory._hub._streams  # type: ignore[union-attr]
+
+
+async def test_a_removed_member_or_deleted_group_shows_no_more_group_events(
+    make_factory: Callable[..., LocalAPIFactory], tmp_path: Path
+) -> None:
+    factory = make_factory()
+    await factory.open()
+    async with factory() as api:
+        alice = (await api.users().register_user("alice", "pw"))["id"]
+        bob = (await api.users().register_user("bob", "pw"))["id"]
+    await make_admin(factory.db, alice)  # she installs the workflow
+    as_alice = make_factory(user_id=alice)
+    await as_alice.open()
+    wf_id, group_id = await install(as_alice, tmp_path / "wf")
+    async with as_alice() as api:
+        await api.groups().update_group(group_id, members=[alice, bob])
+        # Bob stays in this one: the creation of its runs marks how far a stream read.
+        marks = (await api.groups().create_group(wf_id, "marks", members=[bob]))["id"]
+
+    async def run_and_mark() -> Callable[[Event], bool]:
+        """A run of the group to its end, then the start of a run in ``marks``."""
+        run_id = (await start(as_alice, group_id))["id"]
+        await as_alice.wait_run(run_id, timeout=30)
+        mark = (await start(as_alice, marks))["id"]
+        return lambda event: event.run_id == mark and event.type == "run.created"
+
+    async with (
+        factory.events(workflow_id=wf_id, user_id=bob) as bobs,
+        factory.events(group_id=group_id, user_id=bob) as bobs_group,
+        factory.events(workflow_id=wf_id, user_id=alice) as alices,
+    ):
+        done = await run_and_mark()
+        everything = await read_until(alices, done)
+        assert await read_until(bobs, done) == everything
+        assert (await bobs_group.__anext__()).group_id == group_id
+        # Bob leaves the group: he sees no more of its events.
+        async with as_alice() as api:
+            await api.groups().update_group(group_id, members=[alice])
+        done = await run_and_mark()
+        everything = await read_until(alices, done)
+        assert group_id in {e.group_id for e in everything}
+        assert await read_until(bobs, done) == [e for e in everything if e.group_id != group_id]
+        # The stream of the group itself ends with the next event it would show (one of
+        # the first run's, read after the removal), and stays closed.
+        with pytest.raises(UnauthorizedAccessError, match=group_id):
+            while True:
+                await bobs_group.__anext__()
+        assert [e async for e in bobs_group] == []
+        # Back in the group, then the group is deleted and Alice makes one of her own
+        # under the same identifier: Bob sees nothing of the new one.
+        async with as_alice() as api:
+            await api.groups().update_group(group_id, members=[alice, bob])
+        done = await run_and_mark()
+        assert await read_until(bobs, done) == await read_until(alices, done)
+        async with as_alice() as api:
+            await api.groups().delete_group(group_id)
+            await api.groups().create_group(wf_id, "again", identifier=group_id)
+        done = await run_and_mark()
+        everything = await read_until(alices, done)
+        assert group_id in {e.group_id for e in everything}
+        assert await read_until(bobs, done) == [e for e in everything if e.group_id != group_id]
 
 
 async def test_a_consumer_that_lags_reads_on_from_the_store(

@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 import socket
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import anyio
 import httpx
 import pytest
 import uvicorn
-from serverutil import API_PATH, LiveServer, read_sse, start_run
+from runs_helpers import PY, step
+from serverutil import API_PATH, LiveServer, Login, read_sse, start_run
 
 from flowserv_async import LocalAPIFactory
 from flowserv_async.events import hub_of
@@ -162,5 +164,57 @@ async def test_an_expired_last_event_id_is_410(
     r = await client.get(f"runs/{run_id}/events", headers={**headers, "last-event-id": "1"})
     assert r.status_code == 410
     assert "no longer stored" in r.json()["message"]
+    hub = hub_of(factory.db, keep=0, poll_interval=0, buffer_size=0)
+    assert hub.stream_count == 0
+
+
+async def test_a_member_removed_from_the_group_stops_receiving_its_run_events(
+    factory: LocalAPIFactory,
+    client: httpx.AsyncClient,
+    login: Login,
+    served: str,
+    tmp_path: Path,
+) -> None:
+    marker = tmp_path / "go"
+    folder = tmp_path / "waiter"
+    await anyio.Path(folder).mkdir()
+    wait = (
+        f"import pathlib, time\nwhile not pathlib.Path({str(marker)!r}).exists(): time.sleep(0.05)"
+    )
+    await anyio.Path(folder, "wait.py").write_text(wait)
+    steps = [step("wait", f"{PY} {folder / 'wait.py'}"), step("say", "echo bye")]
+    await anyio.Path(folder, "spec.json").write_text(json.dumps({"workflow": {"steps": steps}}))
+    async with factory() as api:
+        wf = await api.workflows().create_workflow(str(folder), name="w", specfile="spec.json")
+    _, alice = await login("alice")
+    bob_id, bob = await login("bob")
+    r = await client.post(
+        f"workflows/{wf['id']}/groups", json={"name": "t", "members": [bob_id]}, headers=alice
+    )
+    group_id = r.json()["id"]
+    run_id = await start_run(client, group_id, alice)
+    async with httpx.AsyncClient(base_url=served, timeout=60) as live:
+        async with live.stream("GET", f"runs/{run_id}/events", headers=bob) as response:
+            # Created, then RUNNING: the step waits for the marker.
+            lines = response.aiter_lines()
+            before = await read_sse(lines, count=2)
+            assert [json.loads(e["data"])["data"]["state"] for e in before] == [
+                "PENDING",
+                "RUNNING",
+            ]
+            alice_id = (await client.get("users/whoami", headers=alice)).json()["id"]
+            r = await client.put(f"groups/{group_id}", json={"members": [alice_id]}, headers=alice)
+            assert r.status_code == 200, r.text
+            await anyio.Path(marker).touch()
+            # The run goes on (a log line, SUCCESS), but Bob's stream just ends.
+            assert await read_sse(lines) == []
+        assert (await factory.wait_run(run_id))["state"] == "SUCCESS"
+        r = await live.get(
+            f"runs/{run_id}/events", headers={**bob, "last-event-id": before[-1]["id"]}
+        )
+        assert r.status_code == 403
+        async with live.stream("GET", f"runs/{run_id}/events", headers=alice) as response:
+            seen = [json.loads(e["data"])["type"] for e in await read_sse(response)]
+    assert seen == ["run.created", "run.state", "run.log", "run.state"]
     hub = hub_of(factory.db, keep=0, poll_interval=0, buffer_size=0)
     assert hub.stream_count == 0

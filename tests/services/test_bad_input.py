@@ -529,7 +529,8 @@ async def existing(
         async with LocalAPIFactory(env=env, db=database) as factory:
             alice, inactive = new_id(), new_id()
             async with database.session() as s, s.begin():
-                s.add(User(user_id=alice, name="alice", secret="-", active=True))
+                # An administrator: the bad input of admin operations reaches its checks.
+                s.add(User(user_id=alice, name="alice", secret="-", active=True, is_admin=True))
                 s.add(User(user_id=inactive, name="inactive", secret="-", active=False))
             source = anyio.Path(folder / "existing")
             await source.mkdir()

@@ -12,6 +12,7 @@ from typing import Any
 
 import anyio
 import pytest
+from dbutil import make_admin
 from runs_helpers import PY, group_alive, install, start, step, wait_for_process
 from sqlalchemy import select
 
@@ -162,6 +163,53 @@ async def test_cancel_kills_the_whole_process_group(
     with pytest.raises(InvalidRunStateError):
         async with factory() as api:
             await api.runs().cancel_run(run["id"])
+
+
+async def test_one_session_cancels_several_running_runs(
+    open_factory: Callable[..., Any], tmp_path: Path
+) -> None:
+    factory = await open_factory()
+    commands = [f"sleep 6{n} & sleep 6{n}" for n in range(3)]
+    runs, pgids = [], []
+    for n, command in enumerate(commands):
+        _, group_id = await install(factory, tmp_path / f"long{n}", [step("s", command)])
+        runs.append((await start(factory, group_id))["id"])
+        proc = await wait_for_process(lambda cmd, c=command: cmd == ["/bin/sh", "-c", c])
+        pgids.append(await anyio.to_thread.run_sync(os.getpgid, proc.pid))
+    async with factory() as api:
+        handles = [await api.runs().cancel_run(run_id, reason="enough") for run_id in runs]
+        # Each cancel stopped its run (nothing of it runs) and the engine recorded it:
+        # this session's own transaction did not hold the engine's write up.
+        for run_id, pgid in zip(runs, pgids, strict=True):
+            assert not factory.engine.is_active(run_id)
+            assert not await anyio.to_thread.run_sync(group_alive, pgid)
+        for run_id in runs:
+            assert (await api.runs().get_run(run_id))["state"] == "CANCELED"
+    assert [(h["state"], h["messages"]) for h in handles] == [("CANCELED", ["enough"])] * 3
+    for run_id in runs:
+        final = await factory.wait_run(run_id, timeout=10)
+        assert (final["state"], final["messages"]) == ("CANCELED", ["enough"])
+
+
+async def test_a_cancel_stays_recorded_when_the_block_fails_afterwards(
+    make_factory: Callable[..., LocalAPIFactory], tmp_path: Path
+) -> None:
+    # The run executes in another factory's engine (as in another process): this
+    # session's CANCELED is the record of the cancel.
+    env = {"FLOWSERV_AUTH": "open", "FLOWSERV_CANCEL_GRACE": "1"}
+    executing, other = make_factory(env), make_factory(env)
+    await executing.open()
+    await other.open()
+    _, group_id = await install(executing, tmp_path / "long", [step("s", "sleep 60 & sleep 60")])
+    run = await start(executing, group_id)
+    await _running_pgid(executing, run["id"])
+    with pytest.raises(RuntimeError, match="later"):
+        async with other() as api:
+            assert (await api.runs().cancel_run(run["id"], reason="enough"))["state"] == "CANCELED"
+            raise RuntimeError("a later failure of the block")
+    async with other() as api:
+        final = await api.runs().get_run(run["id"])
+    assert (final["state"], final.get("messages")) == ("CANCELED", ["enough"])
 
 
 async def test_step_timeout_is_an_error_and_kills_the_step(
@@ -433,6 +481,7 @@ async def test_non_members_cannot_touch_runs(
     async with factory() as api:
         alice = (await api.users().register_user("alice", "pw"))["id"]
         await api.users().register_user("bob", "pw")
+    await make_admin(factory.db, alice)  # she installs the workflow
     as_alice = make_factory(user_id=alice)
     await as_alice.open()
     _, group_id = await install(

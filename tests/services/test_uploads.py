@@ -46,8 +46,9 @@ async def group(factory: LocalAPIFactory, database: DB, tmp_path: Path) -> dict[
     user_id = new_id()
     async with database.session() as s, s.begin():
         s.add(User(user_id=user_id, name="alice", secret="-", active=True))
-    async with factory(user_id=user_id) as api:
+    async with factory() as api:  # installing is for administrators: local code here
         wf = await api.workflows().create_workflow(str(source), name="wf", specfile="spec.json")
+    async with factory(user_id=user_id) as api:
         handle = await api.groups().create_group(wf["id"], "team")
     return {**handle, "user": user_id}
 

@@ -281,6 +281,24 @@ async def test_admin_operations_need_an_admin_when_token_authenticated(
         assert len((await api.users().list_users())["users"]) == 2
 
 
+async def test_admin_operations_need_an_admin_when_the_user_is_given_without_token(
+    make_factory: Callable[..., LocalAPIFactory],
+) -> None:
+    # SPEC 2: only a local session with neither a token nor a user is an administrator.
+    factory = make_factory()
+    alice = await register(factory, "alice")
+    bob = await register(factory, "bob", verify=True)
+    for session in (factory(user_id=alice), make_factory(user_id=alice)()):
+        with pytest.raises(UnauthorizedAccessError, match=alice):
+            async with session as api:
+                await api.users().activate_user(bob)
+    with pytest.raises(UnauthorizedAccessError, match=alice):
+        async with factory(user_id=alice) as api:
+            await api.users().list_users()
+    async with factory() as api:  # local use: neither token nor user
+        assert [u["username"] for u in (await api.users().list_users())["users"]] == ["alice"]
+
+
 async def test_admin_operations_allowed_under_open_access(
     make_factory: Callable[..., LocalAPIFactory],
 ) -> None:

@@ -501,9 +501,11 @@ async def test_admin_rules_for_workflow_changes(
     assert await stored_files(basedir) == files
     async with factory(access_token=token) as api:  # reading needs no admin
         assert (await api.workflows().get_workflow(wf["id"]))["name"] == "Hello World"
-    # An explicit user id without a token is local use too.
-    async with factory(user_id=user) as api:
-        await api.workflows().update_workflow(wf["id"], name="by user id")
+    # An explicit user id without a token is that user, not local use (SPEC 2).
+    with pytest.raises(UnauthorizedAccessError, match=user):
+        async with factory(user_id=user) as api:
+            await api.workflows().update_workflow(wf["id"], name="by user id")
+    assert await count_rows(Workflow) == 1
     # Under the open policy anyone may; with the admin flag a token user may.
     open_factory = make_factory({"FLOWSERV_AUTH": "open"})
     async with open_factory(access_token=token) as api:

@@ -25,13 +25,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import dask
 from distributed import Client, Future, KilledWorker, LocalCluster
+from distributed.utils import sync
 
 from flowserv_async.config import Settings
 from flowserv_async.controller import EngineContext
@@ -55,6 +56,13 @@ WORKER_DIED = "the Dask worker that executed the run died"
 """The message of a run whose worker died."""
 
 _STOP_MARGIN = 5.0
+# The longest one call to the cluster (a broadcast to the workers, a cancel, closing
+# the client) may take.
+_CALL_LIMIT = 5.0
+# The longest stopping the engine's own LocalCluster (its worker processes) may take.
+_CLUSTER_CLOSE_LIMIT = 30.0
+
+_T = TypeVar("_T")
 
 __all__ = ["DaskEngine"]
 
@@ -153,10 +161,15 @@ class DaskEngine(AsyncioEngine):
     def _disconnect(self) -> None:
         client, cluster = self._client, self._cluster
         self._client = self._cluster = None
-        if client is not None:
-            client.close()
-        if cluster is not None:
-            cluster.close()
+        try:
+            if client is not None:
+                # A client that is already closed (or broken) returns at once.
+                client.close(timeout=_CALL_LIMIT)
+        except Exception:
+            logger.warning("cannot close the Dask client", exc_info=True)
+        finally:
+            if cluster is not None:
+                cluster.close(timeout=_CLUSTER_CLOSE_LIMIT)
 
     # -- one run -------------------------------------------------------------------------
 
@@ -212,7 +225,9 @@ class DaskEngine(AsyncioEngine):
         """Wait for the task of a run; a dead worker becomes a failed report."""
         await self._done(future)
         try:
-            report: RunReport = await anyio.to_thread.run_sync(future.result)
+            report: RunReport = await anyio.to_thread.run_sync(
+                lambda: future.result(timeout=_CALL_LIMIT)
+            )
         except KilledWorker as exc:
             logger.warning("the worker of %s died: %s", future.key, exc)
             return RunReport(messages=(WORKER_DIED,))
@@ -235,13 +250,21 @@ class DaskEngine(AsyncioEngine):
         worker meanwhile, the cancel remembered there ends it before any step starts.
         """
         client = self.client
-        with anyio.move_on_after(self._context.limits.cancel_grace + _STOP_MARGIN):
-            found = await anyio.to_thread.run_sync(lambda: client.run(cancel_on_worker, run_id))
-            if not any(found.values()):
-                await anyio.to_thread.run_sync(future.cancel)
-            await self._done(future)
-        # Workers that did not run it remember the cancel: make them forget it.
-        await anyio.to_thread.run_sync(lambda: client.run(forget_on_worker, run_id))
+        if client.status != "running":
+            # Closed or broken: the scheduler drops the tasks of a client that left, and
+            # the RunCanceller of the worker stops the run.
+            return
+        try:
+            with anyio.move_on_after(self._context.limits.cancel_grace + _STOP_MARGIN):
+                found = await _call(client, lambda: client.run(cancel_on_worker, run_id))
+                if not any(found.values()):
+                    await _call(client, lambda: client.cancel([future]))
+                await self._done(future)
+            # Workers that did not run it remember the cancel: make them forget it.
+            await _call(client, lambda: client.run(forget_on_worker, run_id))
+        except Exception:
+            # The client broke meanwhile: as above, the workers stop the run.
+            logger.warning("cannot reach the Dask cluster to stop %s", run_id, exc_info=True)
 
     def _on_log_event(self, event: tuple[float, Any]) -> None:
         """Receive log lines from a worker (in the client's thread): hand them to the loop."""
@@ -256,3 +279,21 @@ class DaskEngine(AsyncioEngine):
             return  # the run has ended; its last lines came with its report
         for step, stream, text in message.get("lines", ()):
             active.log.append(step, stream, text)
+
+
+async def _call(client: Client, call: Callable[[], Awaitable[_T]]) -> _T:
+    """Await a coroutine of the client (``call`` makes it) on the client's IO loop.
+
+    A blocking call of the client (``client.run``, ``client.cancel``) hands its
+    coroutine to the client's loop and waits for it without a limit: when that loop
+    stops meanwhile (the client is closed by someone else, or broke), the coroutine
+    never runs and the call waits forever, in a worker thread that cannot be cancelled.
+    Here the wait is bounded by :data:`_CALL_LIMIT` (``TimeoutError``).
+    """
+    loop = client.loop
+    if loop is None:
+        raise FlowservError("the Dask client is closed")
+    result: _T = await anyio.to_thread.run_sync(
+        lambda: sync(loop, call, callback_timeout=_CALL_LIMIT)
+    )
+    return result

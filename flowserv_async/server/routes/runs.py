@@ -11,6 +11,7 @@ from fastapi.responses import StreamingResponse
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 import flowserv_async.server.models as models
+from flowserv_async.errors import UnauthorizedAccessError
 from flowserv_async.events import EventFilter, EventStream, EventType
 from flowserv_async.events.store import last_id
 from flowserv_async.server._caller import CallerDep, DownloaderDep
@@ -145,10 +146,14 @@ async def _server_sent(stream: EventStream, end: int | None) -> AsyncIterator[Se
     # The stream closes when this generator ends, also when the client goes away
     # (sse-starlette then cancels the generator).
     async with stream:
-        async for event in stream:
-            yield ServerSentEvent(
-                data=json.dumps(event.to_dict()), event=str(event.type), id=str(event.id)
-            )
-            final = event.type == EventType.RUN_STATE and event.data["state"] in FINAL_STATES
-            if final or (end is not None and event.id >= end):
-                return
+        try:
+            async for event in stream:
+                yield ServerSentEvent(
+                    data=json.dumps(event.to_dict()), event=str(event.type), id=str(event.id)
+                )
+                final = event.type == EventType.RUN_STATE and event.data["state"] in FINAL_STATES
+                if final or (end is not None and event.id >= end):
+                    return
+        except UnauthorizedAccessError:
+            # The caller left the run's group: the stream ends (a reconnect gets 403).
+            return

@@ -162,6 +162,13 @@ class LocalAPIFactory:
         return self._dispatch
 
     @property
+    def run_store(self) -> DatabaseRunStore:
+        """The open run store: where runs are created and the engine's reports written."""
+        self._check_open()
+        assert self._store is not None
+        return self._store
+
+    @property
     def volume(self) -> StorageVolume:
         """The open file store."""
         if self._volume is None or self._state == FactoryState.CLOSED:
@@ -223,7 +230,7 @@ class LocalAPIFactory:
                 if self._engine is None:
                     self._engine = init_backend(self)
                 engine = self._engine
-                dispatch = self._run_dispatch(engine, hub, claim=explicit)
+                dispatch = self._run_dispatch(engine, store, hub, claim=explicit)
                 await engine.open(self._engine_context(store, self._volume))
                 engine_open = True
                 await dispatch.open()
@@ -262,7 +269,9 @@ class LocalAPIFactory:
         except Exception:
             logger.exception("cannot resume post-processing runs")
 
-    def _run_dispatch(self, engine: WorkflowController, hub: EventHub, claim: bool) -> RunDispatch:
+    def _run_dispatch(
+        self, engine: WorkflowController, store: DatabaseRunStore, hub: EventHub, claim: bool
+    ) -> RunDispatch:
         """The dispatch of ``FLOWSERV_RUN_QUEUE``.
 
         Only a lifespan (explicit open) claims queued runs: a factory opened for one
@@ -270,8 +279,8 @@ class LocalAPIFactory:
         """
         if self.settings.run_queue == DATABASE_QUEUE:
             limits = EngineLimits.from_settings(self.settings)
-            return DatabaseQueue(engine, self.db, hub, limits, claim=claim)
-        return RunDispatch(engine)
+            return DatabaseQueue(engine, store, self.db, hub, limits, claim=claim)
+        return RunDispatch(engine, store)
 
     def _engine_context(self, store: DatabaseRunStore, volume: StorageVolume) -> EngineContext:
         settings = self.settings
@@ -398,9 +407,10 @@ class LocalAPIFactory:
     ) -> dict[str, Any]:
         """Return the run handle once the run is in a final state.
 
-        Waits on the run's events (:meth:`events`), so runs of other processes that
-        share the database end the wait as soon as their end is committed (PostgreSQL)
-        or seen (SQLite, ``FLOWSERV_EVENTS_POLL``).
+        A run that this factory's engine executes is awaited in the engine (then read
+        once). Other runs are waited for on their events (:meth:`events`), so runs of
+        other processes that share the database end the wait as soon as their end is
+        committed (PostgreSQL) or seen (SQLite, ``FLOWSERV_EVENTS_POLL``).
 
         Raises:
             UnknownRunError: no such run.
@@ -410,6 +420,11 @@ class LocalAPIFactory:
         async with self._lease() as engine:
             assert self._hub is not None
             with anyio.fail_after(timeout):
+                # A run of this engine: its end is known without watching the events.
+                if await engine.wait(run_id):
+                    handle = await self._final_handle(run_id)
+                    if handle is not None:
+                        return handle
                 # Subscribed before the state is read: an end committed in between is seen.
                 async with self._hub.stream(EventFilter(run_id=run_id)) as stream:
                     if await self._final_handle(run_id) is None:

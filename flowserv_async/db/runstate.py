@@ -7,11 +7,14 @@ out of a final state. The functions only ``flush``: the caller owns the transact
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Collection, Mapping, Sequence
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
+from typing import cast as typed
 
-from sqlalchemy import delete, func, insert, or_, select, update
+from sqlalchemy import Table, Update, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from flowserv_async._util import new_id, utc_now
@@ -21,6 +24,47 @@ from flowserv_async.engine.log import DEFAULT_MAX_LINES, LogEntry
 from flowserv_async.engine.store import RunOutcome
 from flowserv_async.events import changes
 from flowserv_async.states import ACTIVE_STATES, FINAL_STATES, RunState, allowed_sources
+
+
+@dataclass(frozen=True, slots=True)
+class NewRun:
+    """A run to create, PENDING, for an engine (the columns that :func:`insert_runs` writes)."""
+
+    run_id: str
+    workflow_id: str
+    group_id: str | None
+    arguments: list[Any]
+    engine_id: str | None
+    created_at: datetime
+
+
+_RUNS = typed(Table, Run.__table__)
+_RUN_FILES = typed(Table, RunFile.__table__)
+_RANKINGS = typed(Table, Ranking.__table__)
+
+
+async def insert_runs(session: AsyncSession, runs: Sequence[NewRun]) -> None:
+    """Create PENDING runs in one ``INSERT``, each with its ``run.created`` event."""
+    if not runs:
+        return
+    await session.execute(
+        insert(_RUNS),
+        [
+            {
+                "run_id": run.run_id,
+                "workflow_id": run.workflow_id,
+                "group_id": run.group_id,
+                "state": str(RunState.PENDING),
+                "created_at": run.created_at,
+                "arguments": run.arguments,
+                "engine_id": run.engine_id,
+                "heartbeat_at": run.created_at,
+            }
+            for run in runs
+        ],
+    )
+    for run in runs:
+        changes.run_created(session, run.run_id, run.workflow_id, run.group_id, run.created_at)
 
 
 async def set_state(
@@ -40,8 +84,43 @@ async def set_state(
     """
     moved = bool(await set_states(session, [run_id], state, messages))
     if moved and state == RunState.RUNNING and processes is not None:
-        await record_processes(session, run_id, processes)
+        await record_processes(session, {run_id: processes})
     return moved
+
+
+@functools.cache
+def _move_statement(state: RunState) -> Update:
+    """The conditional ``UPDATE ... RETURNING`` that moves runs to ``state``.
+
+    Built once per state, with the run ids (expanding), the time and the messages as
+    bound parameters, so that neither building nor compiling it is paid per call.
+    """
+    now = bindparam("now", type_=_RUNS.c.heartbeat_at.type)
+    values: dict[str, Any] = {"state": str(state), "heartbeat_at": now}
+    if state == RunState.RUNNING:
+        values["started_at"] = now
+    elif state in FINAL_STATES:
+        values["ended_at"] = now
+        values["started_at"] = func.coalesce(_RUNS.c.started_at, now)
+        values["messages"] = bindparam("messages", type_=_RUNS.c.messages.type)
+    sources = sorted(str(s) for s in allowed_sources(state))
+    return (
+        update(_RUNS)
+        .where(
+            _RUNS.c.run_id.in_(bindparam("run_ids", expanding=True)),
+            _RUNS.c.state.in_(sources),
+        )
+        .values(**values)
+        .returning(
+            _RUNS.c.run_id,
+            _RUNS.c.workflow_id,
+            _RUNS.c.group_id,
+            _RUNS.c.messages,
+            _RUNS.c.created_at,
+            _RUNS.c.started_at,
+            _RUNS.c.ended_at,
+        )
+    )
 
 
 async def set_states(
@@ -51,35 +130,14 @@ async def set_states(
     messages: Sequence[str] | None = None,
 ) -> set[str]:
     """:func:`set_state` for many runs in one ``UPDATE``; returns the runs that moved."""
-    now = utc_now()
-    values: dict[str, Any] = {"state": str(state), "heartbeat_at": now}
-    if state == RunState.RUNNING:
-        values["started_at"] = now
-    elif state in FINAL_STATES:
-        values["ended_at"] = now
-        values["started_at"] = func.coalesce(Run.started_at, now)
-        values["messages"] = list(messages or [])
-    sources = [str(s) for s in allowed_sources(state)]
-    if not sources or not run_ids:
+    if not allowed_sources(state) or not run_ids:
         return set()
-    where = Run.run_id == run_ids[0] if len(run_ids) == 1 else Run.run_id.in_(run_ids)
-    stmt = (
-        update(Run)
-        .where(where, Run.state.in_(sources))
-        .values(**values)
-        .returning(
-            Run.run_id,
-            Run.workflow_id,
-            Run.group_id,
-            Run.messages,
-            Run.created_at,
-            Run.started_at,
-            Run.ended_at,
-        )
-        .execution_options(synchronize_session=False)
-    )
+    params: dict[str, Any] = {"run_ids": list(run_ids), "now": utc_now()}
+    if state in FINAL_STATES:
+        params["messages"] = list(messages or [])
+    stmt = _move_statement(state)
     moved = set()
-    for row in (await session.execute(stmt)).all():
+    for row in (await session.execute(stmt, params)).all():
         moved.add(row.run_id)
         changes.state_changed(
             session,
@@ -95,34 +153,50 @@ async def set_states(
     return moved
 
 
-async def record_success(session: AsyncSession, spec: ResultSpec, outcome: RunOutcome) -> bool:
-    """Record a successful run (state, result files, ranking); True when recorded.
+async def record_successes(
+    session: AsyncSession, results: Sequence[tuple[ResultSpec, RunOutcome]]
+) -> set[str]:
+    """Record successful runs (state, result files, ranking); the ids of those recorded.
 
-    The files must already be in the file store under ``spec.prefix``. A run whose
+    The files must already be in the file store under each ``spec.prefix``. A run whose
     results do not fit the workflow's result schema becomes ERROR instead, with the
-    reason (it is not silently left unranked).
+    reason (it is not silently left unranked). The runs move to SUCCESS in one
+    ``UPDATE``, their files and rankings are inserted with one statement each.
     """
-    if outcome.error is not None:
-        await set_state(session, spec.run_id, RunState.ERROR, [outcome.error])
-        return False
-    if not await set_state(session, spec.run_id, RunState.SUCCESS):
-        return False
-    session.add_all(
-        RunFile(file_id=new_id(), run_id=spec.run_id, key=name, name=name, size=size)
+    for spec, outcome in results:
+        if outcome.error is not None:
+            await set_state(session, spec.run_id, RunState.ERROR, [outcome.error])
+    valid = [(spec, outcome) for spec, outcome in results if outcome.error is None]
+    moved = await set_states(session, [spec.run_id for spec, _ in valid], RunState.SUCCESS)
+    recorded = [(spec, outcome) for spec, outcome in valid if spec.run_id in moved]
+    files = [
+        {"file_id": new_id(), "run_id": spec.run_id, "key": name, "name": name, "size": size}
+        for spec, outcome in recorded
         for name, size in outcome.files
-    )
-    if outcome.results is not None and spec.group_id is not None:
-        session.add(
-            Ranking(
-                run_id=spec.run_id,
-                workflow_id=spec.workflow_id,
-                group_id=spec.group_id,
-                values=outcome.results,
-            )
+    ]
+    if files:
+        await session.execute(insert(_RUN_FILES), files)
+    ranked = [
+        (spec, outcome.results)
+        for spec, outcome in recorded
+        if outcome.results is not None and spec.group_id is not None
+    ]
+    if ranked:
+        await session.execute(
+            insert(_RANKINGS),
+            [
+                {
+                    "run_id": spec.run_id,
+                    "workflow_id": spec.workflow_id,
+                    "group_id": spec.group_id,
+                    "values": values,
+                }
+                for spec, values in ranked
+            ],
         )
-        changes.ranking_changed(session, spec.workflow_id, spec.run_id, "ranked")
-    await session.flush()
-    return True
+        for spec, _ in ranked:
+            changes.ranking_changed(session, spec.workflow_id, spec.run_id, "ranked")
+    return moved
 
 
 async def append_log(
@@ -212,16 +286,23 @@ async def fail_stale_runs(
     return [r for r in run_ids if r in failed]
 
 
-async def record_processes(
-    session: AsyncSession, run_id: str, processes: Mapping[str, str]
-) -> None:
-    """Keep how a run's processes are contained (see :mod:`flowserv_async.engine.containment`)."""
-    await session.execute(
-        update(Run)
-        .where(Run.run_id == run_id)
-        .values(processes=dict(processes))
-        .execution_options(synchronize_session=False)
-    )
+_RECORD_PROCESSES = (
+    update(_RUNS)
+    .where(_RUNS.c.run_id == bindparam("target"))
+    .values(processes=bindparam("processes"))
+)
+
+
+async def record_processes(session: AsyncSession, records: Mapping[str, Mapping[str, str]]) -> None:
+    """Keep how runs' processes are contained (see :mod:`flowserv_async.engine.containment`).
+
+    ``records`` maps run ids to their records; all are written with one statement.
+    """
+    if records:
+        await session.execute(
+            _RECORD_PROCESSES,
+            [{"target": run_id, "processes": dict(rec)} for run_id, rec in records.items()],
+        )
 
 
 async def run_processes(session: AsyncSession, run_ids: Collection[str]) -> dict[str, Any]:

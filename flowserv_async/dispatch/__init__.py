@@ -10,14 +10,14 @@ every service process on the database claims runs from it, first in first out, a
 engine has free slots. Cancel requests travel through the database to the process that
 executes the run. Several API processes then share one database as one service.
 
-The runs service talks to the dispatch in three moments: :meth:`RunDispatch.submit` in
-the transaction that creates the run, :meth:`RunDispatch.start` after it committed, and
-:meth:`RunDispatch.cancel` / :meth:`RunDispatch.wait` later.
+The runs service hands a new run over with :meth:`RunDispatch.create` (after its own
+session committed), and later calls :meth:`RunDispatch.cancel` / :meth:`RunDispatch.wait`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -30,17 +30,24 @@ from flowserv_async.errors import FlowservError
 from flowserv_async.events import EventFilter, EventHub, EventType
 from flowserv_async.states import FINAL_STATES
 
+if TYPE_CHECKING:
+    from flowserv_async.db.runstate import NewRun
+    from flowserv_async.services.runstore import DatabaseRunStore
+
 
 class RunDispatch:
     """Hands new runs to the engine of this process (``FLOWSERV_RUN_QUEUE=memory``).
 
     Args:
         engine: the open workflow controller of this process.
+        store: the run store, whose writer creates the runs (batched with the runs
+            created meanwhile).
 
     """
 
-    def __init__(self, engine: WorkflowController) -> None:
+    def __init__(self, engine: WorkflowController, store: DatabaseRunStore) -> None:
         self.engine = engine
+        self.store = store
 
     @property
     def owner(self) -> str | None:
@@ -53,11 +60,9 @@ class RunDispatch:
     async def aclose(self) -> None:
         """Stop taking runs (called by the factory before the engine closes)."""
 
-    async def submit(self, session: AsyncSession, job: RunJob) -> None:
-        """Record what executing the run needs, in the transaction that creates it."""
-
-    async def start(self, job: RunJob) -> None:
-        """Set a committed run going (after :meth:`submit` and the commit)."""
+    async def create(self, run: NewRun, job: RunJob) -> None:
+        """Create the PENDING run (committed when this returns) and set it going."""
+        await self.store.create_run(run)
         await self.engine.start(job)
 
     async def cancel(self, run_id: str, reason: str) -> None:

@@ -37,12 +37,13 @@ from flowserv_async._util import utc_now
 from flowserv_async.controller import EngineLimits, WorkflowController
 from flowserv_async.db import DB
 from flowserv_async.db.models import CancelRequest, QueuedRun, Run
-from flowserv_async.db.runstate import set_state
+from flowserv_async.db.runstate import NewRun, insert_runs, set_state
 from flowserv_async.dispatch import RunDispatch, until_final
 from flowserv_async.dispatch.jobs import decode_job, encode_job
 from flowserv_async.engine.job import RunJob
 from flowserv_async.errors import FlowservError, InvalidConfigurationError
 from flowserv_async.events import EventFilter, EventHub, EventType
+from flowserv_async.services.runstore import DatabaseRunStore
 from flowserv_async.states import ACTIVE_STATES, FINAL_STATES, RunState
 
 logger = logging.getLogger(__name__)
@@ -69,6 +70,8 @@ class DatabaseQueue(RunDispatch):
         engine: the open workflow controller of this process; it must track its runs
             (:meth:`~flowserv_async.controller.WorkflowController.wait`), as the
             asyncio and Dask engines do.
+        store: the run store of this process's engine (a queued run itself is created
+            with its queue entry, in one transaction: see :meth:`create`).
         db: the database (PostgreSQL).
         hub: the events hub, through which a canceller sees the run end.
         limits: the engine's limits: slots, cancel grace, heartbeat (the look at the
@@ -82,12 +85,13 @@ class DatabaseQueue(RunDispatch):
     def __init__(
         self,
         engine: WorkflowController,
+        store: DatabaseRunStore,
         db: DB,
         hub: EventHub,
         limits: EngineLimits,
         claim: bool = True,
     ) -> None:
-        super().__init__(engine)
+        super().__init__(engine, store)
         if db.is_sqlite:
             raise InvalidConfigurationError(
                 "FLOWSERV_RUN_QUEUE=database needs PostgreSQL (FLOWSERV_DATABASE)"
@@ -134,14 +138,17 @@ class DatabaseQueue(RunDispatch):
                 await self._supervisor
         self._supervisor = self._stop = None
 
-    async def submit(self, session: AsyncSession, job: RunJob) -> None:
-        """Queue the run in the creating transaction; processes are told when it commits."""
-        session.add(QueuedRun(run_id=job.run_id, job=encode_job(job)))
-        await session.flush()
-        await _notify(session, _QUEUED)
+    async def create(self, run: NewRun, job: RunJob) -> None:
+        """Create the run and its queue entry in one transaction; tell every process.
 
-    async def start(self, job: RunJob) -> None:
-        """Look at the queue now: this process claims the run if it has a free slot."""
+        Then this process looks at the queue at once: it claims the run if it has a
+        free slot.
+        """
+        async with self._db.write_session() as session:
+            await insert_runs(session, [run])
+            session.add(QueuedRun(run_id=job.run_id, job=encode_job(job)))
+            await session.flush()
+            await _notify(session, _QUEUED)
         self._due(claim=True)
 
     async def cancel(self, run_id: str, reason: str) -> None:

@@ -38,7 +38,8 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import anyio.to_thread
+
+from flowserv_async.engine._threads import run_blocking
 
 #: Environment variable that marks the processes of a run (both mechanisms set it).
 RUN_TAG = "FLOWSERV_RUN_TAG"
@@ -107,22 +108,22 @@ class CgroupProcesses(RunProcesses):
 
     async def kill(self) -> None:
         """Write ``cgroup.kill`` and wait until the cgroup is empty."""
-        if not await anyio.to_thread.run_sync(_kill_cgroup, self.path):
+        if not await run_blocking(_kill_cgroup, self.path):
             return  # empty, or gone
         # Nothing notifies us when the members are gone (they are not our children).
         with anyio.move_on_after(_KILL_WAIT):
             while True:
-                if not await anyio.to_thread.run_sync(_populated, self.path):
+                if not await run_blocking(_populated, self.path):
                     return
                 await anyio.sleep(_POLL)
 
     async def close(self) -> None:
         """Kill the members, then remove the cgroup."""
         # Usually the cgroup is empty by now: one trip to a worker thread removes it.
-        if await anyio.to_thread.run_sync(_remove_empty_cgroup, self.path):
+        if await run_blocking(_remove_empty_cgroup, self.path):
             return
         await self.kill()
-        await anyio.to_thread.run_sync(_remove_cgroup, self.path)
+        await run_blocking(_remove_cgroup, self.path)
 
 
 class TaggedProcesses(RunProcesses):
@@ -139,7 +140,7 @@ class TaggedProcesses(RunProcesses):
         # Repeated, because a process may have forked between the look and the kill.
         with anyio.move_on_after(_KILL_WAIT):
             while True:
-                if not await anyio.to_thread.run_sync(_kill_tagged, self.tag):
+                if not await run_blocking(_kill_tagged, self.tag):
                     return
                 await anyio.sleep(_POLL)
 
@@ -151,7 +152,7 @@ async def contain_run(run_id: str, choice: str = "auto") -> RunProcesses:
     """
     if choice == TAG:
         return TaggedProcesses(run_id)
-    path = await anyio.to_thread.run_sync(_make_run_cgroup, run_id)
+    path = await run_blocking(_make_run_cgroup, run_id)
     return TaggedProcesses(run_id) if path is None else CgroupProcesses(run_id, path)
 
 
@@ -162,7 +163,7 @@ async def remove_stale_cgroups() -> None:
     and leave it, so it is empty between them. One without a recorded maker (it is being
     made) is left alone too; a cgroup with processes in it cannot be removed.
     """
-    await anyio.to_thread.run_sync(_remove_stale_cgroups)
+    await run_blocking(_remove_stale_cgroups)
 
 
 async def kill_leftovers(record: Mapping[str, Any]) -> None:

@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import anyio.to_thread
 
 from flowserv_async.controller import EngineContext, WorkflowController
+from flowserv_async.engine._threads import run_blocking
 from flowserv_async.engine.containment import (
     TAG,
     RunProcesses,
@@ -190,7 +190,7 @@ class AsyncioEngine(WorkflowController):
                 if active.scope.cancel_called:
                     message = active.reason or CANCELED_BY_USER
                     await self._finish(run_id, RunState.CANCELED, [message])
-                await anyio.to_thread.run_sync(_remove_tree, rundir)
+                await run_blocking(_remove_tree, rundir)
                 active.log.close()
                 del self._runs[run_id]
                 active.done.set()
@@ -329,7 +329,7 @@ class AsyncioEngine(WorkflowController):
                 rundir = record.get("rundir")
                 # Only a run folder of this run: the record names it by the run id.
                 if isinstance(rundir, str) and Path(rundir).name == run_id:
-                    await anyio.to_thread.run_sync(_remove_tree, Path(rundir))
+                    await run_blocking(_remove_tree, Path(rundir))
 
 
 def _remove_tree(path: Path) -> None:

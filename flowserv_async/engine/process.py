@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import codecs
-import concurrent.futures
 import contextlib
 import functools
 import os
@@ -41,6 +40,7 @@ from typing import Any
 
 import anyio
 
+from flowserv_async.engine._threads import ThreadPool, run_blocking
 from flowserv_async.engine.containment import RunProcesses
 from flowserv_async.engine.log import RunLog
 
@@ -60,17 +60,8 @@ _DRAIN_WAIT = 1.0
 # queue in the kernel). They must outlive every process they started: the parent death
 # signal (setpriv) fires when the THREAD that started a process ends, so anyio's worker
 # threads, which end after 10 s idle, would kill long steps.
-_SPAWNS = 4
-_spawner = concurrent.futures.ThreadPoolExecutor(_SPAWNS, thread_name_prefix="flowserv-spawn")
+_spawner = ThreadPool(4, "flowserv-spawn")
 
-
-def _new_spawner() -> None:
-    # A forked child has none of the pool's threads, but the pool would think it has.
-    global _spawner
-    _spawner = concurrent.futures.ThreadPoolExecutor(_SPAWNS, thread_name_prefix="flowserv-spawn")
-
-
-os.register_at_fork(after_in_child=_new_spawner)
 _UNQUOTED_SHELL_CHARS = frozenset("|&;<>()$`\\*?[]{}~#!\n")
 _QUOTED_SHELL_CHARS = frozenset("$`\\")
 _SHELL_WORDS = frozenset(
@@ -236,7 +227,7 @@ async def process_group_alive(pgid: int) -> bool:
         return True
     # Exited members stay zombies until reaped, which no parent may ever do for
     # orphans when PID 1 is not an init; only /proc tells them apart.
-    return await anyio.to_thread.run_sync(_has_live_member, pgid)
+    return await run_blocking(_has_live_member, pgid)
 
 
 async def _wait_until_gone(pgid: int) -> None:
@@ -346,8 +337,7 @@ class _ChildProcess:
     @classmethod
     async def start(cls, argv: list[str], *, cwd: Path, env: dict[str, str]) -> _ChildProcess:
         """Start ``argv`` from the spawner pool and connect its pipes to the event loop."""
-        loop = asyncio.get_running_loop()
-        process, pidfd = await loop.run_in_executor(_spawner, _popen, argv, cwd, env)
+        process, pidfd = await _spawner.run(_popen, argv, cwd, env)
         child = cls(process, pidfd)
         try:
             for pipe, reader in ((process.stdout, child.stdout), (process.stderr, child.stderr)):

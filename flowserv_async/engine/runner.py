@@ -26,6 +26,7 @@ from typing import Any
 
 import anyio
 
+from flowserv_async.engine._threads import run_blocking
 from flowserv_async.engine.config import EngineConfig
 from flowserv_async.engine.containment import RunProcesses, contain_run
 from flowserv_async.engine.log import RunLog
@@ -240,9 +241,14 @@ def run_relative(message: str, rundir: Path) -> str:
 
 async def make_folders(rundir: Path, folders: Iterable[str]) -> str | None:
     """Create ``folders`` (normalised relative paths) in ``rundir``; the error, if one fails."""
+    folders = list(folders)
+    return await run_blocking(_make_folders, rundir, folders) if folders else None
+
+
+def _make_folders(rundir: Path, folders: list[str]) -> str | None:
     for folder in folders:
         try:
-            await anyio.Path(rundir, folder).mkdir(parents=True, exist_ok=True)
+            Path(rundir, folder).mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             return f"cannot create the output folder '{folder}': {exc.strerror or exc}"
     return None
@@ -255,11 +261,12 @@ async def find_missing_files(rundir: Path, paths: Iterable[str]) -> list[str]:
         InvalidTemplateError: a path is absolute or leaves ``rundir``.
 
     """
-    missing = []
-    for path in paths:
-        if not await anyio.Path(rundir, normalize_path(path, "output")).exists():
-            missing.append(path)
-    return missing
+    checked = [(path, Path(rundir, normalize_path(path, "output"))) for path in paths]
+    return await run_blocking(_missing, checked) if checked else []
+
+
+def _missing(checked: list[tuple[str, Path]]) -> list[str]:
+    return [path for path, local in checked if not local.exists()]
 
 
 class _StepGraph:

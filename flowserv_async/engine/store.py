@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 import anyio
 
+from flowserv_async.engine._threads import run_blocking
 from flowserv_async.engine.job import ResultSpec, RunJob
 from flowserv_async.engine.log import LogEntry
 from flowserv_async.engine.runner import find_missing_files
@@ -121,20 +122,25 @@ async def collect_outcome(
     rundir: Path, files: Sequence[str], schema: ResultSchema | None
 ) -> RunOutcome:
     """Read the result file (when ranked) and the sizes of the result files."""
-    sizes = tuple([(name, (await anyio.Path(rundir, name).stat()).st_size) for name in files])
+    if not files and schema is None:
+        return RunOutcome(())
+    return await run_blocking(_collect_outcome, rundir, files, schema)
+
+
+def _collect_outcome(rundir: Path, files: Sequence[str], schema: ResultSchema | None) -> RunOutcome:
+    sizes = tuple([(name, Path(rundir, name).stat().st_size) for name in files])
     if schema is None:
         return RunOutcome(sizes)
     try:
-        doc = await _read_json(rundir / schema.result_file)
+        doc = _read_json(rundir / schema.result_file)
         return RunOutcome(sizes, results=schema.extract(doc))
     except ConstraintViolationError as exc:
         return RunOutcome(sizes, error=exc.message)
 
 
-async def _read_json(path: Path) -> Any:
+def _read_json(path: Path) -> Any:
     try:
-        text = await anyio.Path(path).read_text(encoding="utf-8")
-        return json.loads(text)
+        return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConstraintViolationError(f"result file {path.name} is missing") from None
     except (OSError, ValueError) as exc:
@@ -143,14 +149,19 @@ async def _read_json(path: Path) -> Any:
 
 async def stage_run(volume: StorageVolume, rundir: Path, job: RunJob) -> None:
     """Fill a run folder: the workflow's static files, the run's inputs, generated files."""
-    await anyio.Path(rundir).mkdir(parents=True, exist_ok=True)
+    # Creates the run folder, also when the workflow has no static files.
     await volume.copy_to_local(rundir, job.static_prefix)
     if job.input_files:
         await volume.copy_to_local(rundir, "", job.input_files)
-    for target, content in job.generated_files:
-        path = anyio.Path(rundir, target)
-        await path.parent.mkdir(parents=True, exist_ok=True)
-        await path.write_bytes(content)
+    if job.generated_files:
+        await run_blocking(_write_files, rundir, job.generated_files)
+
+
+def _write_files(rundir: Path, files: Sequence[tuple[str, bytes]]) -> None:
+    for target, content in files:
+        path = Path(rundir, target)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
 
 
 async def save_results(
@@ -186,7 +197,8 @@ async def keep_results(
     if missing:
         return [f"output file '{path}' is missing" for path in missing]
     outcome = await collect_outcome(rundir, spec.files, spec.schema)
-    await volume.copy_from_local(rundir, spec.prefix, [(f, None) for f in spec.files])
+    if spec.files:
+        await volume.copy_from_local(rundir, spec.prefix, [(f, None) for f in spec.files])
     return outcome
 
 

@@ -153,8 +153,16 @@ class EventHub:
         """Counts the membership changes committed in this process (see EventAccess)."""
         return self._members_version
 
-    def notify(self) -> None:
-        """New events were committed (called in the event loop)."""
+    def notify(self, last: int | None = None) -> None:
+        """New events were committed (called in the event loop).
+
+        ``last`` is the largest new id, given by commits of this process (which wrote to
+        this database's table). With no stream open there is then nothing to read: the
+        hub only skips ahead (a stream that opens later takes its own position).
+        """
+        if last is not None and not self._streams:
+            self._last = max(self._last, last)
+            return
         self._wake.set()
 
     def _members_changed(self) -> None:
@@ -256,7 +264,9 @@ class EventHub:
         lost = anyio.Event()
 
         def on_notify(*args: Any) -> None:
-            self._wake.set()
+            # The payload (an id) is not passed on: the channel is shared by every schema
+            # of the database, so the id may be another event table's.
+            self.notify()
 
         def on_lost(*args: Any) -> None:
             lost.set()

@@ -27,7 +27,7 @@ from flowserv_async.db.models import (
     UploadedFile,
     Workflow,
 )
-from flowserv_async.db.runstate import set_state
+from flowserv_async.db.runstate import NewRun, set_state
 from flowserv_async.engine.config import load_engine_config
 from flowserv_async.engine.job import ResultSpec, RunJob, result_files
 from flowserv_async.engine.log import DEFAULT_MAX_LINES, ENGINE_STREAM, dropped_note
@@ -203,9 +203,10 @@ class RunService(Service):
     ) -> dict[str, Any]:
         """Start a run of the group's workflow with the given arguments.
 
-        Everything is validated before anything is written. The new run is committed
-        before it is handed to the engine (so the engine's own sessions see it): work
-        done earlier in the same session is committed with it. With
+        Everything is validated before anything is written. Work done earlier in the
+        same session is committed first; the new run is then created by the run store
+        (together with runs started at the same time, in one transaction) and committed
+        before it is handed to the engine. With
         ``FLOWSERV_ASYNCENGINE=false`` the call returns once the run has ended; if the
         caller is cancelled meanwhile, the run is cancelled.
 
@@ -260,22 +261,25 @@ class RunService(Service):
             input_keys=tuple(inputs),
         )
         dispatch = self.ctx.factory.dispatch
-        await self.ctx.begin_write()
-        run = Run(
+        new = NewRun(
             run_id=run_id,
             workflow_id=wf.workflow_id,
             group_id=group_id,
-            state=str(RunState.PENDING),
             arguments=_serializable(arguments),
             engine_id=dispatch.owner,
-            heartbeat_at=utc_now(),
+            created_at=utc_now(),
         )
-        self.session.add(run)
-        await self.session.flush()
-        await dispatch.submit(self.session, job)
-        changes.run_created(self.session, run_id, wf.workflow_id, group_id, run.created_at)
+        # The session's own work first; its connection is free while the run is written.
         await self.ctx.commit()
-        await dispatch.start(job)
+        await dispatch.create(new, job)
+        run = Run(
+            run_id=run_id,
+            workflow_id=new.workflow_id,
+            group_id=group_id,
+            state=str(RunState.PENDING),
+            created_at=new.created_at,
+            arguments=new.arguments,
+        )
         if self.ctx.settings.async_engine:
             return serialize.run_handle(run, parameters=list(group.parameters))
         try:

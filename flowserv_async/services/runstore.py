@@ -57,12 +57,25 @@ class SessionRunStore:
         self, spec: ResultSpec, outcome: RunOutcome, engine_id: str
     ) -> SavedResults:
         """Record the success and create the post-processing run it makes due."""
-        if not await runstate.record_success(self.session, spec, outcome):
-            return SavedResults(recorded=False)
-        postproc = None
-        if spec.has_postproc and outcome.results is not None:
-            postproc = await self._start_postproc(spec.workflow_id, engine_id)
-        return SavedResults(recorded=True, postproc=postproc)
+        return (await self.save_many([(spec, outcome, engine_id)]))[0]
+
+    async def save_many(
+        self, results: Sequence[tuple[ResultSpec, RunOutcome, str]]
+    ) -> list[SavedResults]:
+        """:meth:`save_results` for many runs, with one statement per table."""
+        recorded = await runstate.record_successes(
+            self.session, [(spec, outcome) for spec, outcome, _ in results]
+        )
+        saved = []
+        for spec, outcome, engine_id in results:
+            if spec.run_id not in recorded:
+                saved.append(SavedResults(recorded=False))
+                continue
+            postproc = None
+            if spec.has_postproc and outcome.results is not None:
+                postproc = await self._start_postproc(spec.workflow_id, engine_id)
+            saved.append(SavedResults(recorded=True, postproc=postproc))
+        return saved
 
     async def _start_postproc(self, workflow_id: str, engine_id: str) -> RunJob | None:
         """Create a post-processing run if the ranking changed (SPEC 7).
@@ -154,6 +167,13 @@ class DatabaseRunStore:
         self._wakeup.set()
         with anyio.CancelScope(shield=True):
             await writer
+
+    async def create_run(self, run: runstate.NewRun) -> None:
+        """Create a PENDING run (committed when this returns), with its event.
+
+        Runs created while a transaction runs are inserted together in the next one.
+        """
+        await self._submit("create", run)
 
     async def mark_running(self, run_id: str, processes: Mapping[str, str] | None = None) -> bool:
         """Move a PENDING run to RUNNING, with the record of its processes."""
@@ -263,6 +283,8 @@ class DatabaseRunStore:
         # Log lines first: they were reported before the state changes of this batch,
         # and their events must come before them (a follower stops at the final state).
         await runstate.append_logs(session, logs)
+        await runstate.insert_runs(session, [r.args[0] for r in batch if r.kind == "create"])
+        records: dict[str, Mapping[str, str]] = {}
         for (state, messages), reports in moves.items():
             run_ids = [r.args[0] for r in reports]
             moved = await runstate.set_states(session, run_ids, state, messages)
@@ -270,14 +292,18 @@ class DatabaseRunStore:
                 run_id, processes = report.args[0], report.args[3]
                 report.result = run_id in moved
                 if report.result and processes is not None:
-                    await runstate.record_processes(session, run_id, processes)
-        store = SessionRunStore(session, self.engine_config)
+                    records[run_id] = processes
+        await runstate.record_processes(session, records)
+        # No savepoints: when a report fails, the batch is written again report by
+        # report, and the failing one fails alone.
+        successes = [report for report in batch if report.kind == "results"]
+        if successes:
+            store = SessionRunStore(session, self.engine_config)
+            saved = await store.save_many([report.args for report in successes])
+            for report, outcome in zip(successes, saved, strict=True):
+                report.result = outcome
         for report in batch:
-            # No savepoint: when a report fails, the batch is written again report by
-            # report, and the failing one fails alone.
-            if report.kind == "results":
-                report.result = await store.save_results(*report.args)
-            elif report.kind == "stale":
+            if report.kind == "stale":
                 report.result = await runstate.fail_stale_runs(session, *report.args)
         for engine_id, run_ids in beats.items():
             await runstate.heartbeat(session, engine_id, run_ids)

@@ -6,7 +6,7 @@ import os
 import posixpath
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import AsyncGenerator, Iterable, Iterator
+from collections.abc import AsyncGenerator, Iterable, Iterator, Mapping
 from contextlib import aclosing
 from pathlib import Path
 from typing import Any, Self, TypeAlias
@@ -154,8 +154,9 @@ class StorageVolume(ABC):
         Without ``files``, every file in the folder ``prefix`` is copied, keeping its path
         relative to ``prefix`` (a prefix naming a file copies that file by its name).
         With ``files``, each ``(source, target)`` pair copies the file or folder
-        ``{prefix}/{source}`` to ``{local_dir}/{target}``. Local folders are created as
-        needed; targets never leave ``local_dir``. ``local_dir`` is scratch space (a run
+        ``{prefix}/{source}`` to ``{local_dir}/{target}``. ``local_dir`` and the local
+        folders are created as needed, also when nothing is copied; targets never leave
+        ``local_dir``. ``local_dir`` is scratch space (a run
         folder): a failed copy may leave partial files there for the caller to remove.
 
         Returns:
@@ -166,8 +167,10 @@ class StorageVolume(ABC):
             ConstraintViolationError: for an invalid key or target path.
 
         """
-        plan = await self._plan_copy_to_local(prefix, files)
+        listings = {key: await self.walk(key) for key in copy_sources(prefix, files)}
+        plan = plan_copy_to_local(prefix, files, listings)
         root = Path(local_dir)
+        await anyio.Path(root).mkdir(parents=True, exist_ok=True)
         for key, target_path in plan:
             path = await anyio.to_thread.run_sync(prepare_local_target, root, target_path)
             async with aclosing(self.iter_bytes(key)) as chunks:
@@ -176,26 +179,6 @@ class StorageVolume(ABC):
                         async for chunk in chunks:
                             await out.write(chunk)
         return [target_path for _, target_path in plan]
-
-    async def _plan_copy_to_local(
-        self, prefix: str, files: FileCopies | None
-    ) -> list[tuple[str, str]]:
-        """The ``(key, local target)`` pairs of :meth:`copy_to_local`, checked."""
-        base = validate_prefix(prefix)
-        plan: list[tuple[str, str]] = []
-        if files is None:
-            for key in await self.walk(base):
-                plan.append((key, relative_key(key, base) or posixpath.basename(key)))
-        else:
-            for source, target in files:
-                source_key = join_key(base, source)
-                target_path = validate_key(target if target else source)
-                keys = await self.walk(source_key)
-                if not keys:
-                    raise UnknownFileError(source_key)
-                for key in keys:
-                    plan.append((key, join_key(target_path, relative_key(key, source_key))))
-        return plan
 
     async def copy_from_local(
         self, local_dir: StrPath, prefix: str = "", files: FileCopies | None = None
@@ -233,6 +216,38 @@ class StorageVolume(ABC):
                     await self.delete(key)
             raise
         return written
+
+
+def copy_sources(prefix: str, files: FileCopies | None) -> list[str]:
+    """The volume folders (or files) that :meth:`StorageVolume.copy_to_local` lists."""
+    base = validate_prefix(prefix)
+    if files is None:
+        return [base]
+    return [join_key(base, source) for source, _ in files]
+
+
+def plan_copy_to_local(
+    prefix: str, files: FileCopies | None, listings: Mapping[str, list[str]]
+) -> list[tuple[str, str]]:
+    """The checked ``(key, local target)`` pairs of :meth:`StorageVolume.copy_to_local`.
+
+    ``listings`` holds the keys in each of the :func:`copy_sources`.
+    """
+    base = validate_prefix(prefix)
+    plan: list[tuple[str, str]] = []
+    if files is None:
+        for key in listings[base]:
+            plan.append((key, relative_key(key, base) or posixpath.basename(key)))
+        return plan
+    for source, target in files:
+        source_key = join_key(base, source)
+        target_path = validate_key(target if target else source)
+        keys = listings[source_key]
+        if not keys:
+            raise UnknownFileError(source_key)
+        for key in keys:
+            plan.append((key, join_key(target_path, relative_key(key, source_key))))
+    return plan
 
 
 def prepare_local_target(root: Path, target: str) -> Path:

@@ -23,6 +23,8 @@ from flowserv_async.volume.base import (
     FileCopies,
     StorageVolume,
     StrPath,
+    copy_sources,
+    plan_copy_to_local,
     prepare_local_target,
 )
 from flowserv_async.volume.keys import validate_key, validate_prefix
@@ -77,14 +79,19 @@ class FileSystemVolume(StorageVolume):
     ) -> list[str]:
         """Copy files into a local folder (see :meth:`StorageVolume.copy_to_local`).
 
-        All files are copied in one worker thread: staging a run folder is on the path
-        of every run, and a thread hop per chunk of every file costs milliseconds.
+        Listing, planning and copying all happen in one worker thread: staging a run
+        folder is on the path of every run, and each thread hop costs CPU.
         """
-        plan = await self._plan_copy_to_local(prefix, files)
-        await anyio.to_thread.run_sync(self._copy_out, Path(local_dir), plan)
-        return [target for _, target in plan]
+        return await anyio.to_thread.run_sync(self._copy_out, Path(local_dir), prefix, files)
 
-    def _copy_out(self, root: Path, plan: list[tuple[str, str]]) -> None:
+    def _copy_out(self, root: Path, prefix: str, files: FileCopies | None) -> list[str]:
+        listings = {}
+        for folder in copy_sources(prefix, files):
+            with os_errors(folder):
+                listings[folder] = self._walk(folder, False)
+        plan = plan_copy_to_local(prefix, files, listings)
+        with os_errors(str(root), writing=True):
+            root.mkdir(parents=True, exist_ok=True)
         real_root = os.path.realpath(self.basedir)
         for key, target in plan:
             source = os.path.realpath(self.path(key))
@@ -96,6 +103,7 @@ class FileSystemVolume(StorageVolume):
                     shutil.copyfile(source, path)
                 except FileNotFoundError:
                     raise UnknownFileError(key) from None
+        return [target for _, target in plan]
 
     async def store(
         self, key: str, data: StoreData, *, max_size: int | None = None, name: str | None = None

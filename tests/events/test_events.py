@@ -14,6 +14,7 @@ import pytest
 from anyio.streams.text import TextReceiveStream
 from dbutil import make_admin
 from runs_helpers import PY, start, step
+from sqlalchemy import event as sqlalchemy_event
 
 from flowserv_async import DB, LocalAPIFactory, Settings, events
 from flowserv_async.errors import (
@@ -396,3 +397,30 @@ def test_malformed_event_settings_name_the_variable(name: str, value: str) -> No
 def test_the_events_module_exports_sorted_public_names() -> None:
     assert events.__all__ == sorted(events.__all__)
     assert all(getattr(events, name) for name in events.__all__)
+
+
+async def test_without_a_stream_commits_read_no_events_and_a_later_stream_starts_after_them(
+    open_factory: LocalAPIFactory, tmp_path: Path
+) -> None:
+    wf_id, group_id = await install_plain(open_factory, tmp_path / "wf")
+    reads: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        # Event rows, not the largest id (PostgreSQL's notifications still look that up:
+        # their channel is shared by the schemas of a database).
+        if "FROM events" in statement and "ORDER BY" in statement:
+            reads.append(statement)
+
+    engine = open_factory.db.engine.sync_engine
+    sqlalchemy_event.listen(engine, "before_cursor_execute", record)
+    try:
+        first = await start(open_factory, group_id)
+        await open_factory.wait_run(first["id"], timeout=30)
+    finally:
+        sqlalchemy_event.remove(engine, "before_cursor_execute", record)
+    assert reads == []
+    async with open_factory.events(workflow_id=wf_id) as stream:
+        second = await start(open_factory, group_id)
+        seen = await read_until(stream, lambda e: e.data.get("state") == "SUCCESS")
+    assert {e.run_id for e in seen} == {second["id"]}
+    assert seen[0].type == "run.created"

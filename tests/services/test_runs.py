@@ -596,3 +596,18 @@ async def _workflow_of(database: Any, group_id: str) -> str:
         group = await s.get(Group, group_id)
         assert group is not None
         return group.workflow_id
+
+
+async def test_a_run_of_a_group_created_in_the_same_session_starts(
+    open_factory: Callable[..., Any], tmp_path: Path
+) -> None:
+    # The run is written by the run store in its own transaction: the session's group
+    # must be committed before it.
+    factory = await open_factory()
+    wf_id, _ = await install(factory, tmp_path / "wf", [step("s", f"{PY} -c pass")])
+    async with factory() as api:
+        group = await api.groups().create_group(wf_id, "same session")
+        run = await api.runs().start_run(group["id"], [])
+        assert (await api.runs().get_run(run["id"]))["groupId"] == group["id"]
+    final = await factory.wait_run(run["id"], timeout=30)
+    assert final["state"] == "SUCCESS", final.get("messages")

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import anyio
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 from sqlalchemy.exc import IntegrityError
 
 from flowserv_async import DB
-from flowserv_async.db.models import Group, Run, RunLogLine, Workflow
+from flowserv_async._util import utc_now
+from flowserv_async.db.models import Group, Run, RunLogLine, StoredEvent, Workflow
+from flowserv_async.db.runstate import NewRun
 from flowserv_async.engine.job import ResultSpec
 from flowserv_async.engine.log import LogEntry
 from flowserv_async.engine.store import RunOutcome
@@ -138,3 +141,61 @@ async def _gather(*calls: object) -> list[object]:
         for i, call in enumerate(calls):
             tg.start_soon(one, i, call)
     return results
+
+
+def _new_run(run_id: str, group_id: str = "g") -> NewRun:
+    return NewRun(run_id, "w", group_id, [], "engine", utc_now())
+
+
+async def test_runs_created_meanwhile_are_inserted_together(
+    store: DatabaseRunStore, database: DB
+) -> None:
+    inserts: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.lstrip().upper().startswith("INSERT INTO RUNS"):
+            inserts.append(statement)
+
+    engine = database.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        # On SQLite the writer waits for this transaction (it ends before the task group
+        # waits for the runs); the runs queue meanwhile.
+        async with anyio.create_task_group() as tg, database.write_session():
+            for i in range(20):
+                tg.start_soon(store.create_run, _new_run(f"n{i}"))
+            await anyio.wait_all_tasks_blocked()
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    found = await states(database)
+    assert all(found[f"n{i}"] == ("PENDING", None) for i in range(20))
+    assert 1 <= len(inserts) <= 2
+    async with database.session() as session:
+        created = await session.scalars(
+            select(StoredEvent.run_id).where(StoredEvent.type == "run.created")
+        )
+        assert sorted(created) == sorted(f"n{i}" for i in range(20))
+
+
+async def test_a_run_that_cannot_be_created_fails_alone(
+    store: DatabaseRunStore, database: DB
+) -> None:
+    outcome: dict[str, object] = {}
+
+    async def create(key: str, run: NewRun) -> None:
+        try:
+            await store.create_run(run)
+            outcome[key] = True
+        except IntegrityError as exc:
+            outcome[key] = exc
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(create, "bad", _new_run("bad", group_id="no-such-group"))
+        tg.start_soon(create, "good", _new_run("good"))
+    assert isinstance(outcome["bad"], IntegrityError)
+    assert outcome["good"] is True
+    found = await states(database)
+    assert "bad" not in found and found["good"] == ("PENDING", None)
+    async with database.session() as session:
+        told = await session.scalars(select(StoredEvent.run_id))
+        assert "bad" not in list(told)

@@ -162,13 +162,6 @@ class LocalAPIFactory:
         return self._dispatch
 
     @property
-    def run_store(self) -> DatabaseRunStore:
-        """The open run store: where runs are created and the engine's reports written."""
-        self._check_open()
-        assert self._store is not None
-        return self._store
-
-    @property
     def volume(self) -> StorageVolume:
         """The open file store."""
         if self._volume is None or self._state == FactoryState.CLOSED:

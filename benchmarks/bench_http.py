@@ -7,7 +7,11 @@ one successful run each) and then serve ``GET runs/{id}`` and ``GET workflows/{i
 leaderboard`` to ``wrk`` (Debian's package, installed here with apt-get when missing) at
 32 connections, in one server process and in two:
 
-- flowserv-async: ``flowserv-async serve --workers 1|2`` (uvicorn);
+- flowserv-async: ``flowserv-async serve --workers 1|2`` (uvicorn); one process on the
+  embedded default (SQLite in the base folder), two on PostgreSQL (``serve`` runs
+  several workers only on a database they can share: a new database on the server of
+  ``BENCH_POSTGRES``, default ``postgresql://postgres@127.0.0.1:5432/test``, dropped
+  after);
 - rob-flask 0.6.0 on flowserv-core 0.9.4 (``benchmarks/.venv-robflask``, built on first
   use): one process is REST.md's launcher (``create_app().run(threaded=True)``), two
   processes are gunicorn with two workers of 16 threads.
@@ -31,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -44,6 +49,7 @@ from benchmarks.flowserv_env import ROBFLASK_VENV_DIR, ensure_robflask_venv
 
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS = BENCH_DIR / "results" / "http.json"
+POSTGRES = os.environ.get("BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 API_PATH = "/flowserv/api/v1"
 GROUPS = 10
 
@@ -206,11 +212,16 @@ def clean_env() -> dict[str, str]:
 
 
 def measure(
-    side: str, processes: int, basedir: Path, wrk_bin: str, args: argparse.Namespace
+    side: str,
+    processes: int,
+    basedir: Path,
+    wrk_bin: str,
+    args: argparse.Namespace,
+    database: str | None = None,
 ) -> list[dict[str, Any]]:
     port = free_port()
     base = f"http://127.0.0.1:{port}{API_PATH}"
-    env = clean_env()
+    env = server_env(database)
     if side == "ours":
         command = [
             *(sys.executable, "-m", "flowserv_async.cli", "--basedir", str(basedir)),
@@ -251,9 +262,29 @@ def measure(
     return rows
 
 
-def prepare(side: str, basedir: Path, template: Path) -> None:
-    """Install the workflow and populate the server's data (one process)."""
+def server_env(database: str | None) -> dict[str, str]:
+    """The servers' environment: ours on ``database`` when given (else SQLite)."""
     env = clean_env()
+    if database is not None:
+        env["FLOWSERV_DATABASE"] = database
+    return env
+
+
+@contextlib.contextmanager
+def postgres_database() -> Iterator[str]:
+    """A new, empty database on the server of BENCH_POSTGRES (dropped afterwards)."""
+    name = f"bench_http_{uuid.uuid4().hex[:12]}"
+    server = POSTGRES.replace("+asyncpg", "")
+    subprocess.run(["psql", server, "-qc", f'CREATE DATABASE "{name}"'], check=True)
+    try:
+        yield f"{server.rsplit('/', 1)[0]}/{name}"
+    finally:
+        subprocess.run(["psql", server, "-qc", f'DROP DATABASE "{name}" WITH (FORCE)'], check=True)
+
+
+def prepare(side: str, basedir: Path, template: Path, database: str | None = None) -> None:
+    """Install the workflow and populate the server's data (one process)."""
+    env = server_env(database)
     if side == "ours":
         code = (
             "import anyio, sys\n"
@@ -265,7 +296,9 @@ def prepare(side: str, basedir: Path, template: Path) -> None:
             "            source=sys.argv[2], name='bench', specfile='benchmark.yaml')\n"
             "anyio.run(main)\n"
         )
-        subprocess.run([sys.executable, "-c", code, str(basedir), str(template)], check=True)
+        subprocess.run(
+            [sys.executable, "-c", code, str(basedir), str(template)], env=env, check=True
+        )
         port = free_port()
         command = [
             *(sys.executable, "-m", "flowserv_async.cli", "--basedir", str(basedir)),
@@ -306,8 +339,14 @@ def main(argv: list[str] | None = None) -> int:
         for side in sides:
             basedir = Path(tmp, side)
             prepare(side, basedir, template)
-            for processes in (1, 2):
-                rows.extend(measure(side, processes, basedir, wrk_bin, args))
+            rows.extend(measure(side, 1, basedir, wrk_bin, args))
+            if side == "robflask":
+                rows.extend(measure(side, 2, basedir, wrk_bin, args))
+                continue
+            with postgres_database() as database:
+                basedir = Path(tmp, "ours-postgres")
+                prepare(side, basedir, template, database)
+                rows.extend(measure(side, 2, basedir, wrk_bin, args, database))
     info = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} CPUs",

@@ -25,7 +25,7 @@ from flowserv_async.engine._threads import run_blocking
 from flowserv_async.engine.job import ResultSpec, RunJob
 from flowserv_async.engine.log import LogEntry
 from flowserv_async.engine.runner import find_missing_files
-from flowserv_async.errors import ConstraintViolationError
+from flowserv_async.errors import ConstraintViolationError, UnknownFileError
 from flowserv_async.states import RunState
 from flowserv_async.template import ResultSchema
 from flowserv_async.volume import StorageVolume
@@ -152,7 +152,13 @@ async def stage_run(volume: StorageVolume, rundir: Path, job: RunJob) -> None:
     # Creates the run folder, also when the workflow has no static files.
     await volume.copy_to_local(rundir, job.static_prefix)
     if job.input_files:
-        await volume.copy_to_local(rundir, "", job.input_files)
+        try:
+            await volume.copy_to_local(rundir, "", job.input_files)
+        except UnknownFileError:
+            # Named by their paths in the run folder: the run's messages are shown to
+            # its group, which must not see the file store's keys.
+            missing = [t for key, t in job.input_files if not await volume.exists(key)]
+            raise UnknownFileError(", ".join(missing) or "an input file") from None
     if job.generated_files:
         await run_blocking(_write_files, rundir, job.generated_files)
 

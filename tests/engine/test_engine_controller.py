@@ -123,6 +123,25 @@ async def test_a_missing_result_file_makes_the_run_error_and_stores_nothing(
     assert await volume.walk("w/runs") == []
 
 
+async def test_a_lost_input_file_is_named_by_its_run_folder_path_not_its_storage_key(
+    engine: AsyncioEngine,
+    store: MemoryRunStore,
+    volume: FileSystemVolume,
+    job: Any,
+    tmp_path: Path,
+) -> None:
+    await volume.store("w/g/uploads/kept", b"kept")
+    inputs = (("w/g/uploads/kept", "data/kept.txt"), ("w/g/uploads/lost", "data/names.txt"))
+    run = job("true", input_files=inputs)
+    await run_to_end(engine, run)
+    stored = store.runs[run.run_id]
+    assert stored.state == RunState.ERROR
+    assert stored.messages == ["engine failure: unknown file 'data/names.txt'"]
+    assert not any("uploads" in message for message in stored.messages)
+    assert await volume.walk("w/runs") == []
+    assert not await anyio.Path(tmp_path / "runs" / run.run_id).exists()
+
+
 async def test_results_that_break_the_schema_make_the_run_error(
     engine: AsyncioEngine, store: MemoryRunStore, volume: FileSystemVolume, job: Any
 ) -> None:

@@ -53,13 +53,6 @@ async def pg(tmp_path: Path) -> AsyncIterator[DB]:
 
 
 @pytest.fixture
-def basedir(tmp_path: Path) -> Path:
-    path = tmp_path / "api"
-    path.mkdir()
-    return path
-
-
-@pytest.fixture
 async def make_factory(pg: DB, basedir: Path) -> AsyncIterator[Callable[..., LocalAPIFactory]]:
     """Factories of the test process on the schema; closed after the test."""
     factories: list[LocalAPIFactory] = []

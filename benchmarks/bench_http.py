@@ -162,18 +162,19 @@ def populate(base: str) -> dict[str, str]:
 _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 
 
-def server_cpu(proc: subprocess.Popen[bytes]) -> float:
-    """CPU seconds (user and system) of a server process and its worker processes.
+def server_cpu(pid: int) -> float:
+    """CPU seconds (user and system) of a server process and its descendants.
 
-    CPU per request depends much less on other load on the machine than requests per
-    second do.
+    The children's counters include the finished processes they waited for (the steps
+    of runs). CPU per request depends much less on other load on the machine than
+    requests per second do.
     """
-    root = psutil.Process(proc.pid)
     total = 0.0
+    root = psutil.Process(pid)
     for process in [root, *root.children(recursive=True)]:
         with contextlib.suppress(psutil.NoSuchProcess):
             times = process.cpu_times()
-            total += times.user + times.system
+            total += times.user + times.system + times.children_user + times.children_system
     return total
 
 
@@ -251,9 +252,9 @@ def measure(
             url = f"{base}/{path}"
             wrk(wrk_bin, url, ids["token"], 1, args.connections)  # warm-up
             for round_ in range(args.rounds):
-                cpu = server_cpu(proc)
+                cpu = server_cpu(proc.pid)
                 result = wrk(wrk_bin, url, ids["token"], args.duration, args.connections)
-                cpu = server_cpu(proc) - cpu
+                cpu = server_cpu(proc.pid) - cpu
                 result["cpu_ms_per_request"] = 1000 * cpu / max(result["requests"], 1)
                 rows.append(
                     {"side": side, "processes": processes, "endpoint": name, "round": round_}

@@ -39,11 +39,10 @@ from typing import Any
 
 import anyio
 import httpx
-import psutil
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
-from benchmarks.bench_http import clean_env, free_port, running
+from benchmarks.bench_http import clean_env, free_port, running, server_cpu
 from benchmarks.bench_ranking import machine
 from flowserv_async import DB, LocalAPIFactory
 
@@ -79,19 +78,6 @@ async def install(env: dict[str, str], folder: Path) -> str:
         wf = await api.workflows().create_workflow(str(folder), name="bench", specfile="spec.json")
         group = await api.groups().create_group(wf["id"], "team")
     return str(group["id"])
-
-
-def server_cpu(pid: int) -> float:
-    """CPU seconds of a process and its descendants (the finished ones they waited for)."""
-    total = 0.0
-    root = psutil.Process(pid)
-    for proc in [root, *root.children(recursive=True)]:
-        try:
-            times = proc.cpu_times()
-        except psutil.NoSuchProcess:
-            continue
-        total += times.user + times.system + times.children_user + times.children_system
-    return total
 
 
 async def burst(

@@ -39,7 +39,7 @@ from typing import Any
 
 import anyio
 
-from flowserv_async.engine._threads import run_blocking
+from flowserv_async._threads import run_blocking
 
 #: Environment variable that marks the processes of a run (both mechanisms set it).
 RUN_TAG = "FLOWSERV_RUN_TAG"

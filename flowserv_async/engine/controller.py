@@ -23,8 +23,8 @@ from typing import Any
 
 import anyio
 
+from flowserv_async._threads import run_blocking, start_pools
 from flowserv_async.controller import EngineContext, WorkflowController
-from flowserv_async.engine._threads import run_blocking
 from flowserv_async.engine.containment import (
     TAG,
     RunProcesses,
@@ -92,6 +92,9 @@ class AsyncioEngine(WorkflowController):
         self._ctx, self._closed = context, False
         if context.limits.max_concurrent_runs:
             self._slots = anyio.Semaphore(context.limits.max_concurrent_runs)
+        # Now rather than in the middle of the first burst of runs, and not from the
+        # event loop's thread: a thread start waits until the new thread runs.
+        await anyio.to_thread.run_sync(start_pools)
         await self._sweep()
         if context.limits.containment != TAG:
             await remove_stale_cgroups()

@@ -40,7 +40,7 @@ from typing import Any
 
 import anyio
 
-from flowserv_async.engine._threads import ThreadPool, run_blocking
+from flowserv_async._threads import ThreadPool, run_blocking
 from flowserv_async.engine.containment import RunProcesses
 from flowserv_async.engine.log import RunLog
 

@@ -26,7 +26,7 @@ from typing import Any
 
 import anyio
 
-from flowserv_async.engine._threads import run_blocking
+from flowserv_async._threads import run_blocking
 from flowserv_async.engine.config import EngineConfig
 from flowserv_async.engine.containment import RunProcesses, contain_run
 from flowserv_async.engine.log import RunLog

@@ -67,6 +67,7 @@ class RunProcesses(ABC):
 
     def __init__(self, tag: str) -> None:
         self.tag = tag
+        self.closed = False
 
     def environment(self) -> dict[str, str]:
         """Variables to add to the environment of every command of the run."""
@@ -85,7 +86,15 @@ class RunProcesses(ABC):
         """Kill every process of the run and wait (bounded) until they are gone."""
 
     async def close(self) -> None:
-        """Kill every process of the run and release what the containment holds."""
+        """Kill every process of the run and release what the containment holds.
+
+        Only the first call does anything: no command of the run starts after it.
+        """
+        if not self.closed:
+            self.closed = True
+            await self._close()
+
+    async def _close(self) -> None:
         await self.kill()
 
 
@@ -117,7 +126,7 @@ class CgroupProcesses(RunProcesses):
                     return
                 await anyio.sleep(_POLL)
 
-    async def close(self) -> None:
+    async def _close(self) -> None:
         """Kill the members, then remove the cgroup."""
         # Usually the cgroup is empty by now: one trip to a worker thread removes it.
         if await run_blocking(_remove_empty_cgroup, self.path):

@@ -130,6 +130,26 @@ async def test_processes_that_left_the_group_die_when_the_run_ends(
 
 
 @pytest.mark.parametrize("kind", MECHANISMS)
+async def test_the_run_closes_the_containment_it_was_given_and_closing_again_does_nothing(
+    rundir: Path, contained: Callable[[str], Any], kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    processes = await contained(kind)
+    result = await run_workflow(
+        workflow(Path(rundir, "nothing.py")), rundir=rundir, log=RunLog(), processes=processes
+    )
+    assert not result.success  # the script does not exist: the step failed
+    assert processes.closed
+    if isinstance(processes, CgroupProcesses):
+        assert not await anyio.Path(processes.path).exists()
+
+    async def fail() -> None:
+        raise AssertionError("a closed containment was closed again")
+
+    monkeypatch.setattr(processes, "_close", fail)
+    await processes.close()
+
+
+@pytest.mark.parametrize("kind", MECHANISMS)
 async def test_processes_that_left_the_group_die_on_cancel(
     rundir: Path, escape_script: Path, contained: Callable[[str], Any], kind: str
 ) -> None:

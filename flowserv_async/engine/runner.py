@@ -290,15 +290,21 @@ class _StepGraph:
         self.results = results
         self.default_timeout = default_timeout
         self.deps = dependencies(spec)
-        self.done = {name: anyio.Event() for name in self.deps}
+        # Only the steps that others wait for need an event.
+        awaited = set().union(*self.deps.values())
+        self.done = {name: anyio.Event() for name in self.deps if name in awaited}
 
     async def run(self) -> None:
+        steps = [step for step in self.spec.steps if not step.skipped]
+        if len(steps) == 1:
+            # Nothing runs beside it, nothing to cancel: no task group (most runs).
+            await self.run_step(steps[0], None)
+            return
         async with anyio.create_task_group() as tg:
-            for step in self.spec.steps:
-                if not step.skipped:
-                    tg.start_soon(self.run_step, step, tg.cancel_scope, name=step.name)
+            for step in steps:
+                tg.start_soon(self.run_step, step, tg.cancel_scope, name=step.name)
 
-    async def run_step(self, step: WorkflowStep, run_scope: anyio.CancelScope) -> None:
+    async def run_step(self, step: WorkflowStep, run_scope: anyio.CancelScope | None) -> None:
         for dep in sorted(self.deps[step.name]):
             await self.done[dep].wait()
         result = self.results[step.name]
@@ -310,10 +316,12 @@ class _StepGraph:
             raise
         if outcome.ok:
             result._end(StepState.SUCCESS, outcome)
-            self.done[step.name].set()
+            if step.name in self.done:
+                self.done[step.name].set()
         else:
             result._end(StepState.ERROR, outcome)
-            run_scope.cancel()
+            if run_scope is not None:
+                run_scope.cancel()
 
     async def execute(self, step: WorkflowStep) -> StepOutcome:
         limit = step.timeout if step.timeout is not None else self.default_timeout

@@ -165,7 +165,10 @@ async def run_command(
 
     """
     command_argv = ["/bin/sh", "-c", command] if needs_shell(command) else shlex.split(command)
-    argv = [*_DIE_WITH_PARENT, *command_argv]
+    if processes is not None and processes.dies_with_engine:
+        argv = command_argv
+    else:
+        argv = [*_DIE_WITH_PARENT, *command_argv]
     if processes is not None:
         argv = processes.wrap(argv)
         env = {**env, **processes.environment()}

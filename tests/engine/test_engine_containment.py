@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -147,6 +148,64 @@ async def test_the_run_closes_the_containment_it_was_given_and_closing_again_doe
 
     monkeypatch.setattr(processes, "_close", fail)
     await processes.close()
+
+
+# A service process that starts a contained step without a parent death signal, prints
+# the step's pid and waits to be killed.
+KILLED_ENGINE = """
+import os, anyio
+from flowserv_async.engine import RunLog
+from flowserv_async.engine.containment import contain_run
+from flowserv_async.engine.process import run_command
+
+async def main():
+    processes = await contain_run(f"test-{os.getpid()}-killed")
+    assert processes.dies_with_engine
+    await run_command(
+        "sh -c 'echo $$ > step.tmp && mv step.tmp step.pid && exec sleep 300'",
+        cwd=os.getcwd(), env=dict(os.environ), log=RunLog(), step="s", grace=1,
+        processes=processes,
+    )
+
+anyio.run(main)
+"""
+
+
+def _watchdogs_of(pid: int) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        cmdline = proc.info["cmdline"] or []
+        if len(cmdline) > 1 and cmdline[-1].startswith(f"{pid}:") and "-S" in cmdline:
+            found.append(proc)
+    return found
+
+
+@pytest.mark.skipif(
+    sys.platform != "linux" or cgroup_root() is None, reason="no writable cgroup v2 here"
+)
+async def test_contained_steps_die_with_the_engine_process_and_so_does_its_watchdog(
+    tmp_path: Path,
+) -> None:
+    async with await anyio.open_process(
+        [sys.executable, "-c", KILLED_ENGINE], cwd=tmp_path, stderr=subprocess.DEVNULL
+    ) as engine:
+        pidfile = anyio.Path(tmp_path, "step.pid")
+        with anyio.fail_after(20):
+            while not await pidfile.exists():
+                await anyio.sleep(0.02)
+        step = int(await pidfile.read_text())
+        watchdogs = await anyio.to_thread.run_sync(_watchdogs_of, engine.pid)
+        assert len(watchdogs) == 1
+        engine.kill()
+        await engine.wait()
+    try:
+        # Nothing else would kill it (no other engine, no lease): the watchdog does.
+        with anyio.fail_after(10):
+            while await alive([step, watchdogs[0].pid]):
+                await anyio.sleep(0.05)
+    finally:
+        for pid in await alive([step]):  # the test failed: leave nothing behind
+            os.kill(pid, signal.SIGKILL)
 
 
 @pytest.mark.parametrize("kind", MECHANISMS)

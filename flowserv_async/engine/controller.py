@@ -80,7 +80,7 @@ class AsyncioEngine(WorkflowController):
         self._closed = False
         # Runs with log lines to store, and an event set when the first one came.
         self._unflushed: dict[str, _ActiveRun] = {}
-        self._logs_pending = anyio.Event()
+        self._logs_pending: anyio.Event | None = None
 
     @property
     def _context(self) -> EngineContext:
@@ -105,6 +105,7 @@ class AsyncioEngine(WorkflowController):
         if context.limits.containment != TAG:
             await remove_stale_cgroups()
         self._closing = anyio.Event()
+        self._logs_pending = anyio.Event()
         ready = anyio.Event()
         # The one task the engine starts outside a task group: it holds the task group,
         # and aclose() awaits it.
@@ -138,7 +139,8 @@ class AsyncioEngine(WorkflowController):
                 self._closing.set()
             if self._supervisor is not None:
                 await self._supervisor
-        self._ctx = self._tg = self._supervisor = self._slots = None
+        self._ctx = self._tg = self._supervisor = self._slots = self._logs_pending = None
+        self._unflushed.clear()
 
     async def start(self, job: RunJob) -> None:
         """Queue a run; it starts when a slot is free."""
@@ -291,7 +293,8 @@ class AsyncioEngine(WorkflowController):
 
     def _log_pending(self, active: _ActiveRun) -> None:
         self._unflushed[active.job.run_id] = active
-        self._logs_pending.set()
+        if self._logs_pending is not None:
+            self._logs_pending.set()
 
     async def _log_flusher(self) -> None:
         """Store the new log lines of every run, at most every flush interval.
@@ -300,6 +303,7 @@ class AsyncioEngine(WorkflowController):
         nothing, and a burst of runs would pay for a task and a task group each.
         """
         while True:
+            assert self._logs_pending is not None, "made when the engine opens"
             await self._logs_pending.wait()
             await anyio.sleep(_LOG_FLUSH_INTERVAL)
             self._logs_pending = anyio.Event()

@@ -387,3 +387,29 @@ async def test_a_run_records_how_its_processes_are_contained(
     assert stored.processes["mechanism"] == expected
     assert stored.processes["tag"] == "r"
     assert stored.processes["rundir"] == str(tmp_path / "runs" / "r")
+
+
+def test_an_engine_closed_in_one_event_loop_opens_and_stores_logs_in_another(
+    tmp_path: Path,
+) -> None:
+    store = MemoryRunStore()
+    engine = AsyncioEngine()
+    context = EngineContext(
+        store, FileSystemVolume(tmp_path / "store"), tmp_path / "runs", EngineLimits()
+    )
+
+    async def one_run(run_id: str) -> None:
+        await engine.open(context)
+        try:
+            store.add_run(run_id, engine.engine_id)
+            workflow = parse_workflow(
+                {"steps": [{"name": "s", "action": {"commands": ["echo out"]}}]}
+            )
+            await run_to_end(engine, RunJob(run_id, "w", "g", workflow, {}, "w/static", "w/r"))
+        finally:
+            await engine.aclose()
+
+    for run_id in ("first", "second"):
+        anyio.run(one_run, run_id)
+        assert store.runs[run_id].state == RunState.SUCCESS
+        assert [entry.text for entry in store.runs[run_id].log] == ["out"]

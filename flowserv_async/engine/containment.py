@@ -34,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import select
 import signal
 import sys
 import threading
@@ -60,15 +61,20 @@ _CGROUP_PARENT = "flowserv-async"
 # only bounds a wait for the kernel.
 _KILL_WAIT = 5.0
 _POLL = 0.02
+# How long the start of the watchdog may take before commands get setpriv after all.
+_WATCHDOG_START = 10.0
 # Moves the shell into the cgroup given as $0, then replaces it with the command.
 _ENTER_CGROUP = 'echo 0 > "$0/cgroup.procs" && exec "$@"'
 # Extended attribute of a run cgroup: "<pid>:<start time>" of the process that made it.
 _OWNER = "user.flowserv.owner"
-# The watchdog: reads its stdin until EOF (the engine's process is gone: only it held the
-# pipe), then kills the run cgroups that process made. argv: root, owner.
+# The watchdog: says it runs (a byte on descriptor 4), reads its stdin until EOF (the
+# engine's process is gone: only it held the pipe), then kills the run cgroups that
+# process made. argv: root, owner.
 _WATCHDOG = """
 import os, sys
 root, owner = sys.argv[1], sys.argv[2]
+os.write(4, b"+")
+os.close(4)
 while os.read(0, 512):
     pass
 for name in os.listdir(root):
@@ -301,14 +307,15 @@ class _Watchdog:
         self._lock = threading.Lock()
         # The write end of its pipe: held open, never written, as long as we live.
         self._pipe: int | None = None
+        self._running = False
         os.register_at_fork(after_in_child=self._forget)
 
     def start(self, root: Path, owner: str) -> bool:
         """Start the watchdog unless it runs (blocking); True when it runs."""
         with self._lock:
             if self._pipe is None:
-                self._pipe = _spawn_watchdog(root, owner)
-            return self._pipe is not None
+                self._pipe, self._running = _spawn_watchdog(root, owner)
+            return self._running
 
     def _forget(self) -> None:
         # A forked child is another process, with cgroups of its own: it starts its own
@@ -318,14 +325,22 @@ class _Watchdog:
         if self._pipe is not None:
             with contextlib.suppress(OSError):
                 os.close(self._pipe)
-            self._pipe = None
+        self._pipe, self._running = None, False
 
 
-def _spawn_watchdog(root: Path, owner: str) -> int | None:
-    """Start a watchdog process; return the write end of its pipe, None if it failed."""
-    # Both ends are not inherited by other processes (Python's default): no command of a
-    # run can hold the pipe open. The watchdog gets the read end as its stdin.
+def _spawn_watchdog(root: Path, owner: str) -> tuple[int | None, bool]:
+    """Start a watchdog process.
+
+    Returns:
+        The write end of its pipe (None when none is held), and True once the watchdog
+        said that it runs.
+
+    """
+    # The ends are not inherited by other processes (Python's default): no command of a
+    # run can hold the pipe open. The watchdog gets the read end as its stdin, and the
+    # write end of a second pipe on which it says that it runs.
     read, write = os.pipe()
+    ready, ready_write = os.pipe()
     watchdog = [sys.executable, "-I", "-S", "-c", _WATCHDOG, str(root), owner]
     try:
         # Started by a shell that exits at once: the watchdog is nobody's child here (no
@@ -338,22 +353,31 @@ def _spawn_watchdog(root: Path, owner: str) -> int | None:
             {},
             file_actions=[
                 (os.POSIX_SPAWN_DUP2, read, 3),
+                (os.POSIX_SPAWN_DUP2, ready_write, 4),
                 (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
                 (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
                 (os.POSIX_SPAWN_OPEN, 2, os.devnull, os.O_WRONLY, 0),
             ],
             setsid=True,
         )
-        _, status = os.waitpid(shell, 0)
+        os.waitpid(shell, 0)
     except OSError:
         os.close(write)
-        return None
+        os.close(ready)
+        return None, False
     finally:
         os.close(read)
-    if os.waitstatus_to_exitcode(status) != 0:
+        os.close(ready_write)
+    try:
+        said = os.read(ready, 1) if select.select([ready], [], [], _WATCHDOG_START)[0] else None
+    finally:
+        os.close(ready)
+    if said == b"":  # it ended (or never started): nothing reads the pipe
         os.close(write)
-        return None
-    return write
+        return None, False
+    # Not said in time: the pipe stays open, so that a late watchdog never takes this
+    # process for dead; commands keep their parent death signal.
+    return write, said == b"+"
 
 
 _watchdog = _Watchdog()

@@ -20,6 +20,7 @@ from flowserv_async.engine.containment import (
     CgroupProcesses,
     RunProcesses,
     TaggedProcesses,
+    _spawn_watchdog,
     cgroup_root,
     contain_run,
     kill_leftovers,
@@ -328,3 +329,41 @@ async def test_opening_an_engine_removes_the_empty_cgroups_of_dead_engines(
         await live.close()
         await unowned.rmdir()
     assert not await mine.exists()
+
+
+def _descriptors() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.skipif(
+    sys.platform != "linux" or cgroup_root() is None, reason="no writable cgroup v2 here"
+)
+async def test_a_watchdog_that_cannot_start_is_not_relied_on_and_leaves_nothing_open(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    root = cgroup_root()
+    assert root is not None
+    before = await anyio.to_thread.run_sync(_descriptors)
+    monkeypatch.setattr(sys, "executable", "/nonexistent/python")
+    assert await anyio.to_thread.run_sync(_spawn_watchdog, root, "0:none") == (None, False)
+    assert await anyio.to_thread.run_sync(_descriptors) == before
+    monkeypatch.undo()
+    # One that starts says so, and ends when its pipe closes.
+    pipe, running = await anyio.to_thread.run_sync(_spawn_watchdog, root, "0:none")
+    assert pipe is not None and running
+    owner = "0:none"
+    watchdogs = await anyio.to_thread.run_sync(_watchdog_processes, owner)
+    assert len(watchdogs) == 1
+    os.close(pipe)
+    with anyio.fail_after(10):
+        while await anyio.to_thread.run_sync(_watchdog_processes, owner):
+            await anyio.sleep(0.05)
+
+
+def _watchdog_processes(owner: str) -> list[int]:
+    return [
+        proc.pid
+        for proc in psutil.process_iter(["cmdline", "status"])
+        if (proc.info["cmdline"] or [])[-1:] == [owner]
+        and proc.info["status"] != psutil.STATUS_ZOMBIE
+    ]

@@ -13,6 +13,11 @@ run is contained as a whole, by the first mechanism the machine offers:
     the kernel kills every member at once, forks in flight included. Each run cgroup
     records the process that made it (attribute ``user.flowserv.owner``): an engine
     that opens removes the empty ones of makers that are gone (engines that were killed).
+    A watchdog process (one per engine process, started with its first run cgroup,
+    detached: it is not the engine's child) kills the run cgroups of that process when
+    it dies, however it dies: it waits for the end of a pipe that only the engine's
+    process holds, and ends then. So commands in a cgroup need
+    no parent death signal of their own (``setpriv``, about 1 ms of CPU per command).
 ``tag``
     Elsewhere every process of a run carries ``FLOWSERV_RUN_TAG=<run id>`` in its
     environment, which forks and execs inherit; killing sends SIGKILL to each process
@@ -29,8 +34,10 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import select
 import signal
 import sys
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from functools import cache
@@ -39,7 +46,7 @@ from typing import Any
 
 import anyio
 
-from flowserv_async.engine._threads import run_blocking
+from flowserv_async._threads import run_blocking
 
 #: Environment variable that marks the processes of a run (both mechanisms set it).
 RUN_TAG = "FLOWSERV_RUN_TAG"
@@ -54,19 +61,44 @@ _CGROUP_PARENT = "flowserv-async"
 # only bounds a wait for the kernel.
 _KILL_WAIT = 5.0
 _POLL = 0.02
+# How long the start of the watchdog may take before commands get setpriv after all.
+_WATCHDOG_START = 10.0
 # Moves the shell into the cgroup given as $0, then replaces it with the command.
 _ENTER_CGROUP = 'echo 0 > "$0/cgroup.procs" && exec "$@"'
 # Extended attribute of a run cgroup: "<pid>:<start time>" of the process that made it.
 _OWNER = "user.flowserv.owner"
+# The watchdog: says it runs (a byte on descriptor 4), reads its stdin until EOF (the
+# engine's process is gone: only it held the pipe), then kills the run cgroups that
+# process made. argv: root, owner.
+_WATCHDOG = """
+import os, sys
+root, owner = sys.argv[1], sys.argv[2]
+os.write(4, b"+")
+os.close(4)
+while os.read(0, 512):
+    pass
+for name in os.listdir(root):
+    path = os.path.join(root, name)
+    try:
+        if name.startswith("run-") and os.getxattr(path, "user.flowserv.owner").decode() == owner:
+            with open(os.path.join(path, "cgroup.kill"), "w") as kill:
+                kill.write("1")
+    except OSError:
+        pass
+"""
 
 
 class RunProcesses(ABC):
     """The processes of one run: how to start them contained, and how to kill them all."""
 
     mechanism: str
+    #: True when the processes die with the engine's process without a parent death
+    #: signal of their own.
+    dies_with_engine = False
 
     def __init__(self, tag: str) -> None:
         self.tag = tag
+        self.closed = False
 
     def environment(self) -> dict[str, str]:
         """Variables to add to the environment of every command of the run."""
@@ -85,7 +117,15 @@ class RunProcesses(ABC):
         """Kill every process of the run and wait (bounded) until they are gone."""
 
     async def close(self) -> None:
-        """Kill every process of the run and release what the containment holds."""
+        """Kill every process of the run and release what the containment holds.
+
+        Only the first call does anything: no command of the run starts after it.
+        """
+        if not self.closed:
+            self.closed = True
+            await self._close()
+
+    async def _close(self) -> None:
         await self.kill()
 
 
@@ -94,9 +134,10 @@ class CgroupProcesses(RunProcesses):
 
     mechanism = CGROUP
 
-    def __init__(self, tag: str, path: Path) -> None:
+    def __init__(self, tag: str, path: Path, *, dies_with_engine: bool = False) -> None:
         super().__init__(tag)
         self.path = path
+        self.dies_with_engine = dies_with_engine
 
     def wrap(self, argv: Sequence[str]) -> list[str]:
         """``sh -c 'enter the cgroup; exec "$@"' <cgroup> argv...``."""
@@ -117,7 +158,7 @@ class CgroupProcesses(RunProcesses):
                     return
                 await anyio.sleep(_POLL)
 
-    async def close(self) -> None:
+    async def _close(self) -> None:
         """Kill the members, then remove the cgroup."""
         # Usually the cgroup is empty by now: one trip to a worker thread removes it.
         if await run_blocking(_remove_empty_cgroup, self.path):
@@ -152,8 +193,11 @@ async def contain_run(run_id: str, choice: str = "auto") -> RunProcesses:
     """
     if choice == TAG:
         return TaggedProcesses(run_id)
-    path = await run_blocking(_make_run_cgroup, run_id)
-    return TaggedProcesses(run_id) if path is None else CgroupProcesses(run_id, path)
+    made = await run_blocking(_make_run_cgroup, run_id)
+    if made is None:
+        return TaggedProcesses(run_id)
+    path, watched = made
+    return CgroupProcesses(run_id, path, dies_with_engine=watched)
 
 
 async def remove_stale_cgroups() -> None:
@@ -235,7 +279,8 @@ def _own_cgroup() -> str | None:
     return None
 
 
-def _make_run_cgroup(run_id: str) -> Path | None:
+def _make_run_cgroup(run_id: str) -> tuple[Path, bool] | None:
+    """Make the cgroup of a run; return it, and whether the watchdog watches it."""
     root = cgroup_root()
     if root is None:
         return None
@@ -247,9 +292,95 @@ def _make_run_cgroup(run_id: str) -> Path | None:
         path.mkdir(exist_ok=True)
     except OSError:
         return None
-    with contextlib.suppress(OSError):
-        os.setxattr(path, _OWNER, _process_identity(os.getpid()).encode())
-    return path
+    owner = _process_identity(os.getpid())
+    try:
+        os.setxattr(path, _OWNER, owner.encode())
+    except OSError:
+        return path, False  # the watchdog would not know it for ours
+    return path, _watchdog.start(root, owner)
+
+
+class _Watchdog:
+    """The watchdog of this process's run cgroups (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        # The write end of its pipe: held open, never written, as long as we live.
+        self._pipe: int | None = None
+        self._running = False
+        os.register_at_fork(after_in_child=self._forget)
+
+    def start(self, root: Path, owner: str) -> bool:
+        """Start the watchdog unless it runs (blocking); True when it runs."""
+        with self._lock:
+            if self._pipe is None:
+                self._pipe, self._running = _spawn_watchdog(root, owner)
+            return self._running
+
+    def _forget(self) -> None:
+        # A forked child is another process, with cgroups of its own: it starts its own
+        # watchdog, and must not keep the parent's pipe open (that would keep the
+        # parent's watchdog waiting after the parent died).
+        self._lock = threading.Lock()
+        if self._pipe is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._pipe)
+        self._pipe, self._running = None, False
+
+
+def _spawn_watchdog(root: Path, owner: str) -> tuple[int | None, bool]:
+    """Start a watchdog process.
+
+    Returns:
+        The write end of its pipe (None when none is held), and True once the watchdog
+        said that it runs.
+
+    """
+    # The ends are not inherited by other processes (Python's default): no command of a
+    # run can hold the pipe open. The watchdog gets the read end as its stdin, and the
+    # write end of a second pipe on which it says that it runs.
+    read, write = os.pipe()
+    ready, ready_write = os.pipe()
+    watchdog = [sys.executable, "-I", "-S", "-c", _WATCHDOG, str(root), owner]
+    try:
+        # Started by a shell that exits at once: the watchdog is nobody's child here (no
+        # zombie to reap, not among this process's children), in a session of its own
+        # (killing the engine's process group spares it). The explicit redirection
+        # keeps the shell from giving the background command /dev/null as stdin.
+        shell = os.posix_spawn(
+            "/bin/sh",
+            ["/bin/sh", "-c", '"$@" <&3 3<&- &', "sh", *watchdog],
+            {},
+            file_actions=[
+                (os.POSIX_SPAWN_DUP2, read, 3),
+                (os.POSIX_SPAWN_DUP2, ready_write, 4),
+                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
+                (os.POSIX_SPAWN_OPEN, 2, os.devnull, os.O_WRONLY, 0),
+            ],
+            setsid=True,
+        )
+        os.waitpid(shell, 0)
+    except OSError:
+        os.close(write)
+        os.close(ready)
+        return None, False
+    finally:
+        os.close(read)
+        os.close(ready_write)
+    try:
+        said = os.read(ready, 1) if select.select([ready], [], [], _WATCHDOG_START)[0] else None
+    finally:
+        os.close(ready)
+    if said == b"":  # it ended (or never started): nothing reads the pipe
+        os.close(write)
+        return None, False
+    # Not said in time: the pipe stays open, so that a late watchdog never takes this
+    # process for dead; commands keep their parent death signal.
+    return write, said == b"+"
+
+
+_watchdog = _Watchdog()
 
 
 def _process_identity(pid: int) -> str:

@@ -14,6 +14,7 @@ reporting for longer than the lease (also once when the engine opens).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import shutil
 from collections.abc import Awaitable, Sequence
@@ -23,8 +24,8 @@ from typing import Any
 
 import anyio
 
+from flowserv_async._threads import run_blocking, start_pools
 from flowserv_async.controller import EngineContext, WorkflowController
-from flowserv_async.engine._threads import run_blocking
 from flowserv_async.engine.containment import (
     TAG,
     RunProcesses,
@@ -49,13 +50,15 @@ _RETRY_FIRST_DELAY = 0.05
 _RETRY_MAX_DELAY = 5.0
 
 
-@dataclass
+@dataclass(eq=False)
 class _ActiveRun:
     job: RunJob
     scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
     log: RunLog = field(default_factory=RunLog)
     done: anyio.Event = field(default_factory=anyio.Event)
     reason: str | None = None
+    # Set while a batch of its log lines is being stored.
+    flushing: anyio.Event | None = None
 
 
 class AsyncioEngine(WorkflowController):
@@ -75,6 +78,9 @@ class AsyncioEngine(WorkflowController):
         self._closing: anyio.Event | None = None
         self._slots: anyio.Semaphore | None = None
         self._closed = False
+        # Runs with log lines to store, and an event set when the first one came.
+        self._unflushed: dict[str, _ActiveRun] = {}
+        self._logs_pending: anyio.Event | None = None
 
     @property
     def _context(self) -> EngineContext:
@@ -92,10 +98,14 @@ class AsyncioEngine(WorkflowController):
         self._ctx, self._closed = context, False
         if context.limits.max_concurrent_runs:
             self._slots = anyio.Semaphore(context.limits.max_concurrent_runs)
+        # Now rather than in the middle of the first burst of runs, and not from the
+        # event loop's thread: a thread start waits until the new thread runs.
+        await anyio.to_thread.run_sync(start_pools)
         await self._sweep()
         if context.limits.containment != TAG:
             await remove_stale_cgroups()
         self._closing = anyio.Event()
+        self._logs_pending = anyio.Event()
         ready = anyio.Event()
         # The one task the engine starts outside a task group: it holds the task group,
         # and aclose() awaits it.
@@ -107,6 +117,7 @@ class AsyncioEngine(WorkflowController):
         async with anyio.create_task_group() as tg:
             self._tg = tg
             tg.start_soon(self._heartbeat_loop)
+            tg.start_soon(self._log_flusher)
             ready.set()
             await self._closing.wait()
             tg.cancel_scope.cancel()
@@ -128,13 +139,18 @@ class AsyncioEngine(WorkflowController):
                 self._closing.set()
             if self._supervisor is not None:
                 await self._supervisor
-        self._ctx = self._tg = self._supervisor = self._slots = None
+        self._ctx = self._tg = self._supervisor = self._slots = self._logs_pending = None
+        self._unflushed.clear()
 
     async def start(self, job: RunJob) -> None:
         """Queue a run; it starts when a slot is free."""
         if self._closed or self._tg is None:
             raise FlowservError("the workflow engine is closed")
-        active = _ActiveRun(job=job, log=RunLog(max_bytes=self._context.limits.max_log_size))
+        active = _ActiveRun(job=job)
+        active.log = RunLog(
+            max_bytes=self._context.limits.max_log_size,
+            on_pending=functools.partial(self._log_pending, active),
+        )
         self._runs[job.run_id] = active
         self._tg.start_soon(self._execute, active, name=f"run {job.run_id}")
 
@@ -192,6 +208,7 @@ class AsyncioEngine(WorkflowController):
                     await self._finish(run_id, RunState.CANCELED, [message])
                 await run_blocking(_remove_tree, rundir)
                 active.log.close()
+                self._unflushed.pop(run_id, None)
                 del self._runs[run_id]
                 active.done.set()
 
@@ -215,19 +232,16 @@ class AsyncioEngine(WorkflowController):
         if not moved:
             return  # cancelled or failed while it waited
         await stage_run(ctx.volume, rundir, job)
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(self._log_writer, active)
-            result = await run_workflow(
-                job.workflow,
-                rundir=rundir,
-                log=active.log,
-                config=job.config,
-                context=job.context,
-                step_timeout=ctx.limits.step_timeout or None,
-                grace=ctx.limits.cancel_grace,
-                processes=processes,
-            )
-            tg.cancel_scope.cancel()
+        result = await run_workflow(
+            job.workflow,
+            rundir=rundir,
+            log=active.log,
+            config=job.config,
+            context=job.context,
+            step_timeout=ctx.limits.step_timeout or None,
+            grace=ctx.limits.cancel_grace,
+            processes=processes,
+        )
         with anyio.CancelScope(shield=True):
             await self._flush_log(active)  # before the final state, see _execute
         if not result.success:
@@ -277,21 +291,42 @@ class AsyncioEngine(WorkflowController):
             await anyio.sleep(delay)
             delay = min(delay * 2, _RETRY_MAX_DELAY)
 
-    async def _log_writer(self, active: _ActiveRun) -> None:
+    def _log_pending(self, active: _ActiveRun) -> None:
+        self._unflushed[active.job.run_id] = active
+        if self._logs_pending is not None:
+            self._logs_pending.set()
+
+    async def _log_flusher(self) -> None:
+        """Store the new log lines of every run, at most every flush interval.
+
+        One task for all runs rather than one per run: most runs write little or
+        nothing, and a burst of runs would pay for a task and a task group each.
+        """
         while True:
-            await active.log.wait(active.log.next)
+            assert self._logs_pending is not None, "made when the engine opens"
+            await self._logs_pending.wait()
             await anyio.sleep(_LOG_FLUSH_INTERVAL)
+            self._logs_pending = anyio.Event()
+            pending, self._unflushed = self._unflushed, {}
             with anyio.CancelScope(shield=True):
-                await self._flush_log(active)
+                for active in pending.values():
+                    await self._flush_log(active)
 
     async def _flush_log(self, active: _ActiveRun) -> None:
+        # One batch of a run at a time: a batch drained later is stored later.
+        while active.flushing is not None:
+            await active.flushing.wait()
         batch = active.log.drain()
         if not batch.lines:
             return
+        active.flushing = flushed = anyio.Event()
         try:
             await self._context.store.append_log(active.job.run_id, batch.lines, batch.first)
         except Exception:
             logger.exception("cannot store the log of run %s", active.job.run_id)
+        finally:
+            active.flushing = None
+            flushed.set()
 
     # -- durability ------------------------------------------------------------------
 

@@ -4,13 +4,15 @@ Entries are numbered from 0 in the order they arrive (``pos``). The log keeps th
 when the entries exceed the byte or line budget, the oldest ones are dropped, and
 readers that ask for a dropped range get one ``engine`` note saying how many lines were
 dropped in its place. A controller persists the log by calling :meth:`RunLog.drain`
-whenever :meth:`RunLog.wait` wakes it up, and keeps no line older than the batch's
-``first``: the stored log is then bounded by the same budget.
+whenever :meth:`RunLog.wait` wakes it up (or its ``on_pending`` callback tells it of a
+first line since the last drain), and keeps no line older than the batch's ``first``:
+the stored log is then bounded by the same budget.
 """
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,8 +70,21 @@ class RunLog:
     """
 
     def __init__(
-        self, *, max_bytes: int = DEFAULT_MAX_BYTES, max_lines: int = DEFAULT_MAX_LINES
+        self,
+        *,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        max_lines: int = DEFAULT_MAX_LINES,
+        on_pending: Callable[[], None] | None = None,
     ) -> None:
+        """Create an empty log.
+
+        Args:
+            max_bytes: Budget in bytes of UTF-8 text.
+            max_lines: Budget in lines.
+            on_pending: Called (in the event loop) when a line is appended to a log that
+                had nothing left to drain.
+
+        """
         if max_bytes < 1 or max_lines < 1:
             raise ValueError(f"log budget must be positive, got {max_bytes} B, {max_lines} lines")
         self.max_bytes = max_bytes
@@ -79,6 +94,7 @@ class RunLog:
         self._next = 0
         self._drained = 0
         self._closed = False
+        self._on_pending = on_pending
         # Created by the first waiter: an anyio Event needs a running event loop.
         self._changed: anyio.Event | None = None
 
@@ -111,6 +127,8 @@ class RunLog:
         self._entries.append((entry, size))
         self._size += size
         self._next += 1
+        if self._on_pending is not None and self._next == self._drained + 1:
+            self._on_pending()
         # Keep at least the newest line, even when it alone is over the byte budget.
         while len(self._entries) > 1 and (
             self._size > self.max_bytes or len(self._entries) > self.max_lines

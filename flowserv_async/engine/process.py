@@ -1,14 +1,17 @@
 """Local processes of container steps: command templates, spawning, output, killing.
 
 Each command runs as one process in a new session (its own process group), without a
-shell unless the command uses shell syntax. stdout and stderr are read concurrently as
-they come and written line by line to the run log.
+shell unless the command uses shell syntax. stdout and stderr are read as they come and
+written line by line to the run log.
 
 The process is started in a thread of its own pool: starting it (``fork_exec``, a vfork) suspends
 the calling thread until the child has exec'd, which on a busy machine waits for the
 scheduler, 1-2 ms per step; in the event loop's thread that stalls every other run. The
-event loop then reads the pipes, and learns of the exit through a pidfd that its selector
-watches (Linux 5.3+; elsewhere one thread per running command waits for it).
+event loop then watches the pipes and a pidfd for the exit (Linux 5.3+; elsewhere one
+thread per running command waits for it) with plain reader callbacks: the output is
+split into lines in the callback that reads it, with no reader task, stream object or
+pipe transport per pipe (a burst of runs pays for each of those on the event loop, and
+the garbage collector walks them as long as the steps run).
 
 No process of a command outlives it in its process group: when the command's main
 process exits, whatever it left running in its group is terminated, and when the task
@@ -23,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import codecs
 import contextlib
-import functools
 import os
 import shlex
 import shutil
@@ -40,7 +42,7 @@ from typing import Any
 
 import anyio
 
-from flowserv_async.engine._threads import ThreadPool, run_blocking
+from flowserv_async._threads import ThreadPool, run_blocking
 from flowserv_async.engine.containment import RunProcesses
 from flowserv_async.engine.log import RunLog
 
@@ -163,28 +165,29 @@ async def run_command(
 
     """
     command_argv = ["/bin/sh", "-c", command] if needs_shell(command) else shlex.split(command)
-    argv = [*_DIE_WITH_PARENT, *command_argv]
+    if processes is not None and processes.dies_with_engine:
+        argv = command_argv
+    else:
+        argv = [*_DIE_WITH_PARENT, *command_argv]
     if processes is not None:
         argv = processes.wrap(argv)
         env = {**env, **processes.environment()}
+    capture = _OutputCapture(log, step)
     try:
         # Shielded so that a cancellation can never lose the handle of a started process.
         with anyio.CancelScope(shield=True):
-            child = await _ChildProcess.start(argv, cwd=cwd, env=dict(env))
+            child = await _ChildProcess.start(argv, cwd=cwd, env=dict(env), output=capture)
     except OSError as exc:
         reason = f"cannot run {command_argv[0]!r}: {exc}"
         log.append(step, "stderr", reason)
         return CommandResult(126 if isinstance(exc, PermissionError) else 127, (reason,))
     pgid = child.pid
-    capture = _OutputCapture(log, step)
     try:
-        async with anyio.create_task_group() as tg:
-            readers = anyio.CancelScope()
-            tg.start_soon(capture.read_all, child.stdout, child.stderr, readers)
-            await child.exited.wait()
-            # Processes left in the group would hold the pipes open: end them.
-            await terminate_process_group(pgid, grace)
-            readers.deadline = anyio.current_time() + _DRAIN_WAIT
+        await child.exited.wait()
+        # Processes left in the group would hold the pipes open: end them.
+        await terminate_process_group(pgid, grace)
+        with anyio.move_on_after(_DRAIN_WAIT):
+            await child.drained.wait()
     except BaseException:
         with anyio.CancelScope(shield=True):
             await terminate_process_group(pgid, grace)
@@ -276,25 +279,45 @@ def _signal_group(pgid: int, sig: signal.Signals) -> None:
 
 def _popen(
     argv: list[str], cwd: Path, env: dict[str, str]
-) -> tuple[subprocess.Popen[bytes], int | None]:
-    """Start the process (in the spawner pool); return it and a pidfd for its exit, if any."""
-    # The command comes from the workflow template: running it is the point.
-    process = subprocess.Popen(  # noqa: S603
-        argv,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        cwd=cwd,
-        env=env,
-        start_new_session=True,
-    )
+) -> tuple[subprocess.Popen[bytes], int, int, int | None]:
+    """Start the process (in the spawner pool).
+
+    Returns:
+        The process, the read ends of its stdout and stderr pipes (non-blocking), and a
+        pidfd for its exit, if the machine gives one.
+
+    """
+    # Raw pipes rather than Popen's: the event loop reads the descriptors itself.
+    # (Like every descriptor Python opens, they are not inherited by other processes.)
+    stdout, stdout_w = os.pipe()
+    stderr, stderr_w = os.pipe()
+    try:
+        # The command comes from the workflow template: running it is the point.
+        process = subprocess.Popen(  # noqa: S603
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=stdout_w,
+            stderr=stderr_w,
+            cwd=cwd,
+            env=env,
+            start_new_session=True,
+        )
+    except BaseException:
+        os.close(stdout)
+        os.close(stderr)
+        raise
+    finally:
+        os.close(stdout_w)
+        os.close(stderr_w)
+    os.set_blocking(stdout, False)
+    os.set_blocking(stderr, False)
     if not _PIDFD:
-        return process, None
+        return process, stdout, stderr, None
     try:
         # Not reaped yet, so the pid cannot have been reused.
-        return process, os.pidfd_open(process.pid)
+        return process, stdout, stderr, os.pidfd_open(process.pid)
     except OSError:  # refused (seccomp, old kernel): a thread waits for this one
-        return process, None
+        return process, stdout, stderr, None
 
 
 def _pidfd_works() -> bool:
@@ -312,21 +335,29 @@ _PIDFD = sys.platform == "linux" and _pidfd_works()
 
 
 class _ChildProcess:
-    """A started command: its pid, its pipes as streams, and an event set when it exits.
+    """A started command: its pid, an event set when it exits, one when its output ends.
 
     Only the main process's exit counts: waiting for the pipes to close as well could
-    take forever when a process left running in the background holds them.
+    take forever when a process left running in the background holds them. The output
+    goes to ``output`` from reader callbacks of the event loop, as it comes.
     """
 
-    def __init__(self, process: subprocess.Popen[bytes], pidfd: int | None) -> None:
+    def __init__(
+        self,
+        process: subprocess.Popen[bytes],
+        pipes: dict[int, str],
+        pidfd: int | None,
+        output: _OutputCapture,
+    ) -> None:
         self._process = process
         self._pidfd = pidfd
+        self._output = output
         self._loop = asyncio.get_running_loop()
-        self._transports: list[asyncio.BaseTransport] = []
+        # Open read ends of the pipes and the stream each one carries.
+        self._pipes = pipes
         self.pid = process.pid
         self.exited = asyncio.Event()
-        self.stdout = asyncio.StreamReader(limit=_CHUNK, loop=self._loop)
-        self.stderr = asyncio.StreamReader(limit=_CHUNK, loop=self._loop)
+        self.drained = asyncio.Event()
         if pidfd is not None:
             self._loop.add_reader(pidfd, self._reap)
         else:
@@ -335,16 +366,15 @@ class _ChildProcess:
             ).start()
 
     @classmethod
-    async def start(cls, argv: list[str], *, cwd: Path, env: dict[str, str]) -> _ChildProcess:
-        """Start ``argv`` from the spawner pool and connect its pipes to the event loop."""
-        process, pidfd = await _spawner.run(_popen, argv, cwd, env)
-        child = cls(process, pidfd)
+    async def start(
+        cls, argv: list[str], *, cwd: Path, env: dict[str, str], output: _OutputCapture
+    ) -> _ChildProcess:
+        """Start ``argv`` from the spawner pool and read its output into ``output``."""
+        process, stdout, stderr, pidfd = await _spawner.run(_popen, argv, cwd, env)
+        child = cls(process, {stdout: "stdout", stderr: "stderr"}, pidfd, output)
         try:
-            for pipe, reader in ((process.stdout, child.stdout), (process.stderr, child.stderr)):
-                transport, _ = await child._loop.connect_read_pipe(
-                    functools.partial(asyncio.StreamReaderProtocol, reader), pipe
-                )
-                child._transports.append(transport)
+            for fd, stream in list(child._pipes.items()):
+                child._loop.add_reader(fd, child._read, fd, stream)
         except BaseException:
             _signal_group(child.pid, signal.SIGKILL)
             child.close()
@@ -357,17 +387,36 @@ class _ChildProcess:
         return self._process.returncode
 
     def close(self) -> None:
-        """Close the pipes; kill the main process if it still runs (it is reaped later)."""
-        for transport in self._transports:
-            transport.close()
-        # A transport closes its pipe itself (uvloop: later, in the loop); closing it
-        # here too would close a descriptor number that may belong to a new file by then.
-        for pipe in (self._process.stdout, self._process.stderr)[len(self._transports) :]:
-            if pipe is not None:
-                pipe.close()
+        """Stop reading and close the pipes; kill the main process if it still runs.
+
+        A line the output was still writing is kept. The process is reaped later.
+        """
+        for fd in list(self._pipes):
+            self._close_pipe(fd)
         if not self.exited.is_set():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.pid, signal.SIGKILL)
+
+    def _read(self, fd: int, stream: str) -> None:
+        try:
+            data = os.read(fd, _CHUNK)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""  # the pipe broke: nothing more will come
+        if data:
+            self._output.feed(stream, data)
+            return
+        self._close_pipe(fd)
+        if not self._pipes:
+            self.drained.set()
+
+    def _close_pipe(self, fd: int) -> None:
+        stream = self._pipes.pop(fd)
+        # Unwatched before closed: the number may belong to a new file right after.
+        self._loop.remove_reader(fd)
+        os.close(fd)
+        self._output.finish(stream)
 
     def _reap(self) -> None:
         # The pidfd is readable: the process has exited, so this does not block.
@@ -391,29 +440,33 @@ class _ChildProcess:
 
 
 class _OutputCapture:
-    """Reads a process's stdout and stderr into the run log, line by line."""
+    r"""Splits a process's stdout and stderr into lines and writes them to the run log.
+
+    Fed with the bytes of each stream as they are read; undecodable bytes become U+FFFD,
+    ``\r\n`` counts as a line end, lines over :data:`MAX_LINE_CHARS` are split.
+    """
 
     def __init__(self, log: RunLog, step: str) -> None:
         self.log = log
         self.step = step
         self.stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
+        self._decoders = {
+            stream: codecs.getincrementaldecoder("utf-8")(errors="replace")
+            for stream in ("stdout", "stderr")
+        }
+        self._pending = {"stdout": "", "stderr": ""}
 
-    async def read_all(
-        self, stdout: asyncio.StreamReader, stderr: asyncio.StreamReader, scope: anyio.CancelScope
-    ) -> None:
-        with scope:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(self.read_stream, stdout, "stdout")
-                tg.start_soon(self.read_stream, stderr, "stderr")
+    def feed(self, stream: str, data: bytes) -> None:
+        """Write the lines that ``data`` completes; keep the incomplete rest."""
+        text = self._pending[stream] + self._decoders[stream].decode(data)
+        self._pending[stream] = self._write_lines(stream, text)
 
-    async def read_stream(self, reader: asyncio.StreamReader, stream: str) -> None:
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        pending = ""
-        while chunk := await reader.read(_CHUNK):
-            pending = self._write_lines(stream, pending + decoder.decode(chunk))
-        pending += decoder.decode(b"", final=True)
-        if pending:
-            self._write_lines(stream, pending + "\n")
+    def finish(self, stream: str) -> None:
+        """The stream ended: write its incomplete last line, if any."""
+        rest = self._pending[stream] + self._decoders[stream].decode(b"", final=True)
+        self._pending[stream] = ""
+        if rest:
+            self._write_lines(stream, rest + "\n")
 
     def _write_lines(self, stream: str, text: str) -> str:
         """Write the complete lines of ``text``; return the incomplete rest."""

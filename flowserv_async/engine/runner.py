@@ -26,7 +26,7 @@ from typing import Any
 
 import anyio
 
-from flowserv_async.engine._threads import run_blocking
+from flowserv_async._threads import run_blocking
 from flowserv_async.engine.config import EngineConfig
 from flowserv_async.engine.containment import RunProcesses, contain_run
 from flowserv_async.engine.log import RunLog
@@ -146,7 +146,8 @@ async def run_workflow(
     """Execute the workflow's steps in ``rundir`` and check its declared outputs.
 
     When it returns or is cancelled, no process that the run started is left: those
-    that left their step's process group are killed with the run's containment.
+    that left their step's process group are killed with the run's containment, which
+    is closed then.
 
     Args:
         workflow: A parsed spec, or the ``workflow`` section with references expanded.
@@ -158,8 +159,8 @@ async def run_workflow(
         step_timeout: Time limit of steps without their own ``timeout``
             (``None`` or 0: none).
         grace: Seconds between SIGTERM and SIGKILL when processes are ended.
-        processes: The containment the run's commands start in; the caller closes it.
-            Default: one of the run's own, closed when the run ends.
+        processes: The containment the run's commands start in, closed when the run
+            ends. Default: one of the run's own.
 
     Returns:
         The result; failed steps make ``success`` False with their messages.
@@ -171,7 +172,6 @@ async def run_workflow(
     """
     spec = workflow if isinstance(workflow, WorkflowSpec) else parse_workflow(workflow)
     workers = bind_workers(spec, config if config is not None else EngineConfig())
-    own = processes is None
     contained = processes if processes is not None else await contain_run(uuid.uuid4().hex)
     run = StepRun(
         # The template's own names win: the run folder is ``rundir`` only when the
@@ -185,9 +185,11 @@ async def run_workflow(
     try:
         return await _execute(spec, workers, run, step_timeout)
     finally:
-        # The steps' process groups are gone; this kills what left them (setsid).
+        # The steps' process groups are gone; this kills what left them (setsid). Closed
+        # rather than only killed: one trip to a file thread instead of two, when the
+        # caller closes it too (to clean up after a run that never got here).
         with anyio.CancelScope(shield=True):
-            await (contained.close() if own else contained.kill())
+            await contained.close()
 
 
 async def _execute(
@@ -288,15 +290,21 @@ class _StepGraph:
         self.results = results
         self.default_timeout = default_timeout
         self.deps = dependencies(spec)
-        self.done = {name: anyio.Event() for name in self.deps}
+        # Only the steps that others wait for need an event.
+        awaited = set().union(*self.deps.values())
+        self.done = {name: anyio.Event() for name in self.deps if name in awaited}
 
     async def run(self) -> None:
+        steps = [step for step in self.spec.steps if not step.skipped]
+        if len(steps) == 1:
+            # Nothing runs beside it, nothing to cancel: no task group (most runs).
+            await self.run_step(steps[0], None)
+            return
         async with anyio.create_task_group() as tg:
-            for step in self.spec.steps:
-                if not step.skipped:
-                    tg.start_soon(self.run_step, step, tg.cancel_scope, name=step.name)
+            for step in steps:
+                tg.start_soon(self.run_step, step, tg.cancel_scope, name=step.name)
 
-    async def run_step(self, step: WorkflowStep, run_scope: anyio.CancelScope) -> None:
+    async def run_step(self, step: WorkflowStep, run_scope: anyio.CancelScope | None) -> None:
         for dep in sorted(self.deps[step.name]):
             await self.done[dep].wait()
         result = self.results[step.name]
@@ -308,10 +316,12 @@ class _StepGraph:
             raise
         if outcome.ok:
             result._end(StepState.SUCCESS, outcome)
-            self.done[step.name].set()
+            if step.name in self.done:
+                self.done[step.name].set()
         else:
             result._end(StepState.ERROR, outcome)
-            run_scope.cancel()
+            if run_scope is not None:
+                run_scope.cancel()
 
     async def execute(self, step: WorkflowStep) -> StepOutcome:
         limit = step.timeout if step.timeout is not None else self.default_timeout

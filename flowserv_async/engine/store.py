@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 import anyio
 
-from flowserv_async.engine._threads import run_blocking
+from flowserv_async._threads import run_blocking
 from flowserv_async.engine.job import ResultSpec, RunJob
 from flowserv_async.engine.log import LogEntry
 from flowserv_async.engine.runner import find_missing_files

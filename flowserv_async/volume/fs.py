@@ -15,6 +15,7 @@ from typing import IO, Any
 import anyio
 from anyio import AsyncFile
 
+from flowserv_async._threads import run_blocking
 from flowserv_async.errors import ConstraintViolationError, UnknownFileError
 from flowserv_async.volume._util import StoreData, is_inside, iter_limited, os_errors
 from flowserv_async.volume.base import (
@@ -79,10 +80,12 @@ class FileSystemVolume(StorageVolume):
     ) -> list[str]:
         """Copy files into a local folder (see :meth:`StorageVolume.copy_to_local`).
 
-        Listing, planning and copying all happen in one worker thread: staging a run
-        folder is on the path of every run, and each thread hop costs CPU.
+        Listing, planning and copying all happen in one of the library's file threads
+        (:func:`~flowserv_async._threads.run_blocking`): staging a run folder is on the
+        path of every run, each thread hop costs CPU, and a burst of runs would start
+        anyio's idle worker threads again from the event loop.
         """
-        return await anyio.to_thread.run_sync(self._copy_out, Path(local_dir), prefix, files)
+        return await run_blocking(self._copy_out, Path(local_dir), prefix, files)
 
     def _copy_out(self, root: Path, prefix: str, files: FileCopies | None) -> list[str]:
         listings = {}

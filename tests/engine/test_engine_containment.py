@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -19,6 +20,7 @@ from flowserv_async.engine.containment import (
     CgroupProcesses,
     RunProcesses,
     TaggedProcesses,
+    _spawn_watchdog,
     cgroup_root,
     contain_run,
     kill_leftovers,
@@ -127,6 +129,84 @@ async def test_processes_that_left_the_group_die_when_the_run_ends(
     )
     assert result.success, result.messages
     assert await alive(await escaped_pids(rundir)) == []
+
+
+@pytest.mark.parametrize("kind", MECHANISMS)
+async def test_the_run_closes_the_containment_it_was_given_and_closing_again_does_nothing(
+    rundir: Path, contained: Callable[[str], Any], kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    processes = await contained(kind)
+    result = await run_workflow(
+        workflow(Path(rundir, "nothing.py")), rundir=rundir, log=RunLog(), processes=processes
+    )
+    assert not result.success  # the script does not exist: the step failed
+    assert processes.closed
+    if isinstance(processes, CgroupProcesses):
+        assert not await anyio.Path(processes.path).exists()
+
+    async def fail() -> None:
+        raise AssertionError("a closed containment was closed again")
+
+    monkeypatch.setattr(processes, "_close", fail)
+    await processes.close()
+
+
+# A service process that starts a contained step without a parent death signal, prints
+# the step's pid and waits to be killed.
+KILLED_ENGINE = """
+import os, anyio
+from flowserv_async.engine import RunLog
+from flowserv_async.engine.containment import contain_run
+from flowserv_async.engine.process import run_command
+
+async def main():
+    processes = await contain_run(f"test-{os.getpid()}-killed")
+    assert processes.dies_with_engine
+    await run_command(
+        "sh -c 'echo $$ > step.tmp && mv step.tmp step.pid && exec sleep 300'",
+        cwd=os.getcwd(), env=dict(os.environ), log=RunLog(), step="s", grace=1,
+        processes=processes,
+    )
+
+anyio.run(main)
+"""
+
+
+def _watchdogs_of(pid: int) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        cmdline = proc.info["cmdline"] or []
+        if len(cmdline) > 1 and cmdline[-1].startswith(f"{pid}:") and "-S" in cmdline:
+            found.append(proc)
+    return found
+
+
+@pytest.mark.skipif(
+    sys.platform != "linux" or cgroup_root() is None, reason="no writable cgroup v2 here"
+)
+async def test_contained_steps_die_with_the_engine_process_and_so_does_its_watchdog(
+    tmp_path: Path,
+) -> None:
+    async with await anyio.open_process(
+        [sys.executable, "-c", KILLED_ENGINE], cwd=tmp_path, stderr=subprocess.DEVNULL
+    ) as engine:
+        pidfile = anyio.Path(tmp_path, "step.pid")
+        with anyio.fail_after(20):
+            while not await pidfile.exists():
+                await anyio.sleep(0.02)
+        step = int(await pidfile.read_text())
+        watchdogs = await anyio.to_thread.run_sync(_watchdogs_of, engine.pid)
+        assert len(watchdogs) == 1
+        engine.kill()
+        await engine.wait()
+    try:
+        # Nothing else would kill it (no other engine, no lease): the watchdog does.
+        with anyio.fail_after(10):
+            while await alive([step, watchdogs[0].pid]):
+                await anyio.sleep(0.05)
+    finally:
+        for pid in await alive([step]):  # the test failed: leave nothing behind
+            os.kill(pid, signal.SIGKILL)
 
 
 @pytest.mark.parametrize("kind", MECHANISMS)
@@ -249,3 +329,41 @@ async def test_opening_an_engine_removes_the_empty_cgroups_of_dead_engines(
         await live.close()
         await unowned.rmdir()
     assert not await mine.exists()
+
+
+def _descriptors() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.skipif(
+    sys.platform != "linux" or cgroup_root() is None, reason="no writable cgroup v2 here"
+)
+async def test_a_watchdog_that_cannot_start_is_not_relied_on_and_leaves_nothing_open(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    root = cgroup_root()
+    assert root is not None
+    before = await anyio.to_thread.run_sync(_descriptors)
+    monkeypatch.setattr(sys, "executable", "/nonexistent/python")
+    assert await anyio.to_thread.run_sync(_spawn_watchdog, root, "0:none") == (None, False)
+    assert await anyio.to_thread.run_sync(_descriptors) == before
+    monkeypatch.undo()
+    # One that starts says so, and ends when its pipe closes.
+    pipe, running = await anyio.to_thread.run_sync(_spawn_watchdog, root, "0:none")
+    assert pipe is not None and running
+    owner = "0:none"
+    watchdogs = await anyio.to_thread.run_sync(_watchdog_processes, owner)
+    assert len(watchdogs) == 1
+    os.close(pipe)
+    with anyio.fail_after(10):
+        while await anyio.to_thread.run_sync(_watchdog_processes, owner):
+            await anyio.sleep(0.05)
+
+
+def _watchdog_processes(owner: str) -> list[int]:
+    return [
+        proc.pid
+        for proc in psutil.process_iter(["cmdline", "status"])
+        if (proc.info["cmdline"] or [])[-1:] == [owner]
+        and proc.info["status"] != psutil.STATUS_ZOMBIE
+    ]

@@ -102,6 +102,58 @@ async def test_a_run_succeeds_with_its_files_and_log(
     assert not await anyio.Path(tmp_path, "runs", run.run_id).exists()
 
 
+class SlowLogStore(MemoryRunStore):
+    """Slow to store log lines, except the run's last ones (the test's script writes 49)."""
+
+    async def append_log(self, run_id: str, entries: Any, keep_from: int = 0) -> None:
+        if entries[-1].text != "49":
+            # Likely still in progress when the run ends and stores its last lines.
+            await anyio.sleep(1.0)
+        await super().append_log(run_id, entries, keep_from)
+
+
+async def test_log_lines_of_running_runs_are_stored_while_they_run_and_in_order(
+    volume: FileSystemVolume, tmp_path: Path
+) -> None:
+    store = SlowLogStore()
+    engine = AsyncioEngine()
+    limits = EngineLimits(cancel_grace=1.0, heartbeat=0.2, run_lease=1.0)
+    await engine.open(EngineContext(store, volume, tmp_path / "runs", limits))
+    script = (
+        "import sys, time; print(sys.argv[1], flush=True); time.sleep(1.5)\n"
+        "for i in range(50): print(i, flush=True); time.sleep(0.01)"
+    )
+    await anyio.Path(tmp_path, "script.py").write_text(script)
+    jobs = []
+    for run_id in ("a", "b"):
+        store.add_run(run_id, engine.engine_id)
+        workflow = parse_workflow(
+            {
+                "steps": [
+                    {"name": "s", "action": {"commands": [f"{PY} {tmp_path}/script.py {run_id}"]}}
+                ]
+            }
+        )
+        jobs.append(RunJob(run_id, "w", "g", workflow, {}, "w/static", f"w/runs/{run_id}"))
+    try:
+        for run in jobs:
+            await engine.start(run)
+        with anyio.fail_after(10):
+            while not (logged := [run.run_id for run in jobs if store.runs[run.run_id].log]):
+                await anyio.sleep(0.05)
+        assert engine.is_active(logged[0])
+        with anyio.fail_after(20):
+            for run in jobs:
+                await engine.wait(run.run_id)  # False once it ended meanwhile
+    finally:
+        await engine.aclose()
+    for run in jobs:
+        stored = store.runs[run.run_id]
+        assert stored.state == RunState.SUCCESS
+        assert [e.text for e in stored.log] == [run.run_id, *map(str, range(50))]
+        assert [e.pos for e in stored.log] == list(range(51))
+
+
 async def test_a_failing_step_makes_the_run_error(
     engine: AsyncioEngine, store: MemoryRunStore, volume: FileSystemVolume, job: Any
 ) -> None:
@@ -335,3 +387,29 @@ async def test_a_run_records_how_its_processes_are_contained(
     assert stored.processes["mechanism"] == expected
     assert stored.processes["tag"] == "r"
     assert stored.processes["rundir"] == str(tmp_path / "runs" / "r")
+
+
+def test_an_engine_closed_in_one_event_loop_opens_and_stores_logs_in_another(
+    tmp_path: Path,
+) -> None:
+    store = MemoryRunStore()
+    engine = AsyncioEngine()
+    context = EngineContext(
+        store, FileSystemVolume(tmp_path / "store"), tmp_path / "runs", EngineLimits()
+    )
+
+    async def one_run(run_id: str) -> None:
+        await engine.open(context)
+        try:
+            store.add_run(run_id, engine.engine_id)
+            workflow = parse_workflow(
+                {"steps": [{"name": "s", "action": {"commands": ["echo out"]}}]}
+            )
+            await run_to_end(engine, RunJob(run_id, "w", "g", workflow, {}, "w/static", "w/r"))
+        finally:
+            await engine.aclose()
+
+    for run_id in ("first", "second"):
+        anyio.run(one_run, run_id)
+        assert store.runs[run_id].state == RunState.SUCCESS
+        assert [entry.text for entry in store.runs[run_id].log] == ["out"]

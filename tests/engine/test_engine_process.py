@@ -19,7 +19,7 @@ from flowserv_async.engine import (
     run_command,
     run_workflow,
 )
-from flowserv_async.engine.process import MAX_LINE_CHARS
+from flowserv_async.engine.process import MAX_LINE_CHARS, _OutputCapture
 
 if TYPE_CHECKING:
     from .conftest import ProcessProbe
@@ -192,6 +192,70 @@ async def test_long_lines_are_split_and_bad_bytes_replaced(tmp_path: Path) -> No
     assert code == 0
     assert [len(t) for t in texts(log)[:3]] == [MAX_LINE_CHARS, MAX_LINE_CHARS, 5]
     assert texts(log)[3] == "café \ufffd end"
+
+
+def test_output_split_anywhere_gives_the_same_lines() -> None:
+    data = "one\r\ncafé ünïcode\n".encode() + b"bad \xff\xfe byte\n" + b"x" * 20_000
+    whole = RunLog()
+    capture = _OutputCapture(whole, "s")
+    capture.feed("stdout", data)
+    capture.finish("stdout")
+    # Byte by byte: every multi-byte character and every \r\n is split somewhere.
+    pieces = RunLog()
+    capture = _OutputCapture(pieces, "s")
+    for index in range(len(data)):
+        capture.feed("stdout", data[index : index + 1])
+    capture.finish("stdout")
+    expected = ["one", "café ünïcode", "bad \ufffd\ufffd byte"]
+    expected += ["x" * MAX_LINE_CHARS, "x" * MAX_LINE_CHARS, "x" * (20_000 - 2 * MAX_LINE_CHARS)]
+    assert texts(whole) == expected
+    assert texts(pieces) == expected
+
+
+def test_output_streams_are_split_apart_and_stderr_tail_is_kept() -> None:
+    log = RunLog()
+    capture = _OutputCapture(log, "s")
+    capture.feed("stdout", b"out 1\nout")
+    capture.feed("stderr", b"err 1\nerr 2\nerr")
+    capture.feed("stdout", b" 2\n")
+    capture.finish("stderr")
+    capture.finish("stdout")
+    capture.finish("stdout")  # nothing pending: nothing written
+    assert texts(log) == ["out 1", "out 2"]
+    assert texts(log, "stderr") == ["err 1", "err 2", "err"]
+    assert list(capture.stderr_tail) == ["err 1", "err 2", "err"]
+
+
+async def test_an_unfinished_line_is_kept_when_an_escaped_process_holds_the_pipes(
+    tmp_path: Path, probe: ProcessProbe
+) -> None:
+    # The setsid'd sleep keeps the pipes open past the drain wait; the run's
+    # containment kills it when the run ends.
+    command = "sh -c 'printf partial; setsid sleep 60 & echo $! >&2'"
+    log = RunLog()
+    spec = {"steps": [{"name": "s", "action": {"commands": [command]}}]}
+    with anyio.fail_after(30):
+        result = await run_workflow(spec, rundir=tmp_path, log=log)
+    assert result.success, result.messages
+    assert texts(log) == ["partial"]
+    assert not await probe.alive(int(texts(log, "stderr")[0]))
+
+
+def _open_descriptors() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc/self/fd")
+async def test_commands_leave_no_descriptor_open(tmp_path: Path) -> None:
+    await run("true", tmp_path)  # the pools' threads and descriptors exist from here on
+    before = await anyio.to_thread.run_sync(_open_descriptors)
+    for command in ("true", "sh -c 'echo out; echo err >&2; exit 3'", "no-such-program-x"):
+        await run(command, tmp_path)
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        await run("sleep 60", tmp_path)
+    await anyio.sleep(0.05)  # a watched descriptor is closed in a later loop step
+    assert await anyio.to_thread.run_sync(_open_descriptors) == before
 
 
 async def test_missing_program_fails_with_127(tmp_path: Path) -> None:

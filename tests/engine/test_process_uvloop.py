@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from flowserv_async.engine.process import _ChildProcess
+from flowserv_async.engine.log import RunLog
+from flowserv_async.engine.process import _ChildProcess, _OutputCapture
 
 uvloop = pytest.importorskip("uvloop", reason="uvloop comes with the server extra")
 
@@ -23,7 +24,10 @@ def test_closing_a_step_process_leaves_descriptors_opened_afterwards_alone(
     tmp_path: Path,
 ) -> None:
     async def main() -> None:
-        child = await _ChildProcess.start(["true"], cwd=tmp_path, env=dict(os.environ))
+        output = _OutputCapture(RunLog(), "s")
+        child = await _ChildProcess.start(
+            ["true"], cwd=tmp_path, env=dict(os.environ), output=output
+        )
         await child.exited.wait()
         child.close()
         # New descriptors, which take the lowest free numbers: the pipes' if they are free.

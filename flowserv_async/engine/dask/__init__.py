@@ -194,10 +194,8 @@ class DaskEngine(AsyncioEngine):
                 execute_run, task, pure=False, key=f"{TASK_PREFIX}{job.run_id}"
             )
             try:
-                async with anyio.create_task_group() as tg:
-                    tg.start_soon(self._log_writer, active)
-                    report = await self._report(future)
-                    tg.cancel_scope.cancel()
+                # The lines that come meanwhile are stored by the engine's log flusher.
+                report = await self._report(future)
             except BaseException:
                 with anyio.CancelScope(shield=True):
                     await self._cancel_task(job.run_id, future)

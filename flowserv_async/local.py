@@ -45,6 +45,7 @@ from flowserv_async.events.webhooks import WebhookDispatcher, WebhookStats, load
 from flowserv_async.services.base import ServiceContext, translate_errors
 from flowserv_async.services.postproc import resume_postproc
 from flowserv_async.services.reads import read_run
+from flowserv_async.services.runs import GroupTemplates
 from flowserv_async.services.runstore import DatabaseRunStore
 from flowserv_async.services.users import authenticate
 from flowserv_async.states import FINAL_STATES, RunState
@@ -134,6 +135,8 @@ class LocalAPIFactory:
         self._hub: EventHub | None = None
         self._webhooks: WebhookDispatcher | None = None
         self._dispatch: RunDispatch | None = None
+        #: Group templates prepared by ``start_run`` (parsed once per group version).
+        self.group_templates = GroupTemplates()
 
     @property
     def env(self) -> Mapping[str, Any]:

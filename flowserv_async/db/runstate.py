@@ -8,14 +8,30 @@ out of a final state. The functions only ``flush``: the caller owns the transact
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 from typing import cast as typed
 
-from sqlalchemy import Table, Update, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import (
+    JSON,
+    FunctionElement,
+    String,
+    Table,
+    Update,
+    bindparam,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
 
 from flowserv_async._util import new_id, utc_now
 from flowserv_async.db.models import Ranking, Run, RunFile, RunLogLine
@@ -82,10 +98,33 @@ async def set_state(
     (:mod:`flowserv_async.events`): a writer of run states that bypasses this function
     (or :func:`set_states`) must emit it too.
     """
-    moved = bool(await set_states(session, [run_id], state, messages))
-    if moved and state == RunState.RUNNING and processes is not None:
-        await record_processes(session, {run_id: processes})
-    return moved
+    records = {run_id: processes} if processes is not None else None
+    return bool(await set_states(session, [run_id], state, messages, records))
+
+
+class _RecordOf(FunctionElement[Any]):
+    """The value of a run's id in a JSON object given as text: ``{run_id: record}``.
+
+    So that the records of many runs are set by the one ``UPDATE`` that moves them to
+    RUNNING (a run without a record gets NULL).
+    """
+
+    type = JSON()
+    name = "record_of"
+    inherit_cache = True
+
+
+@compiles(_RecordOf, "sqlite")
+def _record_of_sqlite(element: _RecordOf, compiler: SQLCompiler, **kw: Any) -> str:
+    records, run_id = (compiler.process(arg, **kw) for arg in element.clauses)
+    # Run ids are hex digits: the quoted key needs no escaping.
+    return f"""json_extract({records}, '$."' || {run_id} || '"')"""
+
+
+@compiles(_RecordOf, "postgresql")
+def _record_of_postgresql(element: _RecordOf, compiler: SQLCompiler, **kw: Any) -> str:
+    records, run_id = (compiler.process(arg, **kw) for arg in element.clauses)
+    return f"(CAST({records} AS JSON) -> {run_id})"
 
 
 @functools.cache
@@ -99,6 +138,7 @@ def _move_statement(state: RunState) -> Update:
     values: dict[str, Any] = {"state": str(state), "heartbeat_at": now}
     if state == RunState.RUNNING:
         values["started_at"] = now
+        values["processes"] = _RecordOf(bindparam("records", type_=String()), _RUNS.c.run_id)
     elif state in FINAL_STATES:
         values["ended_at"] = now
         values["started_at"] = func.coalesce(_RUNS.c.started_at, now)
@@ -128,13 +168,19 @@ async def set_states(
     run_ids: Sequence[str],
     state: RunState,
     messages: Sequence[str] | None = None,
+    processes: Mapping[str, Mapping[str, str]] | None = None,
 ) -> set[str]:
-    """:func:`set_state` for many runs in one ``UPDATE``; returns the runs that moved."""
+    """:func:`set_state` for many runs in one ``UPDATE``; returns the runs that moved.
+
+    ``processes`` maps run ids to the records of their processes (RUNNING only).
+    """
     if not allowed_sources(state) or not run_ids:
         return set()
     params: dict[str, Any] = {"run_ids": list(run_ids), "now": utc_now()}
     if state in FINAL_STATES:
         params["messages"] = list(messages or [])
+    elif state == RunState.RUNNING:
+        params["records"] = json.dumps(processes or {})
     stmt = _move_statement(state)
     moved = set()
     for row in (await session.execute(stmt, params)).all():
@@ -284,25 +330,6 @@ async def fail_stale_runs(
     message = f"the run was interrupted: its engine stopped reporting for over {lease:g} s"
     failed = await set_states(session, run_ids, RunState.ERROR, [message])
     return [r for r in run_ids if r in failed]
-
-
-_RECORD_PROCESSES = (
-    update(_RUNS)
-    .where(_RUNS.c.run_id == bindparam("target"))
-    .values(processes=bindparam("processes"))
-)
-
-
-async def record_processes(session: AsyncSession, records: Mapping[str, Mapping[str, str]]) -> None:
-    """Keep how runs' processes are contained (see :mod:`flowserv_async.engine.containment`).
-
-    ``records`` maps run ids to their records; all are written with one statement.
-    """
-    if records:
-        await session.execute(
-            _RECORD_PROCESSES,
-            [{"target": run_id, "processes": dict(rec)} for run_id, rec in records.items()],
-        )
 
 
 async def run_processes(session: AsyncSession, run_ids: Collection[str]) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any, NamedTuple, cast
 
 from sqlalchemy import (
@@ -111,6 +112,46 @@ async def read_run(session: AsyncSession, run_id: str, user_id: str | None) -> R
     parameters = list(run.group_parameters) if run.group_id is not None else None
     handle = serialize.run_handle(run, files=files, outputs=outputs, parameters=parameters)
     return RunRead(handle, run.group_id, bool(run.is_member))
+
+
+class GroupVersion(NamedTuple):
+    """Which group (and workflow) a group id names now, with the caller's membership.
+
+    A workflow's and a group's template columns never change once created; one that is
+    deleted and created again under the same identifier has a new ``created_at``. So
+    these columns tell whether a template prepared earlier is still the group's.
+    """
+
+    workflow_id: str
+    group_created: datetime
+    workflow_created: datetime
+    is_member: bool
+
+
+_GROUP_VERSION: Select[Any] = (
+    select(
+        _groups.c.workflow_id,
+        _groups.c.created_at.label("group_created"),
+        _workflows.c.created_at.label("workflow_created"),
+        _is_member(_groups.c.group_id).label("is_member"),
+    )
+    .select_from(_groups)
+    .join(_workflows, _workflows.c.workflow_id == _groups.c.workflow_id)
+    .where(_groups.c.group_id == bindparam("group_id"))
+)
+
+
+async def read_group_version(
+    session: AsyncSession, group_id: str, user_id: str | None
+) -> GroupVersion | None:
+    """The :class:`GroupVersion` of a group, or None for no such group."""
+    params = {"group_id": group_id, "user_id": user_id}
+    row = (await session.execute(_GROUP_VERSION, params)).first()
+    if row is None:
+        return None
+    return GroupVersion(
+        row.workflow_id, row.group_created, row.workflow_created, bool(row.is_member)
+    )
 
 
 class RunList(NamedTuple):

@@ -8,7 +8,10 @@ through a :class:`~flowserv_async.engine.store.RunStore`
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +47,12 @@ from flowserv_async.events import changes
 from flowserv_async.services import serialize
 from flowserv_async.services.base import Service
 from flowserv_async.services.postproc import start_postproc
-from flowserv_async.services.reads import read_group_runs, read_run
+from flowserv_async.services.reads import (
+    GroupVersion,
+    read_group_runs,
+    read_group_version,
+    read_run,
+)
 from flowserv_async.services.runstore import SessionRunStore
 from flowserv_async.services.stored import run_prefix, static_prefix, template_of, upload_key
 from flowserv_async.states import ACTIVE_STATES, RunState
@@ -151,12 +159,90 @@ async def _refuse_static_targets(
                 )
 
 
+@dataclass(frozen=True)
+class GroupTemplate:
+    """What ``start_run`` needs of a group and its workflow, prepared once per version.
+
+    Attributes:
+        version: the workflow id and the ``created_at`` of the group and the workflow
+            that it was prepared from (see :class:`~flowserv_async.services.reads.
+            GroupVersion`).
+        template: the workflow template with the group's workflow spec and parameters.
+        parameters_json: the group's parameters as stored, for run handles (each
+            handle gets its own copy).
+        workflow_config, group_config: the stored engine configurations.
+        ignore_postproc: the workflow's flag.
+
+    """
+
+    version: tuple[str, datetime, datetime]
+    template: WorkflowTemplate
+    parameters_json: str
+    workflow_config: dict[str, Any] | None
+    group_config: dict[str, Any] | None
+    ignore_postproc: bool
+
+    @classmethod
+    def of(cls, group: Group, wf: Workflow) -> GroupTemplate:
+        """Parse the template of a group as stored."""
+        base = template_of(wf)
+        template = WorkflowTemplate(
+            workflow=dict(group.workflow_spec),
+            parameters=ParameterIndex.from_list(group.parameters),
+            parameter_groups=base.parameter_groups,
+            outputs=base.outputs,
+            result_schema=base.result_schema,
+            postproc=base.postproc,
+        )
+        return cls(
+            version=(wf.workflow_id, group.created_at, wf.created_at),
+            template=template,
+            parameters_json=json.dumps(group.parameters),
+            workflow_config=wf.engine_config,
+            group_config=group.engine_config,
+            ignore_postproc=wf.ignore_postproc,
+        )
+
+    @property
+    def workflow_id(self) -> str:
+        """The group's workflow."""
+        return self.version[0]
+
+
+class GroupTemplates:
+    """The prepared templates of the groups that runs were started for (at most ``size``).
+
+    An entry is used only while the group's :class:`~flowserv_async.services.reads.
+    GroupVersion` is the one it was prepared from, so a group or workflow deleted and
+    created again under the same identifier is prepared anew.
+    """
+
+    def __init__(self, size: int = 256) -> None:
+        self._size = size
+        self._entries: OrderedDict[str, GroupTemplate] = OrderedDict()
+
+    def get(self, group_id: str, version: GroupVersion) -> GroupTemplate | None:
+        """The group's prepared template if it is of this version, else None."""
+        entry = self._entries.get(group_id)
+        key = (version.workflow_id, version.group_created, version.workflow_created)
+        if entry is None or entry.version != key:
+            return None
+        self._entries.move_to_end(group_id)
+        return entry
+
+    def put(self, group_id: str, entry: GroupTemplate) -> None:
+        """Keep a prepared template (the least recently used one goes when full)."""
+        self._entries[group_id] = entry
+        self._entries.move_to_end(group_id)
+        while len(self._entries) > self._size:
+            self._entries.popitem(last=False)
+
+
 async def prepare_job(
     settings_engine_config: str | None,
     run_id: str,
-    wf: Workflow,
-    group: Group | None,
-    template: WorkflowTemplate,
+    group_id: str,
+    prepared: GroupTemplate,
     values: dict[str, Any],
     config: dict[str, Any] | None,
     input_keys: tuple[tuple[str, str], ...] = (),
@@ -169,29 +255,28 @@ async def prepare_job(
         InvalidConfigurationError: a malformed engine configuration.
 
     """
+    template = prepared.template
     values = _with_paths(values)
     section = replace_references(template.workflow, values, template.parameters)
     spec = parse_workflow(section)
     engine_config = await load_engine_config(
-        settings_engine_config,
-        wf.engine_config,
-        group.engine_config if group is not None else None,
-        config,
+        settings_engine_config, prepared.workflow_config, prepared.group_config, config
     )
     context = {k: v for k, v in values.items() if k not in spec.parameters}
+    workflow_id = prepared.workflow_id
     return RunJob(
         run_id=run_id,
-        workflow_id=wf.workflow_id,
-        group_id=group.group_id if group is not None else None,
+        workflow_id=workflow_id,
+        group_id=group_id,
         workflow=spec,
         context=context,
-        static_prefix=static_prefix(wf.workflow_id),
-        result_prefix=run_prefix(wf.workflow_id, run_id),
+        static_prefix=static_prefix(workflow_id),
+        result_prefix=run_prefix(workflow_id, run_id),
         input_files=input_keys,
         result_files=result_files(template.outputs, spec.outputs),
         config=engine_config,
-        result_schema=template.result_schema if group is not None else None,
-        has_postproc=template.postproc is not None and not wf.ignore_postproc,
+        result_schema=template.result_schema,
+        has_postproc=template.postproc is not None and not prepared.ignore_postproc,
     )
 
 
@@ -219,43 +304,32 @@ class RunService(Service):
 
         """
         # Validation reads before the write lock: on SQLite the lock is then held only
-        # for the insert (concurrent starts queue on it).
-        group = await self.session.get(Group, group_id)
-        if group is None:
+        # for the insert (concurrent starts queue on it). One statement tells whether
+        # the group's template prepared earlier still holds.
+        version = await read_group_version(self.session, group_id, self.ctx.user_id)
+        if version is None:
             raise UnknownWorkflowGroupError(group_id)
-        await self.ctx.require_member(group_id)
-        wf = await self.session.get(Workflow, group.workflow_id)
-        assert wf is not None, "groups are deleted with their workflow"
+        self.ctx.check_member(group_id, version.is_member)
         if config is not None and not isinstance(config, dict):
             raise InvalidArgumentError(f"run config must be a mapping, got {config!r}")
-        base = template_of(wf)
-        parameters = ParameterIndex.from_list(group.parameters)
-        template = WorkflowTemplate(
-            workflow=dict(group.workflow_spec),
-            parameters=parameters,
-            parameter_groups=base.parameter_groups,
-            outputs=base.outputs,
-            result_schema=base.result_schema,
-            postproc=base.postproc,
-        )
+        prepared = await self._group_template(group_id, version)
+        workflow_id = prepared.workflow_id
+        parameters = prepared.template.parameters
         values = parse_arguments(parameters, arguments)
         inputs: list[tuple[str, str]] = []
         for item in input_files(values):
             upload = await self.session.get(UploadedFile, item.file_id)
             if upload is None or upload.group_id != group_id:
                 raise UnknownFileError(item.file_id)
-            inputs.append((upload_key(wf.workflow_id, group_id, upload.file_id), item.target))
+            inputs.append((upload_key(workflow_id, group_id, upload.file_id), item.target))
         if inputs:
-            await _refuse_static_targets(
-                self.ctx.factory.volume, wf.workflow_id, parameters, inputs
-            )
+            await _refuse_static_targets(self.ctx.factory.volume, workflow_id, parameters, inputs)
         run_id = new_id()
         job = await prepare_job(
             self.ctx.settings.engine_config,
             run_id,
-            wf,
-            group,
-            template,
+            group_id,
+            prepared,
             values,
             config,
             input_keys=tuple(inputs),
@@ -263,7 +337,7 @@ class RunService(Service):
         dispatch = self.ctx.factory.dispatch
         new = NewRun(
             run_id=run_id,
-            workflow_id=wf.workflow_id,
+            workflow_id=workflow_id,
             group_id=group_id,
             arguments=_serializable(arguments),
             engine_id=dispatch.owner,
@@ -281,7 +355,7 @@ class RunService(Service):
             arguments=new.arguments,
         )
         if self.ctx.settings.async_engine:
-            return serialize.run_handle(run, parameters=list(group.parameters))
+            return serialize.run_handle(run, parameters=json.loads(prepared.parameters_json))
         try:
             await dispatch.wait(run_id)
         except anyio.get_cancelled_exc_class():
@@ -289,6 +363,20 @@ class RunService(Service):
                 await dispatch.cancel(run_id, reason="the caller of start_run was cancelled")
             raise
         return await self.get_run(run_id)
+
+    async def _group_template(self, group_id: str, version: GroupVersion) -> GroupTemplate:
+        """The group's template, prepared anew only when the group or workflow changed."""
+        templates = self.ctx.factory.group_templates
+        prepared = templates.get(group_id, version)
+        if prepared is not None:
+            return prepared
+        group = await self.session.get(Group, group_id)
+        wf = await self.session.get(Workflow, version.workflow_id)
+        if group is None or wf is None or group.workflow_id != wf.workflow_id:
+            raise UnknownWorkflowGroupError(group_id)  # deleted since the first read
+        prepared = GroupTemplate.of(group, wf)
+        templates.put(group_id, prepared)
+        return prepared
 
     async def get_run(self, run_id: str) -> dict[str, Any]:
         """Return the run handle (group runs: members only).

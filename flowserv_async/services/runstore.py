@@ -284,16 +284,12 @@ class DatabaseRunStore:
         # and their events must come before them (a follower stops at the final state).
         await runstate.append_logs(session, logs)
         await runstate.insert_runs(session, [r.args[0] for r in batch if r.kind == "create"])
-        records: dict[str, Mapping[str, str]] = {}
         for (state, messages), reports in moves.items():
             run_ids = [r.args[0] for r in reports]
-            moved = await runstate.set_states(session, run_ids, state, messages)
+            records = {r.args[0]: r.args[3] for r in reports if r.args[3] is not None}
+            moved = await runstate.set_states(session, run_ids, state, messages, records)
             for report in reports:
-                run_id, processes = report.args[0], report.args[3]
-                report.result = run_id in moved
-                if report.result and processes is not None:
-                    records[run_id] = processes
-        await runstate.record_processes(session, records)
+                report.result = report.args[0] in moved
         # No savepoints: when a report fails, the batch is written again report by
         # report, and the failing one fails alone.
         successes = [report for report in batch if report.kind == "results"]

@@ -611,3 +611,84 @@ async def test_a_run_of_a_group_created_in_the_same_session_starts(
         assert (await api.runs().get_run(run["id"]))["groupId"] == group["id"]
     final = await factory.wait_run(run["id"], timeout=30)
     assert final["state"] == "SUCCESS", final.get("messages")
+
+
+async def _workflow(factory: LocalAPIFactory, folder: Path, param: str, identifier: str) -> None:
+    """Install a one-step workflow that echoes its one required parameter ``param``."""
+    template = {
+        "workflow": {"steps": [step("s", f"echo ${{{param}}}")]},
+        "parameters": [{"name": param, "dtype": "string"}],
+    }
+    await anyio.Path(folder).mkdir(parents=True, exist_ok=True)
+    await anyio.Path(folder, "spec.json").write_text(json.dumps(template))
+    async with factory() as api:
+        await api.workflows().create_workflow(
+            source=str(folder), identifier=identifier, name=identifier, specfile="spec.json"
+        )
+
+
+async def _run_log(factory: LocalAPIFactory, group_id: str, param: str, value: str) -> list[str]:
+    run = await start(factory, group_id, [{"name": param, "value": value}])
+    assert [p["name"] for p in run["parameters"]] == [param]
+    final = await factory.wait_run(run["id"], timeout=30)
+    assert final["state"] == "SUCCESS", final.get("messages")
+    async with factory() as api:
+        log = await api.runs().get_log(run["id"])
+    return [line["text"] for line in log["lines"] if line["stream"] == "stdout"]
+
+
+async def _ran_once(factory: LocalAPIFactory, tmp_path: Path) -> LocalAPIFactory:
+    """Install workflow ``wfa`` (parameter ``n``) with group ``team1``, run it once."""
+    await _workflow(factory, tmp_path / "a", "n", "wfa")
+    async with factory() as api:
+        await api.groups().create_group("wfa", "team", identifier="team1")
+    assert await _run_log(factory, "team1", "n", "first") == ["first"]
+    return factory
+
+
+async def _runs_the_new_template(factory: LocalAPIFactory) -> None:
+    """Group ``team1`` now has parameter ``m`` instead of ``n``."""
+    with pytest.raises(UnknownParameterError):
+        await start(factory, "team1", [{"name": "n", "value": "stale"}])
+    assert await _run_log(factory, "team1", "m", "second") == ["second"]
+
+
+async def test_a_group_created_again_under_its_identifier_runs_the_new_template(
+    open_factory: Callable[..., Any], tmp_path: Path
+) -> None:
+    # start_run keeps the templates it prepared: the group's new version must win.
+    factory = await _ran_once(await open_factory(), tmp_path)
+    await _workflow(factory, tmp_path / "b", "m", "wfb")
+    async with factory() as api:
+        await api.groups().delete_group("team1")
+        await api.groups().create_group("wfb", "team", identifier="team1")
+    await _runs_the_new_template(factory)
+
+
+async def test_a_workflow_created_again_under_its_identifier_runs_the_new_template(
+    open_factory: Callable[..., Any], tmp_path: Path
+) -> None:
+    factory = await _ran_once(await open_factory(), tmp_path)
+    async with factory() as api:
+        await api.workflows().delete_workflow("wfa")
+    with pytest.raises(UnknownWorkflowGroupError):
+        await start(factory, "team1", [{"name": "n", "value": "gone"}])
+    await _workflow(factory, tmp_path / "b", "m", "wfa")
+    async with factory() as api:
+        await api.groups().create_group("wfa", "team", identifier="team1")
+    await _runs_the_new_template(factory)
+
+
+async def test_changing_a_run_handle_does_not_change_the_next_one(
+    open_factory: Callable[..., Any], tmp_path: Path
+) -> None:
+    factory = await open_factory()
+    await _workflow(factory, tmp_path / "a", "n", "wfa")
+    async with factory() as api:
+        await api.groups().create_group("wfa", "team", identifier="team1")
+    first = await start(factory, "team1", [{"name": "n", "value": "x"}])
+    first["parameters"][0]["name"] = "changed"
+    second = await start(factory, "team1", [{"name": "n", "value": "y"}])
+    assert [p["name"] for p in second["parameters"]] == ["n"]
+    for run in (first, second):
+        await factory.wait_run(run["id"], timeout=30)

@@ -199,3 +199,25 @@ async def test_a_run_that_cannot_be_created_fails_alone(
     async with database.session() as session:
         told = await session.scalars(select(StoredEvent.run_id))
         assert "bad" not in list(told)
+
+
+async def test_runs_marked_running_together_keep_their_own_process_records(
+    store: DatabaseRunStore,
+) -> None:
+    # The records of a batch are set by the one UPDATE that moves the runs to RUNNING.
+    records = {
+        f"r{i}": {"mechanism": "tag", "tag": f"r{i}", "rundir": f"/runs/r{i}"} for i in range(5)
+    }
+    assert await store.finish("r6", RunState.CANCELED, ["gone"])
+    moved: dict[str, bool] = {}
+
+    async def report(run_id: str, record: dict[str, str] | None) -> None:
+        moved[run_id] = await store.mark_running(run_id, record)
+
+    async with anyio.create_task_group() as tg:
+        for run_id, record in records.items():
+            tg.start_soon(report, run_id, record)
+        tg.start_soon(report, "r5", None)
+        tg.start_soon(report, "r6", {"mechanism": "tag", "tag": "r6"})
+    assert moved == {**dict.fromkeys(records, True), "r5": True, "r6": False}
+    assert await store.leftovers([*records, "r5", "r6"]) == records

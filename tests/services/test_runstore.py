@@ -67,6 +67,8 @@ async def test_concurrent_reports_of_many_runs_are_all_written(
     async with anyio.create_task_group() as tg:
         for i in range(40):
             tg.start_soon(report, i)
+    # append_log returns before its lines are written; closing writes what is queued.
+    await store.aclose()
     assert all(moved.values()) and len(moved) == 40
     found = await states(database)
     assert found["r0"] == ("RUNNING", None)

@@ -13,7 +13,8 @@ Calls the app in this process with raw ASGI messages (no HTTP client, no server)
 times after 30 warm-up calls, and switches callgrind's instrumentation on only around
 the N calls (``callgrind_control``), so imports and start-up are not counted. The
 count includes aiosqlite's thread. Without valgrind it prints the CPU time per call
-(``time.process_time``), which the machine's load skews. It also prints the statements
+(``time.process_time``; on PostgreSQL also the CPU of the database's backends), which
+the machine's load skews. It also prints the statements
 the app sent per call, and the transaction commands among them (``BEGIN``, ``COMMIT``,
 ``ROLLBACK``; counted on PostgreSQL only: SQLite's adapter sends them inside its calls).
 """
@@ -35,7 +36,7 @@ import anyio.lowlevel
 import yaml
 from sqlalchemy import event
 
-from benchmarks.bench_http import API_PATH, TEMPLATE, prepare
+from benchmarks.bench_http import API_PATH, TEMPLATE, postgres_cpu, prepare
 from flowserv_async.server import create_app
 
 WARM_UP = 30
@@ -127,16 +128,19 @@ async def main(endpoint: str, count: int, folder: Path, database: str | None) ->
         for _ in range(WARM_UP):
             await call(app, path, ids["token"])
         sent = Sent(app.state.flowserv_factory.db.engine.sync_engine)
+        pg_started = postgres_cpu(database) if database else 0.0
         instrument(True)
         started = time.process_time()
         for _ in range(count):
             await call(app, path, ids["token"])
         cpu = time.process_time() - started
         instrument(False)
+        pg_cpu = postgres_cpu(database) - pg_started if database else 0.0
         await anyio.lowlevel.checkpoint()  # the query logger's calls
     print(
         f"GET {endpoint}: {1000 * cpu / count:.3f} ms CPU per call ({count} calls), "
-        f"{sent.statements / count:.2f} statements and {sent.commands / count:.2f} "
+        + (f"PostgreSQL {1000 * pg_cpu / count:.3f} ms, " if database else "")
+        + f"{sent.statements / count:.2f} statements and {sent.commands / count:.2f} "
         "transaction commands per call"
     )
 

@@ -1,6 +1,7 @@
 """HTTP throughput: flowserv-async's server side by side with rob-flask 0.6.0.
 
 Usage: python -m benchmarks.bench_http [--duration 5] [--connections 32] [--rounds 2]
+    [--sides robflask,ours] [--processes 1,2]
 
 Both servers get the same data (a one-step workflow with a result schema, 10 groups with
 one successful run each) and then serve ``GET runs/{id}`` and ``GET workflows/{id}/
@@ -16,9 +17,11 @@ leaderboard`` to ``wrk`` (Debian's package, installed here with apt-get when mis
   use): one process is REST.md's launcher (``create_app().run(threaded=True)``), two
   processes are gunicorn with two workers of 16 threads.
 
-Prints requests per second and p50/p99 latency per case with the machine, the date and
-the load; writes everything to ``benchmarks/results/http.json``. Other processes on the
-machine skew the numbers: compare the two sides of one run, and repeat (``--rounds``).
+Prints requests per second, p50/p99 latency, the server's CPU per request and (ours on
+PostgreSQL) the database server's CPU per request, per case and round, with the
+machine, the date and the load; writes everything to ``benchmarks/results/http.json``.
+Other processes on the machine skew the numbers: compare the two sides of one run, and
+repeat (``--rounds``).
 """
 
 from __future__ import annotations
@@ -178,6 +181,25 @@ def server_cpu(pid: int) -> float:
     return total
 
 
+def postgres_cpu(database: str) -> float:
+    """CPU seconds (user and system) of the PostgreSQL backends serving ``database``.
+
+    The server shares the machine's cores with the HTTP servers; its backends show the
+    database in their process title (``postgres: ... user database host(port) state``).
+    A backend that exits during a round takes its counts with it: the servers keep
+    their pooled connections open, so theirs do not.
+    """
+    name = f" {database.rsplit('/', 1)[-1]} "
+    total = 0.0
+    for process in psutil.process_iter(["cmdline"]):
+        title = " ".join(process.info["cmdline"] or ())
+        if title.startswith("postgres:") and name in title:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                times = process.cpu_times()
+                total += times.user + times.system
+    return total
+
+
 def wrk(binary: str, url: str, token: str, duration: int, connections: int) -> dict[str, Any]:
     """Run wrk; return requests/s, p50 and p99 in ms, and the error counts."""
     out = subprocess.run(
@@ -253,9 +275,15 @@ def measure(
             wrk(wrk_bin, url, ids["token"], 1, args.connections)  # warm-up
             for round_ in range(args.rounds):
                 cpu = server_cpu(proc.pid)
+                pg_cpu = postgres_cpu(database) if database else 0.0
                 result = wrk(wrk_bin, url, ids["token"], args.duration, args.connections)
                 cpu = server_cpu(proc.pid) - cpu
-                result["cpu_ms_per_request"] = 1000 * cpu / max(result["requests"], 1)
+                requests = max(result["requests"], 1)
+                result["cpu_ms_per_request"] = 1000 * cpu / requests
+                if database:
+                    pg_cpu = postgres_cpu(database) - pg_cpu
+                    result["postgres_cpu_ms_per_request"] = 1000 * pg_cpu / requests
+                result["load"] = os.getloadavg()[0]
                 rows.append(
                     {"side": side, "processes": processes, "endpoint": name, "round": round_}
                     | result
@@ -328,8 +356,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--sides", default="robflask,ours", help="robflask, ours or both")
+    parser.add_argument("--processes", default="1,2", help="1, 2 or both")
     args = parser.parse_args(argv)
     sides = [s for s in ("robflask", "ours") if s in args.sides.split(",")]
+    counts = [n for n in (1, 2) if str(n) in args.processes.split(",")]
     wrk_bin = ensure_wrk()
     ensure_robflask_venv()
     rows: list[dict[str, Any]] = []
@@ -339,8 +369,12 @@ def main(argv: list[str] | None = None) -> int:
         (template / "benchmark.yaml").write_text(yaml.safe_dump(TEMPLATE, sort_keys=False))
         for side in sides:
             basedir = Path(tmp, side)
-            prepare(side, basedir, template)
-            rows.extend(measure(side, 1, basedir, wrk_bin, args))
+            if side == "robflask" or 1 in counts:
+                prepare(side, basedir, template)
+            if 1 in counts:
+                rows.extend(measure(side, 1, basedir, wrk_bin, args))
+            if 2 not in counts:
+                continue
             if side == "robflask":
                 rows.extend(measure(side, 2, basedir, wrk_bin, args))
                 continue
@@ -365,10 +399,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(
         f"{'endpoint':<17}{'procs':>6}{'side':>10}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}"
-        f"{'CPU ms/req':>12}"
+        f"{'CPU ms/req':>12}{'PG CPU':>8}{'load':>6}"
     )
     for endpoint in ("GET runs/{id}", "GET leaderboard"):
-        for processes in (1, 2):
+        for processes in counts:
             for side in sides:
                 for row in rows:
                     if (row["endpoint"], row["processes"], row["side"]) == (
@@ -380,6 +414,12 @@ def main(argv: list[str] | None = None) -> int:
                             f"{endpoint:<17}{processes:>6}{side:>10}{row['rps']:>10.0f}"
                             f"{row['p50_ms']:>9.2f}{row['p99_ms']:>9.2f}"
                             f"{row['cpu_ms_per_request']:>12.2f}"
+                            + (
+                                f"{row['postgres_cpu_ms_per_request']:>8.2f}"
+                                if "postgres_cpu_ms_per_request" in row
+                                else f"{'':>8}"
+                            )
+                            + f"{row['load']:>6.1f}"
                             + (f"  non-2xx {row['non_2xx']}" if row["non_2xx"] else "")
                         )
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

@@ -39,10 +39,14 @@ _ASYNC_DRIVERS = {
 
 _SQLITE_POOL_SIZE = 8
 
-# SQLAlchemy's default pool for server databases, named here because the admission of
-# sessions (:attr:`DB.admission`) is sized by it.
-_SERVER_POOL_SIZE = 5
-_SERVER_MAX_OVERFLOW = 10
+# Connections to a server database, kept open: as many as sessions are admitted at once
+# (:attr:`DB.admission` is sized by the pool). No overflow connections: SQLAlchemy
+# closes one that comes back to a pool already holding ``pool_size`` idle ones, so with
+# 5 + 10, 16 concurrent requests opened 23-57 connections per 3,000 and a two-process
+# server under load up to 270 in 5 s (a backend process each, every statement prepared
+# again on each).
+_SERVER_POOL_SIZE = 15
+_SERVER_MAX_OVERFLOW = 0
 
 # Seconds after which a pooled server connection is replaced instead of reused.
 _POOL_RECYCLE_S = 1800
@@ -67,7 +71,25 @@ def async_url(url: str) -> URL:
 
 
 WRITE_OPTION = "flowserv_write"
-"""Execution option that makes a SQLite transaction begin as ``BEGIN IMMEDIATE``."""
+"""Execution option of a write session: its transaction begins with its first statement.
+
+On SQLite that transaction begins as ``BEGIN IMMEDIATE``.
+"""
+
+
+def _begin_write_sessions_at_once(engine: AsyncEngine) -> None:
+    """A write session's transaction begins with its first statement, even a read.
+
+    Both adapters (``db/_sqlite.py``, ``db/_postgres.py``) otherwise send no ``BEGIN``
+    for reads: a session that only reads runs without a transaction, and one that
+    writes begins it with its first write.
+    """
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        if conn.get_execution_options().get(WRITE_OPTION, False):
+            # Sent with the transaction's first statement (SQLite: in the same call).
+            conn.connection.dbapi_connection.begin_immediate()
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:
@@ -82,7 +104,7 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: DBAPIConnection, record: ConnectionPoolEntry) -> None:
-        # Let the "begin" hook below emit BEGIN instead of the driver.
+        # Let the adapter (db/_sqlite.py) emit BEGIN instead of the driver.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
@@ -90,14 +112,6 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         cursor.execute("PRAGMA synchronous = NORMAL")
         cursor.execute("PRAGMA foreign_keys = ON")
         cursor.close()
-
-    @event.listens_for(engine.sync_engine, "begin")
-    def _on_begin(conn: Any) -> None:
-        # Reading transactions send no BEGIN: the adapter (db/_sqlite.py) begins one
-        # with the first statement that writes.
-        if conn.get_execution_options().get(WRITE_OPTION, False):
-            # Sent with the transaction's first statement, in the same driver call.
-            conn.connection.dbapi_connection.begin_immediate()
 
 
 _WRITER_KEY = "flowserv_writer"
@@ -147,6 +161,10 @@ class DB:
             # (64 runs: 0.54 s of CPU with 8, 0.65 s with 32).
             kwargs["pool_size"] = kwargs["max_overflow"] = _SQLITE_POOL_SIZE
         else:
+            # Imported here: asyncpg is an optional extra.
+            from flowserv_async.db._postgres import lazy_transaction_dbapi
+
+            kwargs["module"] = lazy_transaction_dbapi()
             kwargs["pool_size"] = _SERVER_POOL_SIZE
             kwargs["max_overflow"] = _SERVER_MAX_OVERFLOW
             # No pre-ping: it is a round trip per session (0.3 -> 1.1 ms for a one-statement
@@ -158,6 +176,7 @@ class DB:
         self.engine = create_async_engine(self.url, **kwargs)
         if self.is_sqlite:
             _configure_sqlite(self.engine)
+        _begin_write_sessions_at_once(self.engine)
         self.session_factory = async_sessionmaker(
             self.engine, expire_on_commit=False, sync_session_class=_Session
         )
@@ -196,10 +215,10 @@ class DB:
 
         On SQLite a transaction that has only read so far is committed (it wrote
         nothing) and a new one begins with ``BEGIN IMMEDIATE``, waiting for the write
-        lock. Elsewhere, and for a transaction that already writes, this does nothing.
+        lock. On PostgreSQL the transaction begins with the next statement, even a read
+        (the reads so far ran without one). For a transaction that already writes this
+        does nothing.
         """
-        if not self.is_sqlite:
-            return
         if session.in_transaction():
             conn = await session.connection()
             if (
@@ -207,7 +226,15 @@ class DB:
                 and conn.sync_connection.get_execution_options().get(WRITE_OPTION, False)
             ):
                 return
+            if not self.is_sqlite:
+                # Its reads ran without a transaction: the next statement begins one.
+                raw: Any = await conn.get_raw_connection()
+                raw.dbapi_connection.begin_immediate()
+                return
             await session.commit()
+        if not self.is_sqlite:
+            await session.connection(execution_options={WRITE_OPTION: True})
+            return
         await self._writer.acquire()
         session.sync_session.info[_WRITER_KEY] = self._writer
         try:

@@ -14,7 +14,7 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, Text, bindparam, func, select, type_coerce
+from sqlalchemy import ColumnElement, Select, Text, bindparam, cast, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from flowserv_async._util import isoformat
@@ -25,9 +25,9 @@ from flowserv_async.template import ResultSchema, SortColumn
 
 _WORKFLOWS = Workflow.__table__.c
 
-#: A workflow's stored result schema as its JSON text (SQLite; asyncpg decodes JSON
-#: itself): see :func:`schema_text`.
-SCHEMA_TEXT = type_coerce(_WORKFLOWS.result_schema, Text)
+#: A workflow's stored result schema as its JSON text, cast in SQL: asyncpg would
+#: otherwise decode the JSON of every leaderboard row (see :func:`schema_text`).
+SCHEMA_TEXT = cast(_WORKFLOWS.result_schema, Text)
 
 
 def schema_text(value: Any) -> str | None:

@@ -8,7 +8,12 @@ from typing import Any
 from flowserv_async._paths import relative_path
 from flowserv_async.errors import InvalidTemplateError
 
-__all__ = ["checked_mapping", "relative_path"]
+__all__ = ["checked_mapping", "relative_path", "sorted_keys"]
+
+
+def sorted_keys(keys: set[Any]) -> list[Any]:
+    """Keys in a stable order for a message; YAML keys may mix types (null, 0, text)."""
+    return sorted(keys, key=repr)
 
 
 def checked_mapping(
@@ -27,5 +32,5 @@ def checked_mapping(
         raise InvalidTemplateError(f"{what} {dict(doc)!r}: missing key(s) {sorted(missing)}")
     unknown = set(doc) - required - optional
     if unknown:
-        raise InvalidTemplateError(f"{what} {dict(doc)!r}: unknown key(s) {sorted(unknown)}")
+        raise InvalidTemplateError(f"{what} {dict(doc)!r}: unknown key(s) {sorted_keys(unknown)}")
     return doc

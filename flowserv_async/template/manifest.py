@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from flowserv_async.errors import InvalidManifestError, InvalidTemplateError
+from flowserv_async.template._checks import sorted_keys
 from flowserv_async.template.loader import load_document
 
 MANIFEST_FILES = ("flowserv.json", "flowserv.yaml", "flowserv.yml")
@@ -147,7 +148,7 @@ def read_manifest(
             raise InvalidManifestError(f"manifest {manifest_path.name}: {exc.message}") from exc
         unknown = set(doc) - MANIFEST_KEYS
         if unknown:
-            raise InvalidManifestError(f"manifest: unknown key(s) {sorted(unknown)}")
+            raise InvalidManifestError(f"manifest: unknown key(s) {sorted_keys(unknown)}")
     wf_name = _text(name if name is not None else doc.get("name"), "name")
     if wf_name is None or not wf_name.strip():
         raise InvalidManifestError("the workflow has no name (manifest or argument)")

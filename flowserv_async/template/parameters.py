@@ -33,7 +33,7 @@ from flowserv_async.errors import (
     InvalidParameterError,
     InvalidTemplateError,
 )
-from flowserv_async.template._checks import relative_path
+from flowserv_async.template._checks import relative_path, sorted_keys
 from flowserv_async.template._values import to_bool, to_float, to_int, to_string
 
 BASE_KEYS = frozenset(
@@ -311,7 +311,7 @@ class SelectParameter(Parameter):
             unknown = set(item) - {"name", "value", "isDefault"}
             if unknown:
                 raise InvalidParameterError(
-                    f"parameter '{name}': unknown option key(s) {sorted(unknown)}"
+                    f"parameter '{name}': unknown option key(s) {sorted_keys(unknown)}"
                 )
             option_value = item["value"]
             if not isinstance(option_value, (str, int, float)):
@@ -555,7 +555,7 @@ def parameter_from_dict(doc: Any, index: int) -> Parameter:
         raise InvalidParameterError(f"parameter '{name}': unknown dtype {dtype!r}")
     unknown = set(doc) - BASE_KEYS - cls.extra_keys
     if unknown:
-        raise InvalidParameterError(f"parameter '{name}': unknown key(s) {sorted(unknown)}")
+        raise InvalidParameterError(f"parameter '{name}': unknown key(s) {sorted_keys(unknown)}")
     position = doc.get("index", index)
     if not isinstance(position, int) or isinstance(position, bool):
         raise InvalidParameterError(f"parameter '{name}': index {position!r} is not an integer")

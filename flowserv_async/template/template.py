@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flowserv_async.errors import InvalidTemplateError, UnknownParameterError
-from flowserv_async.template._checks import checked_mapping, relative_path
+from flowserv_async.template._checks import checked_mapping, relative_path, sorted_keys
 from flowserv_async.template.legacy import convert_legacy_template
 from flowserv_async.template.loader import load_document
 from flowserv_async.template.parameters import ParameterIndex
@@ -205,7 +205,7 @@ class WorkflowTemplate:
         doc = convert_legacy_template(doc)
         unknown = set(doc) - TEMPLATE_KEYS
         if unknown:
-            raise InvalidTemplateError(f"template: unknown key(s) {sorted(unknown)}")
+            raise InvalidTemplateError(f"template: unknown key(s) {sorted_keys(unknown)}")
         workflow = doc.get("workflow")
         if not isinstance(workflow, Mapping):
             raise InvalidTemplateError(f"template: workflow must be a mapping, got {workflow!r}")

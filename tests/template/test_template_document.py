@@ -144,6 +144,12 @@ MALFORMED_TEMPLATES: list[tuple[str, dict[str, Any] | Any, type[FlowservError], 
         r"unknown key\(s\) \['extra'\]",
     ),
     (
+        "unknown keys of mixed types (YAML: null, 0)",
+        {None: 1, 0: 1, "workflow": {}},
+        InvalidTemplateError,
+        r"unknown key\(s\) \[0, None\]",
+    ),
+    (
         "no workflow",
         template_with(workflow=None),
         InvalidTemplateError,

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, status
+from fastapi import APIRouter, HTTPException, Request, status
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 import flowserv_async.server.models as models
 from flowserv_async.errors import UnknownUserError
-from flowserv_async.server._caller import CallerDep, DownloaderDep
+from flowserv_async.server._caller import Caller, CallerDep, DownloaderDep, app_factory
 from flowserv_async.server._download import download, download_responses
 
 router = APIRouter(prefix="/workflows", tags=["workflows"], route_class=models.ShapedRoute)
@@ -57,17 +57,18 @@ async def get_workflow(caller: CallerDep, workflow_id: str) -> dict[str, Any]:
 @router.get("/{workflow_id}/leaderboard", response_model=models.Leaderboard)
 async def get_leaderboard(
     workflow_id: str,
-    caller: CallerDep,
+    request: Request,
     orderBy: str | None = None,
     includeAll: str | None = None,
 ) -> Response:
     """The ranking of the workflow's successful runs (best run per group by default).
 
-    The same for every caller (the service does not ask who it is). The service builds
-    the document in its final shape, so it is sent as it is: checking a leaderboard of
-    many runs against the model cost more CPU than reading it.
+    The same for every caller: the service does not ask who it is, so the route takes
+    no token (one dependency less to solve per request). The service builds the
+    document in its final shape, so it is sent as it is: checking a leaderboard of many
+    runs against the model cost more CPU than reading it.
     """
-    async with caller.session(public=True) as api:
+    async with Caller(app_factory(request), None).session(public=True) as api:
         ranking = await api.workflows().get_ranking(
             workflow_id, order_by=parse_order_by(orderBy), include_all=parse_include_all(includeAll)
         )

@@ -7,7 +7,7 @@ from typing import Any
 
 import anyio
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import Engine, event, select
 from sqlalchemy.exc import IntegrityError
 
 from flowserv_async import DB
@@ -156,8 +156,8 @@ async def test_runs_created_meanwhile_are_inserted_together(
         if statement.lstrip().upper().startswith("INSERT INTO RUNS"):
             inserts.append(statement)
 
-    engine = database.engine.sync_engine
-    event.listen(engine, "before_cursor_execute", record)
+    # Every engine: on SQLite the writer has one of its own (DB.write_in_thread).
+    event.listen(Engine, "before_cursor_execute", record)
     try:
         # On SQLite the writer waits for this transaction (it ends before the task group
         # waits for the runs); the runs queue meanwhile.
@@ -166,7 +166,7 @@ async def test_runs_created_meanwhile_are_inserted_together(
                 tg.start_soon(store.create_run, _new_run(f"n{i}"))
             await anyio.wait_all_tasks_blocked()
     finally:
-        event.remove(engine, "before_cursor_execute", record)
+        event.remove(Engine, "before_cursor_execute", record)
     found = await states(database)
     assert all(found[f"n{i}"] == ("PENDING", None) for i in range(20))
     assert 1 <= len(inserts) <= 2

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
-from sqlalchemy import event
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.exc import ArgumentError, IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import (
@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.orm import Session, SessionTransaction
 from sqlalchemy.pool import ConnectionPoolEntry
 
+from flowserv_async._threads import ThreadPool
 from flowserv_async.config import DEFAULT_USER, FLOWSERV_DATABASE, Settings, merge_env
 from flowserv_async.db._sqlite import statement_dbapi
 from flowserv_async.db.models import Base, User
@@ -92,6 +93,17 @@ def _begin_write_sessions_at_once(engine: AsyncEngine) -> None:
             conn.connection.dbapi_connection.begin_immediate()
 
 
+def _on_sqlite_connect(dbapi_connection: DBAPIConnection, record: ConnectionPoolEntry) -> None:
+    # Let a "begin" hook emit BEGIN instead of the driver.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.execute("PRAGMA journal_mode = WAL")
+    cursor.execute("PRAGMA synchronous = NORMAL")
+    cursor.execute("PRAGMA foreign_keys = ON")
+    cursor.close()
+
+
 def _configure_sqlite(engine: AsyncEngine) -> None:
     """WAL, a busy timeout, foreign keys, and write transactions that wait their turn.
 
@@ -101,18 +113,36 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
     once with "database is locked" when another connection wrote in between (the busy
     timeout does not apply to that upgrade), whereas an immediate one waits for the lock.
     """
+    event.listen(engine.sync_engine, "connect", _on_sqlite_connect)
 
-    @event.listens_for(engine.sync_engine, "connect")
-    def _on_connect(dbapi_connection: DBAPIConnection, record: ConnectionPoolEntry) -> None:
-        # Let the adapter (db/_sqlite.py) emit BEGIN instead of the driver.
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
-        cursor.execute("PRAGMA journal_mode = WAL")
-        cursor.execute("PRAGMA synchronous = NORMAL")
-        cursor.execute("PRAGMA foreign_keys = ON")
-        cursor.close()
 
+def _thread_writer(url: URL, connect_args: Mapping[str, Any]) -> Engine:
+    """The sync engine of :meth:`DB.write_in_thread` on the same SQLite file.
+
+    One pysqlite connection, configured like the async engine's, used by one thread at
+    a time (the writer thread; :meth:`DB.dispose` closes it there as well).
+    """
+    engine = create_engine(
+        url.set(drivername="sqlite+pysqlite"),
+        pool_size=1,
+        max_overflow=0,
+        connect_args={**connect_args, "check_same_thread": False},
+    )
+    event.listen(engine, "connect", _on_sqlite_connect)
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        # Every transaction of this engine writes: take the lock at BEGIN (see
+        # _configure_sqlite).
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+# The thread of DB.write_in_thread: one is enough, the writes of a database are serial.
+_writes = ThreadPool(1, "flowserv-dbwrite")
+
+T = TypeVar("T")
 
 _WRITER_KEY = "flowserv_writer"
 
@@ -184,6 +214,9 @@ class DB:
         # event loop, instead of in SQLite's busy handler, which sleeps in steps of up
         # to 100 ms. Held from BEGIN IMMEDIATE to the end of that transaction.
         self._writer = anyio.Semaphore(1)
+        self._thread_engine = (
+            _thread_writer(self.url, self.connect_args) if self.is_sqlite else None
+        )
         # API sessions that may work at once: as many as the pool has connections. The
         # others wait here, parked, instead of each being stepped up to the pool's queue
         # (1,000 sessions started together lagged the event loop by some 100 ms).
@@ -243,6 +276,33 @@ class DB:
             _release_writer(session.sync_session)
             raise
 
+    @property
+    def writes_in_thread(self) -> bool:
+        """True when :meth:`write_in_thread` is available (SQLite)."""
+        return self._thread_engine is not None
+
+    async def write_in_thread(self, write: Callable[[Session], T]) -> T:
+        """Run ``write(session)`` in one write transaction in a thread (SQLite only).
+
+        The whole transaction is one call in the writer thread on a sync session, not a
+        hand-off per statement: the event loop only waits. It takes its turn with the
+        async writers (:meth:`begin_write`), so the two engines never wait for each
+        other in SQLite's busy handler. Commits on success, else rolls back and raises.
+        A cancelled caller waits until the transaction has ended.
+
+        The session's ``info`` is the async sessions' (the event hub's keys): hooks
+        that run at its commit run in the thread.
+        """
+        if self._thread_engine is None:
+            raise RuntimeError("write_in_thread is available only on SQLite")
+        async with self._writer:
+            return await _writes.run(self._write_sync, self._thread_engine, write)
+
+    def _write_sync(self, engine: Engine, write: Callable[[Session], T]) -> T:
+        info = dict(self.session_factory.kw.get("info") or {})
+        with Session(engine, info=info, expire_on_commit=False) as session, session.begin():
+            return write(session)
+
     async def create_schema(self) -> None:
         """Create the tables that are missing and the default user."""
         if self.is_sqlite and self.url.database not in (None, "", ":memory:"):
@@ -259,6 +319,9 @@ class DB:
 
     async def dispose(self) -> None:
         """Close every pooled connection."""
+        if self._thread_engine is not None:
+            # The writer thread's connection is closed in that thread.
+            await _writes.run(self._thread_engine.dispose)
         await self.engine.dispose()
 
     async def _create_default_user(self) -> None:

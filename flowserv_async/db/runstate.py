@@ -3,6 +3,9 @@
 Every state change goes through :func:`set_state`, a conditional ``UPDATE`` that only
 moves a run along an allowed transition (SPEC 4), so two writers can never move a run
 out of a final state. The functions only ``flush``: the caller owns the transaction.
+They are sync functions of a sync :class:`~sqlalchemy.orm.Session`, one definition for
+both ways of running them: ``await async_session.run_sync(fn, ...)`` on the event loop,
+or in a thread (:meth:`flowserv_async.db.DB.write_in_thread`) on SQLite.
 """
 
 from __future__ import annotations
@@ -29,8 +32,8 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.orm import Session
 from sqlalchemy.sql.compiler import SQLCompiler
 
 from flowserv_async._util import new_id, utc_now
@@ -59,11 +62,11 @@ _RUN_FILES = typed(Table, RunFile.__table__)
 _RANKINGS = typed(Table, Ranking.__table__)
 
 
-async def insert_runs(session: AsyncSession, runs: Sequence[NewRun]) -> None:
+def insert_runs(session: Session, runs: Sequence[NewRun]) -> None:
     """Create PENDING runs in one ``INSERT``, each with its ``run.created`` event."""
     if not runs:
         return
-    await session.execute(
+    session.execute(
         insert(_RUNS),
         [
             {
@@ -83,8 +86,8 @@ async def insert_runs(session: AsyncSession, runs: Sequence[NewRun]) -> None:
         changes.run_created(session, run.run_id, run.workflow_id, run.group_id, run.created_at)
 
 
-async def set_state(
-    session: AsyncSession,
+def set_state(
+    session: Session,
     run_id: str,
     state: RunState,
     messages: Sequence[str] | None = None,
@@ -99,7 +102,7 @@ async def set_state(
     (or :func:`set_states`) must emit it too.
     """
     records = {run_id: processes} if processes is not None else None
-    return bool(await set_states(session, [run_id], state, messages, records))
+    return bool(set_states(session, [run_id], state, messages, records))
 
 
 class _RecordOf(FunctionElement[Any]):
@@ -163,8 +166,8 @@ def _move_statement(state: RunState) -> Update:
     )
 
 
-async def set_states(
-    session: AsyncSession,
+def set_states(
+    session: Session,
     run_ids: Sequence[str],
     state: RunState,
     messages: Sequence[str] | None = None,
@@ -183,7 +186,7 @@ async def set_states(
         params["records"] = json.dumps(processes or {})
     stmt = _move_statement(state)
     moved = set()
-    for row in (await session.execute(stmt, params)).all():
+    for row in session.execute(stmt, params).all():
         moved.add(row.run_id)
         changes.state_changed(
             session,
@@ -199,8 +202,8 @@ async def set_states(
     return moved
 
 
-async def record_successes(
-    session: AsyncSession, results: Sequence[tuple[ResultSpec, RunOutcome]]
+def record_successes(
+    session: Session, results: Sequence[tuple[ResultSpec, RunOutcome]]
 ) -> set[str]:
     """Record successful runs (state, result files, ranking); the ids of those recorded.
 
@@ -211,9 +214,9 @@ async def record_successes(
     """
     for spec, outcome in results:
         if outcome.error is not None:
-            await set_state(session, spec.run_id, RunState.ERROR, [outcome.error])
+            set_state(session, spec.run_id, RunState.ERROR, [outcome.error])
     valid = [(spec, outcome) for spec, outcome in results if outcome.error is None]
-    moved = await set_states(session, [spec.run_id for spec, _ in valid], RunState.SUCCESS)
+    moved = set_states(session, [spec.run_id for spec, _ in valid], RunState.SUCCESS)
     recorded = [(spec, outcome) for spec, outcome in valid if spec.run_id in moved]
     files = [
         {"file_id": new_id(), "run_id": spec.run_id, "key": name, "name": name, "size": size}
@@ -221,14 +224,14 @@ async def record_successes(
         for name, size in outcome.files
     ]
     if files:
-        await session.execute(insert(_RUN_FILES), files)
+        session.execute(insert(_RUN_FILES), files)
     ranked = [
         (spec, outcome.results)
         for spec, outcome in recorded
         if outcome.results is not None and spec.group_id is not None
     ]
     if ranked:
-        await session.execute(
+        session.execute(
             insert(_RANKINGS),
             [
                 {
@@ -245,8 +248,8 @@ async def record_successes(
     return moved
 
 
-async def append_log(
-    session: AsyncSession, run_id: str, entries: Sequence[LogEntry], keep_from: int = 0
+def append_log(
+    session: Session, run_id: str, entries: Sequence[LogEntry], keep_from: int = 0
 ) -> None:
     """Store log lines of a run and drop its stored lines before ``keep_from``.
 
@@ -255,12 +258,10 @@ async def append_log(
     engine's in-memory log; readers are told how many lines were dropped. At most the
     newest ``DEFAULT_MAX_LINES`` lines are kept in any case.
     """
-    await append_logs(session, [(run_id, entries, keep_from)])
+    append_logs(session, [(run_id, entries, keep_from)])
 
 
-async def append_logs(
-    session: AsyncSession, logs: Sequence[tuple[str, Sequence[LogEntry], int]]
-) -> None:
+def append_logs(session: Session, logs: Sequence[tuple[str, Sequence[LogEntry], int]]) -> None:
     """Store log lines of several runs in one ``INSERT`` (see :func:`append_log`)."""
     rows = [
         {"run_id": run_id, "pos": e.pos, "step": e.step, "stream": e.stream, "text": e.text}
@@ -269,11 +270,11 @@ async def append_logs(
     ]
     owners = {}
     if rows:
-        await session.execute(insert(RunLogLine), rows)
+        session.execute(insert(RunLogLine), rows)
         told = [run_id for run_id, entries, _ in logs if entries]
         owners = {
             row.run_id: row
-            for row in await session.execute(
+            for row in session.execute(
                 select(Run.run_id, Run.workflow_id, Run.group_id).where(Run.run_id.in_(told))
             )
         }
@@ -286,15 +287,15 @@ async def append_logs(
             changes.log_appended(session, run_id, owner.workflow_id, owner.group_id, lines)
         cutoff = max(keep_from, entries[-1].pos - DEFAULT_MAX_LINES + 1 if entries else 0)
         if cutoff > 0:
-            await session.execute(
+            session.execute(
                 delete(RunLogLine).where(RunLogLine.run_id == run_id, RunLogLine.pos < cutoff)
             )
 
 
-async def heartbeat(session: AsyncSession, engine_id: str, run_ids: Sequence[str]) -> None:
+def heartbeat(session: Session, engine_id: str, run_ids: Sequence[str]) -> None:
     """Tell that this engine still executes these runs."""
     if run_ids:
-        await session.execute(
+        session.execute(
             update(Run)
             .where(Run.run_id.in_(run_ids), Run.engine_id == engine_id)
             .values(heartbeat_at=utc_now())
@@ -302,8 +303,8 @@ async def heartbeat(session: AsyncSession, engine_id: str, run_ids: Sequence[str
         )
 
 
-async def fail_stale_runs(
-    session: AsyncSession,
+def fail_stale_runs(
+    session: Session,
     engine_id: str,
     lease: float,
     tracked: Collection[str] | None = None,
@@ -324,19 +325,19 @@ async def fail_stale_runs(
     spared = set(tracked or ())
     run_ids = [
         run_id
-        for run_id, owner in (await session.execute(stmt)).all()
+        for run_id, owner in session.execute(stmt).all()
         if owner != engine_id or (tracked is not None and run_id not in spared)
     ]
     message = f"the run was interrupted: its engine stopped reporting for over {lease:g} s"
-    failed = await set_states(session, run_ids, RunState.ERROR, [message])
+    failed = set_states(session, run_ids, RunState.ERROR, [message])
     return [r for r in run_ids if r in failed]
 
 
-async def run_processes(session: AsyncSession, run_ids: Collection[str]) -> dict[str, Any]:
+def run_processes(session: Session, run_ids: Collection[str]) -> dict[str, Any]:
     """The recorded process containment of these runs (those that have one)."""
     if not run_ids:
         return {}
     stmt = select(Run.run_id, Run.processes).where(
         Run.run_id.in_(list(run_ids)), Run.processes.is_not(None)
     )
-    return {run_id: record for run_id, record in (await session.execute(stmt)).all()}
+    return {run_id: record for run_id, record in session.execute(stmt).all()}

@@ -145,7 +145,7 @@ class DatabaseQueue(RunDispatch):
         free slot.
         """
         async with self._db.write_session() as session:
-            await insert_runs(session, [run])
+            await session.run_sync(insert_runs, [run])
             session.add(QueuedRun(run_id=job.run_id, job=encode_job(job)))
             await session.flush()
             await _notify(session, _QUEUED)
@@ -178,7 +178,7 @@ class DatabaseQueue(RunDispatch):
                 delete(QueuedRun).where(QueuedRun.run_id == run_id).returning(QueuedRun.run_id)
             )
             if queued is not None:
-                await set_state(session, run_id, RunState.CANCELED, [reason])
+                await session.run_sync(set_state, run_id, RunState.CANCELED, [reason])
                 return None
             # A claimer that held the queue row has committed by now: its engine shows.
             owner = await session.scalar(
@@ -309,7 +309,7 @@ class DatabaseQueue(RunDispatch):
                 try:
                     jobs.append(decode_job(row.job))
                 except FlowservError as exc:
-                    await set_state(session, row.run_id, RunState.ERROR, [exc.message])
+                    await session.run_sync(set_state, row.run_id, RunState.ERROR, [exc.message])
         return jobs
 
     async def _track(self, run_id: str) -> None:

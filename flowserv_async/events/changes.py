@@ -1,4 +1,7 @@
-"""The events of each persisted change: one call at each place that writes it."""
+"""The events of each persisted change: one call at each place that writes it.
+
+They take the sync session (``AsyncSession.sync_session`` from async code).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +9,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from flowserv_async._util import isoformat
 from flowserv_async.events.model import EventType
@@ -15,7 +18,7 @@ from flowserv_async.states import FINAL_STATES
 
 
 def run_created(
-    session: AsyncSession, run_id: str, workflow_id: str, group_id: str | None, created_at: datetime
+    session: Session, run_id: str, workflow_id: str, group_id: str | None, created_at: datetime
 ) -> None:
     """A run was created (PENDING); a post-processing run also starts post-processing."""
     data = {"state": "PENDING", "createdAt": isoformat(created_at)}
@@ -39,7 +42,7 @@ def run_created(
 
 
 def state_changed(
-    session: AsyncSession,
+    session: Session,
     *,
     run_id: str,
     workflow_id: str,
@@ -66,7 +69,7 @@ def state_changed(
 
 
 def log_appended(
-    session: AsyncSession,
+    session: Session,
     run_id: str,
     workflow_id: str,
     group_id: str | None,
@@ -83,7 +86,7 @@ def log_appended(
     )
 
 
-def ranking_changed(session: AsyncSession, workflow_id: str, run_id: str, reason: str) -> None:
+def ranking_changed(session: Session, workflow_id: str, run_id: str, reason: str) -> None:
     """The leaderboard of a workflow changed: ``reason`` is ``ranked`` or ``deleted``.
 
     A workflow event (no group, no run): the leaderboard is public.

@@ -44,7 +44,7 @@ _TABLE = typed(Table, StoredEvent.__table__)
 
 
 def emit(
-    session: AsyncSession,
+    session: Session,
     type: EventType,
     *,
     workflow_id: str,
@@ -53,8 +53,7 @@ def emit(
     data: dict[str, Any],
 ) -> None:
     """Record an event in the session; it is written if and when the change commits."""
-    sync = session.sync_session
-    transaction = sync.get_nested_transaction() or sync.get_transaction()
+    transaction = session.get_nested_transaction() or session.get_transaction()
     row = {
         "type": str(type),
         "workflow_id": workflow_id,
@@ -63,7 +62,7 @@ def emit(
         "created_at": utc_now(),
         "data": data,
     }
-    sync.info.setdefault(_PENDING, []).append((transaction, row))
+    session.info.setdefault(_PENDING, []).append((transaction, row))
 
 
 def has_pending(session: Session) -> bool:

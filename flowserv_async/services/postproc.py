@@ -105,7 +105,7 @@ async def start_postproc(
         return None
     wf.postproc_run_id = run_id
     await session.flush()
-    changes.run_created(session, run_id, workflow_id, None, created)
+    changes.run_created(session.sync_session, run_id, workflow_id, None, created)
     stored = await session.execute(
         select(RunFile.run_id, RunFile.key).where(RunFile.run_id.in_(run_ids))
     )
@@ -125,7 +125,9 @@ async def start_postproc(
         spec = parse_workflow(section)
         config = await load_engine_config(engine_config, wf.engine_config)
     except FlowservError as exc:
-        await set_state(session, run_id, RunState.ERROR, [f"post-processing: {exc.message}"])
+        await session.run_sync(
+            set_state, run_id, RunState.ERROR, [f"post-processing: {exc.message}"]
+        )
         return None
     return RunJob(
         run_id=run_id,

@@ -444,7 +444,7 @@ class RunService(Service):
         # (with the reason) in its own session once the run's processes are gone.
         await self.ctx.factory.dispatch.cancel(run_id, message)
         await self.ctx.begin_write()
-        if not await set_state(self.session, run_id, RunState.CANCELED, [message]):
+        if not await self.session.run_sync(set_state, run_id, RunState.CANCELED, [message]):
             await self.session.refresh(run)
             if run.state != RunState.CANCELED:
                 raise InvalidRunStateError(f"run '{run_id}' is {run.state}, not active")
@@ -473,7 +473,7 @@ class RunService(Service):
         )
         ranked = await self.session.scalar(select(Ranking.run_id).where(Ranking.run_id == run_id))
         if ranked is not None:
-            changes.ranking_changed(self.session, run.workflow_id, run_id, "deleted")
+            changes.ranking_changed(self.session.sync_session, run.workflow_id, run_id, "deleted")
         await self.session.delete(run)
         await self.session.flush()
         factory = self.ctx.factory

@@ -9,6 +9,7 @@ all runs of the asyncio engine in batched transactions (group commit). Both writ
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -17,12 +18,14 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from flowserv_async.db import DB, runstate
 from flowserv_async.engine.job import ResultSpec, RunJob
 from flowserv_async.engine.log import LogEntry
 from flowserv_async.engine.store import RunOutcome, SavedResults
 from flowserv_async.errors import FlowservError
+from flowserv_async.events.store import NOTIFY_KEY
 from flowserv_async.services.postproc import start_postproc
 from flowserv_async.states import RunState
 
@@ -47,11 +50,13 @@ class SessionRunStore:
 
     async def mark_running(self, run_id: str, processes: Mapping[str, str] | None = None) -> bool:
         """Move a PENDING run to RUNNING, with the record of its processes."""
-        return await runstate.set_state(self.session, run_id, RunState.RUNNING, processes=processes)
+        return await self.session.run_sync(
+            runstate.set_state, run_id, RunState.RUNNING, processes=processes
+        )
 
     async def finish(self, run_id: str, state: RunState, messages: Sequence[str] = ()) -> bool:
         """Move an active run to a final state with messages."""
-        return await runstate.set_state(self.session, run_id, state, messages)
+        return await self.session.run_sync(runstate.set_state, run_id, state, messages)
 
     async def save_results(
         self, spec: ResultSpec, outcome: RunOutcome, engine_id: str
@@ -63,8 +68,8 @@ class SessionRunStore:
         self, results: Sequence[tuple[ResultSpec, RunOutcome, str]]
     ) -> list[SavedResults]:
         """:meth:`save_results` for many runs, with one statement per table."""
-        recorded = await runstate.record_successes(
-            self.session, [(spec, outcome) for spec, outcome, _ in results]
+        recorded = await self.session.run_sync(
+            runstate.record_successes, [(spec, outcome) for spec, outcome, _ in results]
         )
         saved = []
         for spec, outcome, engine_id in results:
@@ -72,7 +77,7 @@ class SessionRunStore:
                 saved.append(SavedResults(recorded=False))
                 continue
             postproc = None
-            if spec.has_postproc and outcome.results is not None:
+            if _makes_postproc_due(spec, outcome):
                 postproc = await self._start_postproc(spec.workflow_id, engine_id)
             saved.append(SavedResults(recorded=True, postproc=postproc))
         return saved
@@ -95,21 +100,26 @@ class SessionRunStore:
         self, run_id: str, entries: Sequence[LogEntry], keep_from: int = 0
     ) -> None:
         """Store log lines of a run; drop its stored lines before ``keep_from``."""
-        await runstate.append_log(self.session, run_id, entries, keep_from)
+        await self.session.run_sync(runstate.append_log, run_id, entries, keep_from)
 
     async def heartbeat(self, engine_id: str, run_ids: Sequence[str]) -> None:
         """Refresh the heartbeat of the engine's runs."""
-        await runstate.heartbeat(self.session, engine_id, run_ids)
+        await self.session.run_sync(runstate.heartbeat, engine_id, run_ids)
 
     async def fail_stale_runs(
         self, engine_id: str, lease: float, tracked: Collection[str] | None = None
     ) -> list[str]:
         """Fail active runs of engines that stopped reporting."""
-        return await runstate.fail_stale_runs(self.session, engine_id, lease, tracked)
+        return await self.session.run_sync(runstate.fail_stale_runs, engine_id, lease, tracked)
 
     async def leftovers(self, run_ids: Collection[str]) -> dict[str, Any]:
         """The ``processes`` records of these runs."""
-        return await runstate.run_processes(self.session, run_ids)
+        return await self.session.run_sync(runstate.run_processes, run_ids)
+
+
+def _makes_postproc_due(spec: ResultSpec, outcome: RunOutcome) -> bool:
+    """True when recording this success may start a post-processing run."""
+    return spec.has_postproc and outcome.results is not None
 
 
 @dataclass(eq=False)
@@ -130,8 +140,10 @@ class DatabaseRunStore:
     While open (:meth:`open` ... :meth:`aclose`), one writer task writes the reports of
     all runs: every report queued while a transaction runs goes into the next one, state
     changes to the same target as one ``UPDATE ... RETURNING`` (which only moves runs
-    along allowed transitions), log lines as one ``INSERT``. Waiters are woken one per
-    loop iteration.
+    along allowed transitions), log lines as one ``INSERT``. On SQLite the whole
+    transaction is one call in the database's writer thread (:meth:`DB.write_in_thread`),
+    off the event loop; the event hub is told on the loop after the commit. Waiters are
+    woken one per loop iteration.
     A batch that fails is written again report by report, so that one bad report fails
     alone. Before :meth:`open` and after :meth:`aclose` each report is its own
     transaction.
@@ -222,7 +234,7 @@ class DatabaseRunStore:
     async def leftovers(self, run_ids: Collection[str]) -> dict[str, Any]:
         """The ``processes`` records of these runs (read outside the writer)."""
         async with self.db.session() as session:
-            return await runstate.run_processes(session, run_ids)
+            return await session.run_sync(runstate.run_processes, run_ids)
 
     async def _submit(self, kind: str, *args: Any) -> Any:
         report = _Report(kind, args)
@@ -249,8 +261,7 @@ class DatabaseRunStore:
     async def _write(self, batch: list[_Report]) -> None:
         """Write a batch in one transaction and wake its waiters; never raises."""
         try:
-            async with self.db.write_session() as session:
-                await self._apply(session, batch)
+            await self._write_batch(batch)
         except Exception as exc:
             if len(batch) > 1:
                 for report in batch:
@@ -259,47 +270,90 @@ class DatabaseRunStore:
             batch[0].error = exc
             if not batch[0].awaited:
                 logger.exception("cannot store a %s report of the engine", batch[0].kind)
-        # One waiter per loop iteration: a batch of hundreds of runs must not make them
-        # all ready at once, each to spawn its step (measured: 64 runs, woken 32 at a
-        # time, lagged the loop 130-210 ms at p99; one at a time, 10-30 ms).
-        for report in batch:
-            report.done.set()
-            await anyio.lowlevel.checkpoint()
+        try:
+            # One waiter per loop iteration: a batch of hundreds of runs must not make
+            # them all ready at once, each to spawn its step (measured: 64 runs, woken 32
+            # at a time, lagged the loop 130-210 ms at p99; one at a time, 10-30 ms).
+            for report in batch:
+                report.done.set()
+                await anyio.lowlevel.checkpoint()
+        finally:
+            # Cancelled meanwhile: the batch is written, none of its waiters may hang.
+            for report in batch:
+                report.done.set()
 
-    async def _apply(self, session: AsyncSession, batch: list[_Report]) -> None:
-        moves: dict[tuple[RunState, tuple[str, ...]], list[_Report]] = {}
-        logs: list[tuple[str, Sequence[LogEntry], int]] = []
-        beats: dict[str, list[str]] = {}
-        for report in batch:
-            report.result, report.error = None, None
-            if report.kind == "state":
-                _, state, messages, _ = report.args
-                moves.setdefault((state, messages), []).append(report)
-            elif report.kind == "log":
-                logs.append(report.args)
-            elif report.kind == "heartbeat":
-                engine_id, run_ids = report.args
-                beats.setdefault(engine_id, []).extend(run_ids)
-        # Log lines first: they were reported before the state changes of this batch,
-        # and their events must come before them (a follower stops at the final state).
-        await runstate.append_logs(session, logs)
-        await runstate.insert_runs(session, [r.args[0] for r in batch if r.kind == "create"])
-        for (state, messages), reports in moves.items():
-            run_ids = [r.args[0] for r in reports]
-            records = {r.args[0]: r.args[3] for r in reports if r.args[3] is not None}
-            moved = await runstate.set_states(session, run_ids, state, messages, records)
-            for report in reports:
-                report.result = report.args[0] in moved
-        # No savepoints: when a report fails, the batch is written again report by
-        # report, and the failing one fails alone.
-        successes = [report for report in batch if report.kind == "results"]
-        if successes:
+    async def _write_batch(self, batch: list[_Report]) -> None:
+        """Write a batch in one transaction, in the writer thread if the database has one.
+
+        A batch whose successes may start post-processing is written on the event loop:
+        post-processing is an async service.
+        """
+        due = any(
+            report.kind == "results" and _makes_postproc_due(report.args[0], report.args[1])
+            for report in batch
+        )
+        if self.db.writes_in_thread and not due:
+            written: list[int] = []
+            # Shielded: once in the thread the batch is written, and the hub is told.
+            with anyio.CancelScope(shield=True):
+                await self.db.write_in_thread(functools.partial(_apply_in_thread, batch, written))
+                # The event hub is told on the event loop, after the commit.
+                notify = (self.db.session_factory.kw.get("info") or {}).get(NOTIFY_KEY)
+                if written and notify is not None:
+                    notify(written[-1])
+            return
+        async with self.db.write_session() as session:
+            successes = await session.run_sync(_apply, batch)
             store = SessionRunStore(session, self.engine_config)
-            saved = await store.save_many([report.args for report in successes])
-            for report, outcome in zip(successes, saved, strict=True):
-                report.result = outcome
-        for report in batch:
-            if report.kind == "stale":
-                report.result = await runstate.fail_stale_runs(session, *report.args)
-        for engine_id, run_ids in beats.items():
-            await runstate.heartbeat(session, engine_id, run_ids)
+            for report in successes:
+                spec, outcome, engine_id = report.args
+                if report.result.recorded and _makes_postproc_due(spec, outcome):
+                    postproc = await store._start_postproc(spec.workflow_id, engine_id)
+                    report.result = SavedResults(recorded=True, postproc=postproc)
+
+
+def _apply_in_thread(batch: list[_Report], written: list[int], session: Session) -> None:
+    """:func:`_apply` in a thread; the largest event id committed goes to ``written``."""
+    # Collected, not told: the hub is told on the event loop.
+    session.info[NOTIFY_KEY] = written.append
+    _apply(session, batch)
+
+
+def _apply(session: Session, batch: list[_Report]) -> list[_Report]:
+    """Apply a batch of reports in the session; returns its ``results`` reports."""
+    moves: dict[tuple[RunState, tuple[str, ...]], list[_Report]] = {}
+    logs: list[tuple[str, Sequence[LogEntry], int]] = []
+    beats: dict[str, list[str]] = {}
+    for report in batch:
+        report.result, report.error = None, None
+        if report.kind == "state":
+            _, state, messages, _ = report.args
+            moves.setdefault((state, messages), []).append(report)
+        elif report.kind == "log":
+            logs.append(report.args)
+        elif report.kind == "heartbeat":
+            engine_id, run_ids = report.args
+            beats.setdefault(engine_id, []).extend(run_ids)
+    # Log lines first: they were reported before the state changes of this batch,
+    # and their events must come before them (a follower stops at the final state).
+    runstate.append_logs(session, logs)
+    runstate.insert_runs(session, [r.args[0] for r in batch if r.kind == "create"])
+    for (state, messages), reports in moves.items():
+        run_ids = [r.args[0] for r in reports]
+        records = {r.args[0]: r.args[3] for r in reports if r.args[3] is not None}
+        moved = runstate.set_states(session, run_ids, state, messages, records)
+        for report in reports:
+            report.result = report.args[0] in moved
+    # No savepoints: when a report fails, the batch is written again report by
+    # report, and the failing one fails alone.
+    successes = [report for report in batch if report.kind == "results"]
+    if successes:
+        recorded = runstate.record_successes(session, [r.args[:2] for r in successes])
+        for report in successes:
+            report.result = SavedResults(recorded=report.args[0].run_id in recorded)
+    for report in batch:
+        if report.kind == "stale":
+            report.result = runstate.fail_stale_runs(session, *report.args)
+    for engine_id, run_ids in beats.items():
+        runstate.heartbeat(session, engine_id, run_ids)
+    return successes

@@ -24,16 +24,16 @@ async def stored(database: DB) -> list[tuple[str, str]]:
 
 async def test_events_commit_and_roll_back_with_their_transaction(database: DB) -> None:
     async with database.write_session() as session:
-        ranking_changed(session, "wf", "kept", "ranked")
+        ranking_changed(session.sync_session, "wf", "kept", "ranked")
         with pytest.raises(Boom):
             async with session.begin_nested():
-                ranking_changed(session, "wf", "savepoint", "ranked")
+                ranking_changed(session.sync_session, "wf", "savepoint", "ranked")
                 raise Boom
         async with session.begin_nested():
-            ranking_changed(session, "wf", "released", "ranked")
+            ranking_changed(session.sync_session, "wf", "released", "ranked")
     with pytest.raises(Boom):
         async with database.write_session() as session:
-            ranking_changed(session, "wf", "rolled back", "ranked")
+            ranking_changed(session.sync_session, "wf", "rolled back", "ranked")
             raise Boom
     assert await stored(database) == [("kept", "ranked"), ("released", "ranked")]
 
@@ -41,7 +41,7 @@ async def test_events_commit_and_roll_back_with_their_transaction(database: DB) 
 async def test_ids_increase_and_filters_select(database: DB) -> None:
     for run_id in ("a", "b", "c"):
         async with database.write_session() as session:
-            ranking_changed(session, f"wf-{run_id}", run_id, "ranked")
+            ranking_changed(session.sync_session, f"wf-{run_id}", run_id, "ranked")
     async with database.session() as session:
         everything = await read_events(session, 0, EventFilter(), 100)
         only_b = await read_events(session, 0, EventFilter(workflow_id="wf-b"), 100)
@@ -59,7 +59,7 @@ async def test_retention_keeps_the_newest_events(database: DB) -> None:
     database.session_factory.configure(info={KEEP_KEY: 2})
     for i in range(7):
         async with database.write_session() as session:
-            ranking_changed(session, "wf", str(i), "ranked")
+            ranking_changed(session.sync_session, "wf", str(i), "ranked")
     async with database.session() as session:
         count = await session.scalar(select(func.count()).select_from(StoredEvent))
     kept = [run_id for run_id, _ in await stored(database)]

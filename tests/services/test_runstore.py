@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import Engine, event, func, select
 from sqlalchemy.exc import IntegrityError
 
 from flowserv_async import DB
@@ -18,6 +19,7 @@ from flowserv_async.engine.job import ResultSpec
 from flowserv_async.engine.log import LogEntry
 from flowserv_async.engine.store import RunOutcome
 from flowserv_async.errors import FlowservError
+from flowserv_async.events.store import NOTIFY_KEY
 from flowserv_async.services.runstore import DatabaseRunStore
 from flowserv_async.states import RunState
 
@@ -158,8 +160,8 @@ async def test_runs_created_meanwhile_are_inserted_together(
         if statement.lstrip().upper().startswith("INSERT INTO RUNS"):
             inserts.append(statement)
 
-    engine = database.engine.sync_engine
-    event.listen(engine, "before_cursor_execute", record)
+    # Every engine: on SQLite the writer has one of its own (DB.write_in_thread).
+    event.listen(Engine, "before_cursor_execute", record)
     try:
         # On SQLite the writer waits for this transaction (it ends before the task group
         # waits for the runs); the runs queue meanwhile.
@@ -168,7 +170,7 @@ async def test_runs_created_meanwhile_are_inserted_together(
                 tg.start_soon(store.create_run, _new_run(f"n{i}"))
             await anyio.wait_all_tasks_blocked()
     finally:
-        event.remove(engine, "before_cursor_execute", record)
+        event.remove(Engine, "before_cursor_execute", record)
     found = await states(database)
     assert all(found[f"n{i}"] == ("PENDING", None) for i in range(20))
     assert 1 <= len(inserts) <= 2
@@ -223,3 +225,29 @@ async def test_runs_marked_running_together_keep_their_own_process_records(
         tg.start_soon(report, "r6", {"mechanism": "tag", "tag": "r6"})
     assert moved == {**dict.fromkeys(records, True), "r5": True, "r6": False}
     assert await store.leftovers([*records, "r5", "r6"]) == records
+
+
+async def test_the_event_hub_is_told_on_the_event_loop_after_the_commit(
+    store: DatabaseRunStore, database: DB
+) -> None:
+    told: list[tuple[int, str]] = []
+
+    def notify(last: int) -> None:
+        told.append((last, threading.current_thread().name))
+
+    info = dict(database.session_factory.kw.get("info") or {})
+    database.session_factory.configure(info={**info, NOTIFY_KEY: notify})
+    try:
+        await store.create_run(_new_run("n0"))
+        assert await store.mark_running("n0")
+    finally:
+        database.session_factory.configure(info=info)
+    loop_thread = threading.current_thread().name
+    assert [thread for _, thread in told] == [loop_thread, loop_thread]
+    async with database.session() as session:
+        last = await session.scalar(select(func.max(StoredEvent.event_id)))
+        run_events = (
+            await session.scalars(select(StoredEvent.event_id).where(StoredEvent.run_id == "n0"))
+        ).all()
+    # Each commit told the largest id it wrote: the created run's event, then the move.
+    assert [last_id for last_id, _ in told] == sorted(run_events) == [run_events[0], last]

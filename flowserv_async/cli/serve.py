@@ -100,9 +100,5 @@ def serve(obj: CLIContext, host: str, port: int, workers: int) -> None:
         host=host,
         port=port,
         workers=workers,
-        # The engine watches step processes through the stdlib loop's readers (pidfds,
-        # pipes); under uvloop a descriptor number that is closed and reused at once
-        # can still be registered (EEXIST, EBADF under hundreds of concurrent runs).
-        loop="asyncio",
         log_level="warning",
     )

@@ -30,44 +30,23 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import anyio
 import httpx
-from sqlalchemy import text
-from sqlalchemy.engine import make_url
 
-from benchmarks.bench_http import clean_env, free_port, running, server_cpu
+from benchmarks.bench_http import clean_env, free_port, postgres_database, running, server_cpu
 from benchmarks.bench_ranking import machine
-from flowserv_async import DB, LocalAPIFactory
+from flowserv_async import LocalAPIFactory
 
-POSTGRES = os.environ.get("BENCH_POSTGRES", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
 RESULTS = Path(__file__).parent / "results" / "scaleout.json"
 API_PATH = "/flowserv/api/v1"
 TEMPLATE = {
     "workflow": {"steps": [{"name": "s", "action": {"environment": "sh", "commands": ["true"]}}]}
 }
-
-
-@asynccontextmanager
-async def fresh_database() -> AsyncIterator[str]:
-    """The URL of a new, empty database on the server of BENCH_POSTGRES (dropped after)."""
-    name = f"bench_scaleout_{uuid.uuid4().hex[:12]}"
-    admin = DB(POSTGRES)
-    engine = admin.engine.execution_options(isolation_level="AUTOCOMMIT")
-    async with engine.connect() as conn:
-        await conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(POSTGRES).set(database=name).render_as_string(hide_password=False)
-    finally:
-        async with engine.connect() as conn:
-            await conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-        await admin.dispose()
 
 
 async def install(env: dict[str, str], folder: Path) -> str:
@@ -137,60 +116,57 @@ async def drain(client: httpx.AsyncClient, group_id: str, count: int) -> None:
 
 async def measure(processes: int, args: argparse.Namespace) -> list[dict[str, Any]]:
     rows = []
-    async with fresh_database() as url:
-        with tempfile.TemporaryDirectory() as tmp:
-            basedir = Path(tmp, "api")
-            env = {
-                **clean_env(),
-                "FLOWSERV_DATABASE": url,
-                "FLOWSERV_AUTH": "open",
-                "FLOWSERV_RUN_QUEUE": "database",
-                "FLOWSERV_MAX_CONCURRENT_RUNS": str(args.slots),
-                "FLOWSERV_API_DIR": str(basedir),
-            }
-            install_env = {k: v for k, v in env.items() if k != "FLOWSERV_RUN_QUEUE"}
-            group_id = await install(install_env, Path(tmp, "wf"))
-            port = free_port()
-            base = f"http://127.0.0.1:{port}{API_PATH}"
-            command = [
-                *(sys.executable, "-m", "flowserv_async.cli", "--basedir", str(basedir)),
-                *("serve", "--port", str(port), "--workers", str(processes)),
-            ]
-            # No keep-alive: a pooled connection that the server closes as it is reused
-            # fails the call (uvicorn closes idle ones after 5 s; calls wait longer).
-            limits = httpx.Limits(max_connections=args.connections, max_keepalive_connections=0)
-            with running(command, env, base + "/") as server:
-                async with httpx.AsyncClient(
-                    base_url=base + "/", limits=limits, timeout=300
-                ) as client:
-                    first = await client.post(f"groups/{group_id}/runs", json={"arguments": []})
-                    run_id = first.raise_for_status().json()["id"]
-                    await drain(client, group_id, 1)
-                    cases: list[tuple[str, Callable[[], Awaitable[httpx.Response]]]] = [
-                        ("GET runs/{id}", lambda: client.get(f"runs/{run_id}")),
-                        (
-                            "POST groups/{id}/runs",
-                            lambda: client.post(f"groups/{group_id}/runs", json={"arguments": []}),
-                        ),
-                    ]
-                    for name, call in cases:
-                        cpu = server_cpu(server.pid)
-                        start = time.perf_counter()
-                        result = await burst(client, args.calls, args.connections, call)
-                        bodies = result.pop("bodies")
-                        if name.startswith("POST"):
-                            await drain(client, group_id, 1 + len(bodies))
-                            result["drain_s"] = time.perf_counter() - start
-                        rows.append(
-                            {
-                                "processes": processes,
-                                "case": name,
-                                "calls": args.calls,
-                                "server_cpu_s": server_cpu(server.pid) - cpu,
-                                "load": os.getloadavg()[0],
-                                **result,
-                            }
-                        )
+    with postgres_database() as url, tempfile.TemporaryDirectory() as tmp:
+        basedir = Path(tmp, "api")
+        env = {
+            **clean_env(),
+            "FLOWSERV_DATABASE": url,
+            "FLOWSERV_AUTH": "open",
+            "FLOWSERV_RUN_QUEUE": "database",
+            "FLOWSERV_MAX_CONCURRENT_RUNS": str(args.slots),
+            "FLOWSERV_API_DIR": str(basedir),
+        }
+        install_env = {k: v for k, v in env.items() if k != "FLOWSERV_RUN_QUEUE"}
+        group_id = await install(install_env, Path(tmp, "wf"))
+        port = free_port()
+        base = f"http://127.0.0.1:{port}{API_PATH}"
+        command = [
+            *(sys.executable, "-m", "flowserv_async.cli", "--basedir", str(basedir)),
+            *("serve", "--port", str(port), "--workers", str(processes)),
+        ]
+        # No keep-alive: a pooled connection that the server closes as it is reused
+        # fails the call (uvicorn closes idle ones after 5 s; calls wait longer).
+        limits = httpx.Limits(max_connections=args.connections, max_keepalive_connections=0)
+        with running(command, env, base + "/") as server:
+            async with httpx.AsyncClient(base_url=base + "/", limits=limits, timeout=300) as client:
+                first = await client.post(f"groups/{group_id}/runs", json={"arguments": []})
+                run_id = first.raise_for_status().json()["id"]
+                await drain(client, group_id, 1)
+                cases: list[tuple[str, Callable[[], Awaitable[httpx.Response]]]] = [
+                    ("GET runs/{id}", lambda: client.get(f"runs/{run_id}")),
+                    (
+                        "POST groups/{id}/runs",
+                        lambda: client.post(f"groups/{group_id}/runs", json={"arguments": []}),
+                    ),
+                ]
+                for name, call in cases:
+                    cpu = server_cpu(server.pid)
+                    start = time.perf_counter()
+                    result = await burst(client, args.calls, args.connections, call)
+                    bodies = result.pop("bodies")
+                    if name.startswith("POST"):
+                        await drain(client, group_id, 1 + len(bodies))
+                        result["drain_s"] = time.perf_counter() - start
+                    rows.append(
+                        {
+                            "processes": processes,
+                            "case": name,
+                            "calls": args.calls,
+                            "server_cpu_s": server_cpu(server.pid) - cpu,
+                            "load": os.getloadavg()[0],
+                            **result,
+                        }
+                    )
     return rows
 
 

@@ -42,7 +42,6 @@ class ThreadPool:
     def __init__(self, size: int, name: str) -> None:
         self._size = size
         self._name = name
-        self._lock = threading.Lock()
         self._renew()
         _pools.append(self)
         os.register_at_fork(after_in_child=self._renew)

@@ -40,6 +40,9 @@ SETTINGS = {
     "FLOWSERV_RUN_LEASE": "1",
     "FLOWSERV_CANCEL_GRACE": "1",
 }
+# Factories of the test process: open access; QUEUED ones use the database run queue.
+OPEN = {"FLOWSERV_AUTH": "open"}
+QUEUED = {**OPEN, "FLOWSERV_RUN_QUEUE": "database"}
 # Each step (a shell) notes ``tag pid`` when it starts and ``tag`` when it ends; ``$$$$``
 # is the shell's ``$$`` once the engine filled the placeholders.
 STEP = "echo ${tag} $$$$ >> {folder}/started; sleep ${pause}; echo ${tag} >> {folder}/ended"
@@ -53,25 +56,15 @@ async def pg(tmp_path: Path) -> AsyncIterator[DB]:
 
 
 @pytest.fixture
-async def make_factory(pg: DB, basedir: Path) -> AsyncIterator[Callable[..., LocalAPIFactory]]:
-    """Factories of the test process on the schema; closed after the test."""
-    factories: list[LocalAPIFactory] = []
-
-    def make(**env: str) -> LocalAPIFactory:
-        config = {"FLOWSERV_API_DIR": str(basedir), "FLOWSERV_AUTH": "open", **env}
-        factory = LocalAPIFactory(env=config, db=pg)
-        factories.append(factory)
-        return factory
-
-    yield make
-    for factory in factories:
-        await factory.aclose()
+def database(pg: DB) -> DB:
+    """The suite's ``make_factory`` (conftest) makes this module's factories on ``pg``."""
+    return pg
 
 
 @pytest.fixture
 async def group_id(make_factory: Callable[..., LocalAPIFactory], tmp_path: Path) -> str:
     """A group of a workflow whose one step is :data:`STEP` (installed in memory mode)."""
-    factory = make_factory()
+    factory = make_factory(OPEN)
     command = STEP.replace("{folder}", str(tmp_path))
     parameters = [{"name": "tag", "dtype": "string"}, {"name": "pause", "dtype": "float"}]
     async with factory:
@@ -250,7 +243,7 @@ async def test_cancel_and_wait_reach_the_process_that_executes_the_run(
         pid = await started_pid(tmp_path, "long-0")
         await started_pid(tmp_path, "short-0")
         # Opened once both runs are taken: this process executes neither.
-        factory = make_factory(FLOWSERV_RUN_QUEUE="database", **SETTINGS)
+        factory = make_factory({**QUEUED, **SETTINGS})
         await factory.open()
         async with factory() as api:
             handle = await api.runs().cancel_run(long, reason="enough")
@@ -274,7 +267,7 @@ async def test_deleting_a_group_stops_its_runs_in_another_process(
     async with services(pg, basedir, 1) as (service,):
         await service.start(group_id, 1, "long", 60)
         pid = await started_pid(tmp_path, "long-0")
-        factory = make_factory(FLOWSERV_RUN_QUEUE="database", **SETTINGS)
+        factory = make_factory({**QUEUED, **SETTINGS})
         await factory.open()
         async with factory() as api:
             await api.groups().delete_group(group_id)
@@ -288,9 +281,7 @@ async def test_deleting_a_group_stops_its_runs_in_another_process(
 async def test_a_queued_run_is_cancelled_in_the_queue_and_never_runs(
     pg: DB, group_id: str, tmp_path: Path, make_factory: Callable[..., LocalAPIFactory]
 ) -> None:
-    factory = make_factory(
-        FLOWSERV_RUN_QUEUE="database", **{**SETTINGS, "FLOWSERV_MAX_CONCURRENT_RUNS": "1"}
-    )
+    factory = make_factory({**QUEUED, **SETTINGS, "FLOWSERV_MAX_CONCURRENT_RUNS": "1"})
     await factory.open()
     async with factory() as api:
         first = await api.runs().start_run(
@@ -312,7 +303,7 @@ async def test_a_queued_run_is_cancelled_in_the_queue_and_never_runs(
 async def test_bad_input_leaves_no_run_and_nothing_queued(
     pg: DB, group_id: str, make_factory: Callable[..., LocalAPIFactory]
 ) -> None:
-    factory = make_factory(FLOWSERV_RUN_QUEUE="database")
+    factory = make_factory(QUEUED)
     await factory.open()
     with pytest.raises(UnknownParameterError):
         async with factory() as api:
@@ -331,7 +322,7 @@ async def test_a_queued_run_that_cannot_be_read_becomes_error(
         )
         await session.flush()
         session.add(QueuedRun(run_id="r" * 32, job=b"\x80\x05cos\nsystem\n."))
-    factory = make_factory(FLOWSERV_RUN_QUEUE="database")
+    factory = make_factory(QUEUED)
     await factory.open()
     handle = await factory.wait_run("r" * 32, timeout=30)
     assert handle["state"] == "ERROR"
@@ -354,13 +345,13 @@ async def test_a_one_off_session_queues_runs_that_a_lifespan_executes(
     pg: DB, group_id: str, make_factory: Callable[..., LocalAPIFactory]
 ) -> None:
     # Opened for one session, a factory closes right after it: it claims nothing.
-    async with make_factory(FLOWSERV_RUN_QUEUE="database")() as api:
+    async with make_factory(QUEUED)() as api:
         args = [{"name": "tag", "value": "a"}, {"name": "pause", "value": 0}]
         run_id = (await api.runs().start_run(group_id, args))["id"]
     run = (await runs_of(pg))[run_id]
     assert (run.state, run.engine_id) == ("PENDING", None)
     assert await queued(pg) == 1
-    service = make_factory(FLOWSERV_RUN_QUEUE="database")
+    service = make_factory(QUEUED)
     await service.open()
     assert (await service.wait_run(run_id, timeout=30))["state"] == "SUCCESS"
     assert (await runs_of(pg))[run_id].engine_id == service.engine.engine_id

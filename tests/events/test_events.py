@@ -7,7 +7,7 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import anyio
 import pytest
@@ -197,18 +197,37 @@ async def test_two_processes_see_each_others_run_events(
     assert max(lat for *_, lat in report["seen"]) < 5
 
 
-async def test_non_members_see_no_group_events_and_bad_filters_raise(
-    make_factory: Callable[..., LocalAPIFactory], tmp_path: Path
-) -> None:
+class AliceAndBob(NamedTuple):
+    """An open factory of no user, Alice's, the two users, the workflow and its group."""
+
+    factory: LocalAPIFactory
+    as_alice: LocalAPIFactory
+    alice: str
+    bob: str
+    workflow_id: str
+    group_id: str
+
+
+async def alice_and_bob(make_factory: Callable[..., LocalAPIFactory], folder: Path) -> AliceAndBob:
+    """Register Alice and Bob; Alice (made an administrator) installs the workflow."""
     factory = make_factory()
     await factory.open()
     async with factory() as api:
         alice = (await api.users().register_user("alice", "pw"))["id"]
         bob = (await api.users().register_user("bob", "pw"))["id"]
-    await make_admin(factory.db, alice)  # she installs the workflow
+    await make_admin(factory.db, alice)
     as_alice = make_factory(user_id=alice)
     await as_alice.open()
-    wf_id, group_id = await install(as_alice, tmp_path / "wf")
+    workflow_id, group_id = await install(as_alice, folder)
+    return AliceAndBob(factory, as_alice, alice, bob, workflow_id, group_id)
+
+
+async def test_non_members_see_no_group_events_and_bad_filters_raise(
+    make_factory: Callable[..., LocalAPIFactory], tmp_path: Path
+) -> None:
+    factory, as_alice, alice, bob, wf_id, group_id = await alice_and_bob(
+        make_factory, tmp_path / "wf"
+    )
     async with (
         factory.events(workflow_id=wf_id, user_id=bob) as bobs,
         factory.events(workflow_id=wf_id, user_id=alice) as alices,
@@ -246,15 +265,9 @@ async def test_non_members_see_no_group_events_and_bad_filters_raise(
 async def test_a_removed_member_or_deleted_group_shows_no_more_group_events(
     make_factory: Callable[..., LocalAPIFactory], tmp_path: Path
 ) -> None:
-    factory = make_factory()
-    await factory.open()
-    async with factory() as api:
-        alice = (await api.users().register_user("alice", "pw"))["id"]
-        bob = (await api.users().register_user("bob", "pw"))["id"]
-    await make_admin(factory.db, alice)  # she installs the workflow
-    as_alice = make_factory(user_id=alice)
-    await as_alice.open()
-    wf_id, group_id = await install(as_alice, tmp_path / "wf")
+    factory, as_alice, alice, bob, wf_id, group_id = await alice_and_bob(
+        make_factory, tmp_path / "wf"
+    )
     async with as_alice() as api:
         await api.groups().update_group(group_id, members=[alice, bob])
         # Bob stays in this one: the creation of its runs marks how far a stream read.

@@ -71,16 +71,21 @@ class SessionRunStore:
         recorded = await self.session.run_sync(
             runstate.record_successes, [(spec, outcome) for spec, outcome, _ in results]
         )
-        saved = []
-        for spec, outcome, engine_id in results:
-            if spec.run_id not in recorded:
-                saved.append(SavedResults(recorded=False))
-                continue
-            postproc = None
-            if _makes_postproc_due(spec, outcome):
-                postproc = await self._start_postproc(spec.workflow_id, engine_id)
-            saved.append(SavedResults(recorded=True, postproc=postproc))
-        return saved
+        return [
+            await self.start_due_postproc(spec, outcome, engine_id, spec.run_id in recorded)
+            for spec, outcome, engine_id in results
+        ]
+
+    async def start_due_postproc(
+        self, spec: ResultSpec, outcome: RunOutcome, engine_id: str, recorded: bool
+    ) -> SavedResults:
+        """What recording a success did, with the post-processing run it made due."""
+        if not recorded:
+            return SavedResults(recorded=False)
+        postproc = None
+        if _makes_postproc_due(spec, outcome):
+            postproc = await self._start_postproc(spec.workflow_id, engine_id)
+        return SavedResults(recorded=True, postproc=postproc)
 
     async def _start_postproc(self, workflow_id: str, engine_id: str) -> RunJob | None:
         """Create a post-processing run if the ranking changed (SPEC 7).
@@ -307,9 +312,9 @@ class DatabaseRunStore:
             store = SessionRunStore(session, self.engine_config)
             for report in successes:
                 spec, outcome, engine_id = report.args
-                if report.result.recorded and _makes_postproc_due(spec, outcome):
-                    postproc = await store._start_postproc(spec.workflow_id, engine_id)
-                    report.result = SavedResults(recorded=True, postproc=postproc)
+                report.result = await store.start_due_postproc(
+                    spec, outcome, engine_id, report.result.recorded
+                )
 
 
 def _apply_in_thread(batch: list[_Report], written: list[int], session: Session) -> None:

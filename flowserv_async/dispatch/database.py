@@ -24,18 +24,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from datetime import timedelta
-from typing import Any
 
 import anyio
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from flowserv_async._util import utc_now
 from flowserv_async.controller import EngineLimits, WorkflowController
 from flowserv_async.db import DB
+from flowserv_async.db.listen import listen_forever
 from flowserv_async.db.models import CancelRequest, QueuedRun, Run
 from flowserv_async.db.runstate import NewRun, insert_runs, set_state
 from flowserv_async.dispatch import RunDispatch, until_final
@@ -55,8 +56,6 @@ CLAIM_BATCH = 32
 
 _QUEUED = "queued"
 _CANCEL = "cancel"
-# Seconds to wait before listening again after the listening connection failed.
-_RELISTEN_DELAY = 1.0
 # Seconds beyond the cancel grace that a canceller waits for the executing process.
 _STOP_MARGIN = 5.0
 
@@ -233,7 +232,14 @@ class DatabaseQueue(RunDispatch):
     async def _supervise(self, ready: anyio.Event) -> None:
         assert self._stop is not None
         async with anyio.create_task_group() as tg:
-            tg.start_soon(self._listen)
+            tg.start_soon(
+                listen_forever,
+                self._db.engine,
+                CHANNEL,
+                self._notified,
+                self._look_for_missed,
+                "queued runs",
+            )
             tg.start_soon(self._work, tg)
             ready.set()
             await self._stop.wait()
@@ -337,38 +343,14 @@ class DatabaseQueue(RunDispatch):
     async def _cancel_here(self, run_id: str, reason: str | None) -> None:
         await self.engine.cancel_run(run_id, reason=reason)
 
-    async def _listen(self) -> None:
-        while True:
-            try:
-                await self._listen_once()
-            except Exception:
-                logger.exception("listening for queued runs on PostgreSQL failed; listening again")
-            await anyio.sleep(_RELISTEN_DELAY)
+    @asynccontextmanager
+    async def _look_for_missed(self, conn: AsyncConnection) -> AsyncIterator[None]:
+        # What was queued or requested while nobody listened.
+        self._due(claim=True, cancels=True)
+        yield
 
-    async def _listen_once(self) -> None:
-        lost = anyio.Event()
-
-        def on_notify(connection: Any, pid: int, channel: str, payload: str) -> None:
-            self._due(claim=payload == _QUEUED, cancels=payload == _CANCEL)
-
-        def on_lost(*args: Any) -> None:
-            lost.set()
-
-        async with self._db.engine.connect() as pooled:
-            conn = await pooled.execution_options(isolation_level="AUTOCOMMIT")
-            raw = (await conn.get_raw_connection()).driver_connection
-            assert raw is not None
-            raw.add_termination_listener(on_lost)
-            await raw.add_listener(CHANNEL, on_notify)
-            try:
-                # What was queued or requested while nobody listened.
-                self._due(claim=True, cancels=True)
-                await lost.wait()
-            finally:
-                with anyio.move_on_after(_RELISTEN_DELAY, shield=True):
-                    if not raw.is_closed():
-                        await raw.remove_listener(CHANNEL, on_notify)
-                raw.remove_termination_listener(on_lost)
+    def _notified(self, payload: str) -> None:
+        self._due(claim=payload == _QUEUED, cancels=payload == _CANCEL)
 
 
 async def _notify(session: AsyncSession, payload: str) -> None:

@@ -18,12 +18,13 @@ from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Protocol
 
 import anyio
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from flowserv_async.db import DB
+from flowserv_async.db.listen import listen_forever
 from flowserv_async.errors import EventsExpiredError, FlowservError, UnauthorizedAccessError
 from flowserv_async.events.model import Event, EventFilter
 from flowserv_async.events.store import (
@@ -39,8 +40,6 @@ logger = logging.getLogger(__name__)
 
 #: Events read from the store in one query.
 PAGE_SIZE = 500
-# Seconds to wait before listening again after the PostgreSQL listener failed.
-_RELISTEN_DELAY = 1.0
 # The longest the hub's own reads and clean-up may take (they run shielded).
 _READ_LIMIT = 10.0
 
@@ -181,7 +180,9 @@ class EventHub:
             if self.db.is_sqlite:
                 tg.start_soon(self._poll)
             else:
-                tg.start_soon(self._listen)
+                tg.start_soon(
+                    listen_forever, self.db.engine, CHANNEL, self._notified, self._read_on, "events"
+                )
             ready.set()
             await self._stop.wait()
             tg.cancel_scope.cancel()
@@ -252,44 +253,24 @@ class EventHub:
             if self._streams:
                 self._wake.set()
 
-    async def _listen(self) -> None:
-        while True:
-            try:
-                await self._listen_once()
-            except Exception:
-                logger.exception("listening for events on PostgreSQL failed; listening again")
-            await anyio.sleep(_RELISTEN_DELAY)
+    def _notified(self, payload: str) -> None:
+        # The payload (an id) is not used: the channel is shared by every schema of the
+        # database, so the id may be another event table's.
+        self.notify()
 
-    async def _listen_once(self) -> None:
-        lost = anyio.Event()
-
-        def on_notify(*args: Any) -> None:
-            # The payload (an id) is not passed on: the channel is shared by every schema
-            # of the database, so the id may be another event table's.
-            self.notify()
-
-        def on_lost(*args: Any) -> None:
-            lost.set()
-
-        async with self.db.engine.connect() as pooled:
-            conn = await pooled.execution_options(isolation_level="AUTOCOMMIT")
-            raw = (await conn.get_raw_connection()).driver_connection
-            assert raw is not None
-            raw.add_termination_listener(on_lost)
-            await raw.add_listener(CHANNEL, on_notify)
-            self._reader = conn
-            # Events committed while nobody listened.
-            self._wake.set()
-            try:
-                await lost.wait()
-            finally:
-                with anyio.move_on_after(_READ_LIMIT, shield=True):
-                    async with self._reader_lock:
-                        self._reader = None
-                    if not raw.is_closed():
-                        await raw.remove_listener(CHANNEL, on_notify)
-                self._reader = None
-                raw.remove_termination_listener(on_lost)
+    @asynccontextmanager
+    async def _read_on(self, conn: AsyncConnection) -> AsyncIterator[None]:
+        # While the hub listens, its connection also reads (see _reading).
+        self._reader = conn
+        # Events committed while nobody listened.
+        self._wake.set()
+        try:
+            yield
+        finally:
+            with anyio.move_on_after(_READ_LIMIT, shield=True):
+                async with self._reader_lock:
+                    self._reader = None
+            self._reader = None
 
 
 class EventStream:

@@ -68,7 +68,23 @@ def async_url(url: str) -> URL:
             f"unsupported database driver {parsed.drivername!r} in {FLOWSERV_DATABASE}"
             " (use sqlite+aiosqlite or postgresql+asyncpg)"
         )
+    if driver == "sqlite+aiosqlite" and _in_memory(parsed):
+        raise InvalidConfigurationError(
+            f"an in-memory SQLite database ({parsed.render_as_string()!r} in {FLOWSERV_DATABASE})"
+            " is not supported: each of the service's connections would have an empty"
+            " database of its own; give a file path instead"
+        )
     return parsed.set(drivername=driver)
+
+
+def _in_memory(url: URL) -> bool:
+    database = url.database or ""
+    if database in ("", ":memory:"):
+        return True
+    # URI file names: file::memory:, file:name?mode=memory (with uri=true).
+    return database.startswith("file:") and (
+        ":memory:" in database or url.query.get("mode") == "memory" or "mode=memory" in database
+    )
 
 
 WRITE_OPTION = "flowserv_write"
@@ -305,7 +321,7 @@ class DB:
 
     async def create_schema(self) -> None:
         """Create the tables that are missing and the default user."""
-        if self.is_sqlite and self.url.database not in (None, "", ":memory:"):
+        if self.is_sqlite and self.url.database:
             await anyio.Path(self.url.database).parent.mkdir(parents=True, exist_ok=True)
         async with self.engine.execution_options(**{WRITE_OPTION: True}).begin() as conn:
             await conn.run_sync(Base.metadata.create_all)

@@ -37,6 +37,29 @@ def test_bad_urls(url: str) -> None:
         async_url(url)
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "sqlite://",
+        "sqlite:///:memory:",
+        "sqlite+aiosqlite:///:memory:",
+        "sqlite+aiosqlite:///file::memory:?cache=shared&uri=true",
+        "sqlite+aiosqlite:///file:shared?mode=memory&cache=shared&uri=true",
+    ],
+)
+def test_in_memory_sqlite_is_refused_by_name(url: str) -> None:
+    # Each pooled connection (and the writer thread's) would open a database of its own.
+    with pytest.raises(InvalidConfigurationError, match="in-memory SQLite database"):
+        DB(url)
+
+
+async def test_init_db_with_in_memory_sqlite_creates_nothing(tmp_path: Path) -> None:
+    env = {"FLOWSERV_API_DIR": str(tmp_path / "base"), "FLOWSERV_DATABASE": "sqlite://"}
+    with pytest.raises(InvalidConfigurationError, match="FLOWSERV_DATABASE"):
+        await init_db(env)
+    assert [p async for p in anyio.Path(tmp_path).iterdir()] == []
+
+
 async def test_init_db_defaults_to_sqlite_in_the_base_folder(tmp_path: Path) -> None:
     env = {"FLOWSERV_API_DIR": str(tmp_path / "new" / "base")}
     db = await init_db(env)

@@ -171,6 +171,13 @@ class CompiledStatements:
         finally:
             cursor.close()
 
+    def commit(self) -> None:
+        """Commit the transaction; a failure is raised as SQLAlchemy's error."""
+        try:
+            self.connection.commit()
+        except self.dialect.loaded_dbapi.Error as exc:
+            raise DBAPIError.instance("COMMIT", (), exc, self.dialect.loaded_dbapi.Error) from exc
+
 
 def _run(cursor: Any, compiled: _Compiled, sets: list[Mapping[str, Any]]) -> list[tuple[Any, ...]]:
     """Send one statement to the driver: each set on its own when it returns rows."""

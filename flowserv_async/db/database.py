@@ -302,12 +302,14 @@ class DB:
         connection = self._thread_connection.dbapi_connection
         assert connection is not None
         connection.execute("BEGIN IMMEDIATE")
+        statements = CompiledStatements(connection, engine.dialect, self._compiled)
         try:
-            result = write(CompiledStatements(connection, engine.dialect, self._compiled))
+            result = write(statements)
+            statements.commit()
         except BaseException:
+            # Also after a failed COMMIT: the connection must not stay in the transaction.
             connection.rollback()
             raise
-        connection.commit()
         return result
 
     def _close_thread_connection(self, engine: Engine) -> None:

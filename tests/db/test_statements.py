@@ -9,7 +9,7 @@ from typing import cast as typed
 
 import pytest
 from dbutil import backend_database
-from sqlalchemy import Table, insert, select, update
+from sqlalchemy import Table, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from flowserv_async import DB
@@ -21,6 +21,7 @@ _WORKFLOWS = typed(Table, Workflow.__table__)
 _INSERT_WORKFLOW = insert(_WORKFLOWS)
 _INSERT_RUN = insert(_RUNS).returning(_RUNS.c.created_at, _RUNS.c.arguments)
 _EXPANDING = update(_RUNS).where(_RUNS.c.run_id.in_(["a", "b"])).values(state="ERROR")
+_DEFER_FOREIGN_KEYS = text("PRAGMA defer_foreign_keys = ON")
 _CREATED = datetime(2026, 1, 2, 3, 4, 5, 6000, tzinfo=UTC)
 
 
@@ -86,6 +87,23 @@ async def test_a_failed_statement_raises_sqlalchemys_error_and_writes_nothing(
     assert await _run_ids(sqlite_db) == []
     async with sqlite_db.session() as session:
         assert await session.get(Workflow, "w") is None
+
+
+async def test_a_failed_commit_raises_sqlalchemys_error_and_ends_the_transaction(
+    sqlite_db: DB,
+) -> None:
+    def orphan(statements: CompiledStatements) -> None:
+        # The foreign key is checked at the COMMIT, which then fails.
+        statements.execute(_DEFER_FOREIGN_KEYS, {})
+        statements.execute(_INSERT_RUN, _run("r1", workflow_id="no-such-workflow"))
+
+    with pytest.raises(IntegrityError):
+        await sqlite_db.write_in_thread(orphan)
+    assert await _run_ids(sqlite_db) == []
+    # The writer's connection was left outside any transaction: the next write works.
+    await sqlite_db.write_in_thread(_workflow)
+    async with sqlite_db.session() as session:
+        assert await session.get(Workflow, "w") is not None
 
 
 async def test_expanding_parameters_and_python_defaults_are_refused(sqlite_db: DB) -> None:

@@ -13,10 +13,12 @@ that run through :class:`Statements`:
 Why the second: a writer transaction (BEGIN, a statement or two, the event, COMMIT)
 through a sync ``Session`` cost about 400 us of CPU, most of it SQLAlchemy's session and
 execution context (and the rendering of ``IN`` lists for every call), against some 20 us
-in SQLite. Compiled once, only the conversion of values is left in Python. A statement
-with expanding parameters (``IN`` lists; use :func:`flowserv_async.db.runstate` 's
-JSON lists) or with Python-side column defaults is refused, so it cannot silently run
-differently from the session path.
+in SQLite; compiled once, about 130 us with the hand-off from the event loop (see
+``benchmarks/README.md``, issue-11b). A statement with expanding parameters (``IN``
+lists: ``db/runstate.py`` binds lists as one JSON text instead) or with Python-side
+column defaults is refused, so it cannot silently run differently from the session
+path. ``compile()``, ``positiontup``, ``binds`` and the types' processors are the
+public SQLAlchemy API this relies on.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 import anyio
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.exc import ArgumentError, IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import (
@@ -20,11 +20,12 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import Session, SessionTransaction
-from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 
 from flowserv_async._threads import ThreadPool
 from flowserv_async.config import DEFAULT_USER, FLOWSERV_DATABASE, Settings, merge_env
 from flowserv_async.db._sqlite import statement_dbapi
+from flowserv_async.db._statements import CompiledStatements
 from flowserv_async.db.models import Base, User
 from flowserv_async.errors import InvalidConfigurationError
 
@@ -135,8 +136,9 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
 def _thread_writer(url: URL, connect_args: Mapping[str, Any]) -> Engine:
     """The sync engine of :meth:`DB.write_in_thread` on the same SQLite file.
 
-    One pysqlite connection, configured like the async engine's, used by one thread at
-    a time (the writer thread; :meth:`DB.dispose` closes it there as well).
+    One pysqlite connection, configured like the async engine's (no ``BEGIN`` of the
+    driver's own), used by one thread at a time (the writer thread; :meth:`DB.dispose`
+    closes it there as well). Its dialect compiles the writer's statements.
     """
     engine = create_engine(
         url.set(drivername="sqlite+pysqlite"),
@@ -145,13 +147,6 @@ def _thread_writer(url: URL, connect_args: Mapping[str, Any]) -> Engine:
         connect_args={**connect_args, "check_same_thread": False},
     )
     event.listen(engine, "connect", _on_sqlite_connect)
-
-    @event.listens_for(engine, "begin")
-    def _on_begin(conn: Connection) -> None:
-        # Every transaction of this engine writes: take the lock at BEGIN (see
-        # _configure_sqlite).
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
-
     return engine
 
 
@@ -233,6 +228,8 @@ class DB:
         self._thread_engine = (
             _thread_writer(self.url, self.connect_args) if self.is_sqlite else None
         )
+        self._thread_connection: PoolProxiedConnection | None = None
+        self._compiled: dict[Any, Any] = {}
         # API sessions that may work at once: as many as the pool has connections. The
         # others wait here, parked, instead of each being stepped up to the pool's queue
         # (1,000 sessions started together lagged the event loop by some 100 ms).
@@ -297,27 +294,45 @@ class DB:
         """True when :meth:`write_in_thread` is available (SQLite)."""
         return self._thread_engine is not None
 
-    async def write_in_thread(self, write: Callable[[Session], T]) -> T:
-        """Run ``write(session)`` in one write transaction in a thread (SQLite only).
+    async def write_in_thread(self, write: Callable[[CompiledStatements], T]) -> T:
+        """Run ``write(statements)`` in one write transaction in a thread (SQLite only).
 
-        The whole transaction is one call in the writer thread on a sync session, not a
-        hand-off per statement: the event loop only waits. It takes its turn with the
-        async writers (:meth:`begin_write`), so the two engines never wait for each
-        other in SQLite's busy handler. Commits on success, else rolls back and raises.
-        A cancelled caller waits until the transaction has ended.
+        The whole transaction is one call in the writer thread, on that thread's own
+        pysqlite connection, with each statement compiled once
+        (:class:`~flowserv_async.db._statements.CompiledStatements`); the event loop only
+        waits. It takes its turn with the async writers (:meth:`begin_write`), so the two
+        never wait for each other in SQLite's busy handler. Commits on success, else rolls
+        back and raises. A cancelled caller waits until the transaction has ended.
 
-        The session's ``info`` is the async sessions' (the event hub's keys): hooks
-        that run at its commit run in the thread.
+        ``write`` writes the events it recorded itself, before it returns: the commit
+        follows at once.
         """
         if self._thread_engine is None:
             raise RuntimeError("write_in_thread is available only on SQLite")
         async with self._writer:
             return await _writes.run(self._write_sync, self._thread_engine, write)
 
-    def _write_sync(self, engine: Engine, write: Callable[[Session], T]) -> T:
-        info = dict(self.session_factory.kw.get("info") or {})
-        with Session(engine, info=info, expire_on_commit=False) as session, session.begin():
-            return write(session)
+    def _write_sync(self, engine: Engine, write: Callable[[CompiledStatements], T]) -> T:
+        if self._thread_connection is None:
+            self._thread_connection = engine.raw_connection()
+        connection = self._thread_connection.dbapi_connection
+        assert connection is not None
+        connection.execute("BEGIN IMMEDIATE")
+        statements = CompiledStatements(connection, engine.dialect, self._compiled)
+        try:
+            result = write(statements)
+            statements.commit()
+        except BaseException:
+            # Also after a failed COMMIT: the connection must not stay in the transaction.
+            connection.rollback()
+            raise
+        return result
+
+    def _close_thread_connection(self, engine: Engine) -> None:
+        if self._thread_connection is not None:
+            self._thread_connection.close()
+            self._thread_connection = None
+        engine.dispose()
 
     async def create_schema(self) -> None:
         """Create the tables that are missing and the default user."""
@@ -337,7 +352,7 @@ class DB:
         """Close every pooled connection."""
         if self._thread_engine is not None:
             # The writer thread's connection is closed in that thread.
-            await _writes.run(self._thread_engine.dispose)
+            await _writes.run(self._close_thread_connection, self._thread_engine)
         await self.engine.dispose()
 
     async def _create_default_user(self) -> None:

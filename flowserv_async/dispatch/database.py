@@ -36,6 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from flowserv_async._util import utc_now
 from flowserv_async.controller import EngineLimits, WorkflowController
 from flowserv_async.db import DB
+from flowserv_async.db._statements import on_session
 from flowserv_async.db.listen import listen_forever
 from flowserv_async.db.models import CancelRequest, QueuedRun, Run
 from flowserv_async.db.runstate import NewRun, insert_runs, set_state
@@ -144,7 +145,7 @@ class DatabaseQueue(RunDispatch):
         free slot.
         """
         async with self._db.write_session() as session:
-            await session.run_sync(insert_runs, [run])
+            await on_session(session, insert_runs, [run])
             session.add(QueuedRun(run_id=job.run_id, job=encode_job(job)))
             await session.flush()
             await _notify(session, _QUEUED)
@@ -177,7 +178,7 @@ class DatabaseQueue(RunDispatch):
                 delete(QueuedRun).where(QueuedRun.run_id == run_id).returning(QueuedRun.run_id)
             )
             if queued is not None:
-                await session.run_sync(set_state, run_id, RunState.CANCELED, [reason])
+                await on_session(session, set_state, run_id, RunState.CANCELED, [reason])
                 return None
             # A claimer that held the queue row has committed by now: its engine shows.
             owner = await session.scalar(
@@ -315,7 +316,7 @@ class DatabaseQueue(RunDispatch):
                 try:
                     jobs.append(decode_job(row.job))
                 except FlowservError as exc:
-                    await session.run_sync(set_state, row.run_id, RunState.ERROR, [exc.message])
+                    await on_session(session, set_state, row.run_id, RunState.ERROR, [exc.message])
         return jobs
 
     async def _track(self, run_id: str) -> None:

@@ -1,6 +1,7 @@
 """The events of each persisted change: one call at each place that writes it.
 
-They take the sync session (``AsyncSession.sync_session`` from async code).
+They take the sync session (``AsyncSession.sync_session`` from async code), or the list
+of events of a transaction in the SQLite writer thread (:mod:`flowserv_async.events.store`).
 """
 
 from __future__ import annotations
@@ -9,21 +10,19 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy.orm import Session
-
 from flowserv_async._util import isoformat
 from flowserv_async.events.model import EventType
-from flowserv_async.events.store import emit
+from flowserv_async.events.store import EventTarget, emit
 from flowserv_async.states import FINAL_STATES
 
 
 def run_created(
-    session: Session, run_id: str, workflow_id: str, group_id: str | None, created_at: datetime
+    target: EventTarget, run_id: str, workflow_id: str, group_id: str | None, created_at: datetime
 ) -> None:
     """A run was created (PENDING); a post-processing run also starts post-processing."""
     data = {"state": "PENDING", "createdAt": isoformat(created_at)}
     emit(
-        session,
+        target,
         EventType.RUN_CREATED,
         workflow_id=workflow_id,
         group_id=group_id,
@@ -32,7 +31,7 @@ def run_created(
     )
     if group_id is None:
         emit(
-            session,
+            target,
             EventType.POSTPROC_STARTED,
             workflow_id=workflow_id,
             group_id=None,
@@ -42,7 +41,7 @@ def run_created(
 
 
 def state_changed(
-    session: Session,
+    target: EventTarget,
     *,
     run_id: str,
     workflow_id: str,
@@ -65,11 +64,11 @@ def state_changed(
     if group_id is None and state in FINAL_STATES:
         kinds.append(EventType.POSTPROC_FINISHED)
     for kind in kinds:
-        emit(session, kind, workflow_id=workflow_id, group_id=group_id, run_id=run_id, data=data)
+        emit(target, kind, workflow_id=workflow_id, group_id=group_id, run_id=run_id, data=data)
 
 
 def log_appended(
-    session: Session,
+    target: EventTarget,
     run_id: str,
     workflow_id: str,
     group_id: str | None,
@@ -77,7 +76,7 @@ def log_appended(
 ) -> None:
     """Log lines ``{pos, step, stream, text}`` of a run were stored."""
     emit(
-        session,
+        target,
         EventType.RUN_LOG,
         workflow_id=workflow_id,
         group_id=group_id,
@@ -86,13 +85,13 @@ def log_appended(
     )
 
 
-def ranking_changed(session: Session, workflow_id: str, run_id: str, reason: str) -> None:
+def ranking_changed(target: EventTarget, workflow_id: str, run_id: str, reason: str) -> None:
     """The leaderboard of a workflow changed: ``reason`` is ``ranked`` or ``deleted``.
 
     A workflow event (no group, no run): the leaderboard is public.
     """
     emit(
-        session,
+        target,
         EventType.RANKING_CHANGED,
         workflow_id=workflow_id,
         group_id=None,

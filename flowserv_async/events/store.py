@@ -16,11 +16,24 @@ from datetime import UTC
 from typing import Any
 from typing import cast as typed
 
-from sqlalchemy import BigInteger, String, Table, column, delete, event, func, insert, select, text
+from sqlalchemy import (
+    BigInteger,
+    String,
+    Table,
+    bindparam,
+    column,
+    delete,
+    event,
+    func,
+    insert,
+    select,
+    text,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import Session, SessionTransaction
 
 from flowserv_async._util import utc_now
+from flowserv_async.db._statements import SessionStatements, Statements
 from flowserv_async.db.models import StoredEvent
 from flowserv_async.events.model import Event, EventFilter, EventType
 
@@ -43,8 +56,13 @@ DEFAULT_KEEP = 100_000
 _TABLE = typed(Table, StoredEvent.__table__)
 
 
+EventTarget = Session | list[dict[str, Any]]
+"""Where events are recorded: a session (written at its commit), or a list that the
+caller writes with :func:`write_events` before its commit (the SQLite writer thread)."""
+
+
 def emit(
-    session: Session,
+    target: EventTarget,
     type: EventType,
     *,
     workflow_id: str,
@@ -53,7 +71,6 @@ def emit(
     data: dict[str, Any],
 ) -> None:
     """Record an event in the session; it is written if and when the change commits."""
-    transaction = session.get_nested_transaction() or session.get_transaction()
     row = {
         "type": str(type),
         "workflow_id": workflow_id,
@@ -62,7 +79,11 @@ def emit(
         "created_at": utc_now(),
         "data": data,
     }
-    session.info.setdefault(_PENDING, []).append((transaction, row))
+    if isinstance(target, list):
+        target.append(row)
+        return
+    transaction = target.get_nested_transaction() or target.get_transaction()
+    target.info.setdefault(_PENDING, []).append((transaction, row))
 
 
 def has_pending(session: Session) -> bool:
@@ -93,6 +114,8 @@ _PG_WRITE = text(
 
 _SQLITE_WRITE = insert(_TABLE).returning(_TABLE.c.event_id)
 
+_PRUNE = delete(_TABLE).where(_TABLE.c.event_id <= bindparam("last_dropped"))
+
 
 def _pg_params(rows: list[dict[str, Any]]) -> dict[str, Any]:
     doc = [
@@ -109,21 +132,34 @@ def _write_pending(session: Session) -> None:
     pending: list[tuple[SessionTransaction | None, dict[str, Any]]] = session.info.pop(_PENDING, [])
     if not pending:
         return
+    statements = SessionStatements(session)
+    dialect = session.get_bind().dialect.name
+    keep = int(session.info.get(KEEP_KEY, DEFAULT_KEEP))
     rows = [row for _, row in pending]
-    if session.get_bind().dialect.name == "postgresql":
-        first, last, _ = session.execute(_PG_WRITE, _pg_params(rows)).one()
+    session.info[_WRITTEN] = write_events(statements, dialect, rows, keep)
+
+
+def write_events(
+    statements: Statements, dialect: str, rows: list[dict[str, Any]], keep: int
+) -> int:
+    """Insert events (before the commit of their change); returns the largest new id.
+
+    Every ``PRUNE_EVERY`` ids (or ``keep``, when smaller) the events beyond the newest
+    ``keep`` are deleted (none when ``keep`` is 0).
+    """
+    if dialect == "postgresql":
+        first, last, _ = statements.execute(_PG_WRITE, _pg_params(rows))[0]
     else:
         # Parameter sets, not one statement with the rows in it: that is compiled anew
         # for every batch (about 4x the CPU for 64 rows). Only the smallest and largest
         # id are needed, so the ids may come back in any order (SQLAlchemy then sends
         # many rows per INSERT).
-        ids = list(session.execute(_SQLITE_WRITE, rows).scalars())
+        ids = [row[0] for row in statements.execute(_SQLITE_WRITE, rows)]
         first, last = min(ids), max(ids)
-    keep = int(session.info.get(KEEP_KEY, DEFAULT_KEEP))
     every = min(keep, PRUNE_EVERY)
     if keep and (first - 1) // every != last // every and last > keep:
-        session.execute(delete(_TABLE).where(_TABLE.c.event_id <= last - keep))
-    session.info[_WRITTEN] = last
+        statements.execute(_PRUNE, {"last_dropped": last - keep})
+    return int(last)
 
 
 def members_changed(session: AsyncSession) -> None:

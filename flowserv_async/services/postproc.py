@@ -24,6 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from flowserv_async._util import new_id, utc_now
+from flowserv_async.db._statements import on_session
 from flowserv_async.db.models import Run, RunFile, Workflow
 from flowserv_async.db.runstate import set_state
 from flowserv_async.engine.config import load_engine_config
@@ -125,8 +126,8 @@ async def start_postproc(
         spec = parse_workflow(section)
         config = await load_engine_config(engine_config, wf.engine_config)
     except FlowservError as exc:
-        await session.run_sync(
-            set_state, run_id, RunState.ERROR, [f"post-processing: {exc.message}"]
+        await on_session(
+            session, set_state, run_id, RunState.ERROR, [f"post-processing: {exc.message}"]
         )
         return None
     return RunJob(

@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from flowserv_async._paths import relative_path
 from flowserv_async._util import new_id, utc_now
+from flowserv_async.db._statements import on_session
 from flowserv_async.db.models import (
     Group,
     Ranking,
@@ -444,7 +445,7 @@ class RunService(Service):
         # (with the reason) in its own session once the run's processes are gone.
         await self.ctx.factory.dispatch.cancel(run_id, message)
         await self.ctx.begin_write()
-        if not await self.session.run_sync(set_state, run_id, RunState.CANCELED, [message]):
+        if not await on_session(self.session, set_state, run_id, RunState.CANCELED, [message]):
             await self.session.refresh(run)
             if run.state != RunState.CANCELED:
                 raise InvalidRunStateError(f"run '{run_id}' is {run.state}, not active")

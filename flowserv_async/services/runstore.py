@@ -18,14 +18,14 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Session
 
 from flowserv_async.db import DB, runstate
+from flowserv_async.db._statements import CompiledStatements, Statements, on_session
 from flowserv_async.engine.job import ResultSpec, RunJob
 from flowserv_async.engine.log import LogEntry
 from flowserv_async.engine.store import RunOutcome, SavedResults
 from flowserv_async.errors import FlowservError
-from flowserv_async.events.store import NOTIFY_KEY
+from flowserv_async.events.store import DEFAULT_KEEP, KEEP_KEY, NOTIFY_KEY, write_events
 from flowserv_async.services.postproc import start_postproc
 from flowserv_async.states import RunState
 
@@ -50,13 +50,13 @@ class SessionRunStore:
 
     async def mark_running(self, run_id: str, processes: Mapping[str, str] | None = None) -> bool:
         """Move a PENDING run to RUNNING, with the record of its processes."""
-        return await self.session.run_sync(
-            runstate.set_state, run_id, RunState.RUNNING, processes=processes
+        return await on_session(
+            self.session, runstate.set_state, run_id, RunState.RUNNING, None, processes
         )
 
     async def finish(self, run_id: str, state: RunState, messages: Sequence[str] = ()) -> bool:
         """Move an active run to a final state with messages."""
-        return await self.session.run_sync(runstate.set_state, run_id, state, messages)
+        return await on_session(self.session, runstate.set_state, run_id, state, messages)
 
     async def save_results(
         self, spec: ResultSpec, outcome: RunOutcome, engine_id: str
@@ -68,8 +68,10 @@ class SessionRunStore:
         self, results: Sequence[tuple[ResultSpec, RunOutcome, str]]
     ) -> list[SavedResults]:
         """:meth:`save_results` for many runs, with one statement per table."""
-        recorded = await self.session.run_sync(
-            runstate.record_successes, [(spec, outcome) for spec, outcome, _ in results]
+        recorded = await on_session(
+            self.session,
+            runstate.record_successes,
+            [(spec, outcome) for spec, outcome, _ in results],
         )
         return [
             await self.start_due_postproc(spec, outcome, engine_id, spec.run_id in recorded)
@@ -105,21 +107,21 @@ class SessionRunStore:
         self, run_id: str, entries: Sequence[LogEntry], keep_from: int = 0
     ) -> None:
         """Store log lines of a run; drop its stored lines before ``keep_from``."""
-        await self.session.run_sync(runstate.append_log, run_id, entries, keep_from)
+        await on_session(self.session, runstate.append_log, run_id, entries, keep_from)
 
     async def heartbeat(self, engine_id: str, run_ids: Sequence[str]) -> None:
         """Refresh the heartbeat of the engine's runs."""
-        await self.session.run_sync(runstate.heartbeat, engine_id, run_ids)
+        await on_session(self.session, runstate.heartbeat, engine_id, run_ids)
 
     async def fail_stale_runs(
         self, engine_id: str, lease: float, tracked: Collection[str] | None = None
     ) -> list[str]:
         """Fail active runs of engines that stopped reporting."""
-        return await self.session.run_sync(runstate.fail_stale_runs, engine_id, lease, tracked)
+        return await on_session(self.session, runstate.fail_stale_runs, engine_id, lease, tracked)
 
     async def leftovers(self, run_ids: Collection[str]) -> dict[str, Any]:
         """The ``processes`` records of these runs."""
-        return await self.session.run_sync(runstate.run_processes, run_ids)
+        return await on_session(self.session, runstate.run_processes, run_ids)
 
 
 def _makes_postproc_due(spec: ResultSpec, outcome: RunOutcome) -> bool:
@@ -239,7 +241,7 @@ class DatabaseRunStore:
     async def leftovers(self, run_ids: Collection[str]) -> dict[str, Any]:
         """The ``processes`` records of these runs (read outside the writer)."""
         async with self.db.session() as session:
-            return await session.run_sync(runstate.run_processes, run_ids)
+            return await on_session(session, runstate.run_processes, run_ids)
 
     async def _submit(self, kind: str, *args: Any) -> Any:
         report = _Report(kind, args)
@@ -298,17 +300,19 @@ class DatabaseRunStore:
             for report in batch
         )
         if self.db.writes_in_thread and not due:
-            written: list[int] = []
+            keep = int((self.db.session_factory.kw.get("info") or {}).get(KEEP_KEY, DEFAULT_KEEP))
             # Shielded: once in the thread the batch is written, and the hub is told.
             with anyio.CancelScope(shield=True):
-                await self.db.write_in_thread(functools.partial(_apply_in_thread, batch, written))
+                last = await self.db.write_in_thread(
+                    functools.partial(_apply_in_thread, batch, keep)
+                )
                 # The event hub is told on the event loop, after the commit.
                 notify = (self.db.session_factory.kw.get("info") or {}).get(NOTIFY_KEY)
-                if written and notify is not None:
-                    notify(written[-1])
+                if last is not None and notify is not None:
+                    notify(last)
             return
         async with self.db.write_session() as session:
-            successes = await session.run_sync(_apply, batch)
+            successes = await on_session(session, _apply, batch)
             store = SessionRunStore(session, self.engine_config)
             for report in successes:
                 spec, outcome, engine_id = report.args
@@ -317,15 +321,16 @@ class DatabaseRunStore:
                 )
 
 
-def _apply_in_thread(batch: list[_Report], written: list[int], session: Session) -> None:
-    """:func:`_apply` in a thread; the largest event id committed goes to ``written``."""
-    # Collected, not told: the hub is told on the event loop.
-    session.info[NOTIFY_KEY] = written.append
-    _apply(session, batch)
+def _apply_in_thread(batch: list[_Report], keep: int, statements: CompiledStatements) -> int | None:
+    """:func:`_apply` in the writer thread, then its events; the largest new event id."""
+    _apply(statements, batch)
+    if not statements.events:
+        return None
+    return write_events(statements, "sqlite", statements.events, keep)
 
 
-def _apply(session: Session, batch: list[_Report]) -> list[_Report]:
-    """Apply a batch of reports in the session; returns its ``results`` reports."""
+def _apply(statements: Statements, batch: list[_Report]) -> list[_Report]:
+    """Apply a batch of reports; returns its ``results`` reports."""
     moves: dict[tuple[RunState, tuple[str, ...]], list[_Report]] = {}
     logs: list[tuple[str, Sequence[LogEntry], int]] = []
     beats: dict[str, list[str]] = {}
@@ -341,24 +346,24 @@ def _apply(session: Session, batch: list[_Report]) -> list[_Report]:
             beats.setdefault(engine_id, []).extend(run_ids)
     # Log lines first: they were reported before the state changes of this batch,
     # and their events must come before them (a follower stops at the final state).
-    runstate.append_logs(session, logs)
-    runstate.insert_runs(session, [r.args[0] for r in batch if r.kind == "create"])
+    runstate.append_logs(statements, logs)
+    runstate.insert_runs(statements, [r.args[0] for r in batch if r.kind == "create"])
     for (state, messages), reports in moves.items():
         run_ids = [r.args[0] for r in reports]
         records = {r.args[0]: r.args[3] for r in reports if r.args[3] is not None}
-        moved = runstate.set_states(session, run_ids, state, messages, records)
+        moved = runstate.set_states(statements, run_ids, state, messages, records)
         for report in reports:
             report.result = report.args[0] in moved
     # No savepoints: when a report fails, the batch is written again report by
     # report, and the failing one fails alone.
     successes = [report for report in batch if report.kind == "results"]
     if successes:
-        recorded = runstate.record_successes(session, [r.args[:2] for r in successes])
+        recorded = runstate.record_successes(statements, [r.args[:2] for r in successes])
         for report in successes:
             report.result = SavedResults(recorded=report.args[0].run_id in recorded)
     for report in batch:
         if report.kind == "stale":
-            report.result = runstate.fail_stale_runs(session, *report.args)
+            report.result = runstate.fail_stale_runs(statements, *report.args)
     for engine_id, run_ids in beats.items():
-        runstate.heartbeat(session, engine_id, run_ids)
+        runstate.heartbeat(statements, engine_id, run_ids)
     return successes

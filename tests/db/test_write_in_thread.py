@@ -6,15 +6,17 @@ import os
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import cast as typed
 
 import anyio
 import anyio.to_thread
 import pytest
 from dbutil import POSTGRES_URL, backend_database
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import Table, insert, select
 
 from flowserv_async import DB
+from flowserv_async._util import utc_now
+from flowserv_async.db._statements import CompiledStatements
 from flowserv_async.db.models import User
 
 
@@ -26,6 +28,23 @@ async def sqlite_db(tmp_path: Path) -> AsyncIterator[DB]:
 
 def _add_user(user_id: str) -> User:
     return User(user_id=user_id, name=user_id, secret="!", active=True)
+
+
+_INSERT_USER = insert(typed(Table, User.__table__))
+
+
+def _insert_user(statements: CompiledStatements, user_id: str) -> None:
+    statements.execute(
+        _INSERT_USER,
+        {
+            "user_id": user_id,
+            "name": user_id,
+            "secret": "!",
+            "active": True,
+            "is_admin": False,
+            "created_at": utc_now(),
+        },
+    )
 
 
 async def _user_ids(db: DB) -> set[str]:
@@ -42,9 +61,8 @@ async def _write_on_the_loop(db: DB, user_id: str) -> None:
 async def test_a_write_commits_in_the_writer_thread_and_returns_its_result(
     sqlite_db: DB,
 ) -> None:
-    def write(session: Session) -> str:
-        session.add(_add_user("u1"))
-        session.flush()
+    def write(statements: CompiledStatements) -> str:
+        _insert_user(statements, "u1")
         return threading.current_thread().name
 
     assert sqlite_db.writes_in_thread
@@ -56,9 +74,8 @@ async def test_a_write_commits_in_the_writer_thread_and_returns_its_result(
 
 
 async def test_an_error_rolls_the_write_back_and_is_raised(sqlite_db: DB) -> None:
-    def write(session: Session) -> None:
-        session.add(_add_user("u1"))
-        session.flush()
+    def write(statements: CompiledStatements) -> None:
+        _insert_user(statements, "u1")
         raise KeyError("bad report")
 
     before = await _user_ids(sqlite_db)
@@ -72,10 +89,10 @@ async def test_an_error_rolls_the_write_back_and_is_raised(sqlite_db: DB) -> Non
 async def test_a_cancelled_caller_waits_until_the_write_has_committed(sqlite_db: DB) -> None:
     entered, release = threading.Event(), threading.Event()
 
-    def write(session: Session) -> None:
+    def write(statements: CompiledStatements) -> None:
         entered.set()
         release.wait(10)
-        session.add(_add_user("u1"))
+        _insert_user(statements, "u1")
 
     returned = []
 
@@ -93,7 +110,7 @@ async def test_a_cancelled_caller_waits_until_the_write_has_committed(sqlite_db:
     assert "u1" in await _user_ids(sqlite_db)
     # Neither the writer slot nor the thread's connection was left in a transaction.
     await _write_on_the_loop(sqlite_db, "u2")
-    await sqlite_db.write_in_thread(lambda session: session.add(_add_user("u3")))
+    await sqlite_db.write_in_thread(lambda statements: _insert_user(statements, "u3"))
     assert {"u1", "u2", "u3"} <= await _user_ids(sqlite_db)
 
 
@@ -114,7 +131,7 @@ def _open_files(folder: Path) -> list[str]:
 async def test_dispose_closes_the_writer_threads_connection(tmp_path: Path) -> None:
     db = DB(f"sqlite+aiosqlite:///{tmp_path / 'flowserv.db'}")
     await db.create_schema()
-    await db.write_in_thread(lambda session: session.add(_add_user("u1")))
+    await db.write_in_thread(lambda statements: _insert_user(statements, "u1"))
     assert await anyio.to_thread.run_sync(_open_files, tmp_path)
     await db.dispose()
     assert await anyio.to_thread.run_sync(_open_files, tmp_path) == []
@@ -125,6 +142,6 @@ async def test_only_sqlite_has_a_writer_thread() -> None:
     try:
         assert not db.writes_in_thread
         with pytest.raises(RuntimeError, match="only on SQLite"):
-            await db.write_in_thread(lambda session: None)
+            await db.write_in_thread(lambda statements: None)
     finally:
         await db.dispose()

@@ -13,6 +13,7 @@ from sqlalchemy.exc import IntegrityError
 
 from flowserv_async import DB
 from flowserv_async._util import utc_now
+from flowserv_async.db._statements import CompiledStatements
 from flowserv_async.db.models import Group, Run, RunLogLine, StoredEvent, Workflow
 from flowserv_async.db.runstate import NewRun
 from flowserv_async.engine.job import ResultSpec
@@ -152,7 +153,7 @@ def _new_run(run_id: str, group_id: str = "g") -> NewRun:
 
 
 async def test_runs_created_meanwhile_are_inserted_together(
-    store: DatabaseRunStore, database: DB
+    store: DatabaseRunStore, database: DB, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     inserts: list[str] = []
 
@@ -160,7 +161,14 @@ async def test_runs_created_meanwhile_are_inserted_together(
         if statement.lstrip().upper().startswith("INSERT INTO RUNS"):
             inserts.append(statement)
 
-    # Every engine: on SQLite the writer has one of its own (DB.write_in_thread).
+    # On SQLite the writer runs its compiled statements on its own connection.
+    execute = CompiledStatements.execute
+
+    def record_compiled(statements: CompiledStatements, stmt: Any, params: Any) -> Any:
+        record(None, None, str(stmt))
+        return execute(statements, stmt, params)
+
+    monkeypatch.setattr(CompiledStatements, "execute", record_compiled)
     event.listen(Engine, "before_cursor_execute", record)
     try:
         # On SQLite the writer waits for this transaction (it ends before the task group

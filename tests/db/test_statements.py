@@ -1,0 +1,124 @@
+"""Statements compiled once on the SQLite writer's connection behave like the session's."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import cast as typed
+
+import pytest
+from dbutil import backend_database
+from sqlalchemy import Table, insert, select, text, update
+from sqlalchemy.exc import IntegrityError
+
+from flowserv_async import DB
+from flowserv_async.db._statements import CompiledStatements
+from flowserv_async.db.models import Run, Workflow
+
+_RUNS = typed(Table, Run.__table__)
+_WORKFLOWS = typed(Table, Workflow.__table__)
+_INSERT_WORKFLOW = insert(_WORKFLOWS)
+_INSERT_RUN = insert(_RUNS).returning(_RUNS.c.created_at, _RUNS.c.arguments)
+_EXPANDING = update(_RUNS).where(_RUNS.c.run_id.in_(["a", "b"])).values(state="ERROR")
+_DEFER_FOREIGN_KEYS = text("PRAGMA defer_foreign_keys = ON")
+_CREATED = datetime(2026, 1, 2, 3, 4, 5, 6000, tzinfo=UTC)
+
+
+@pytest.fixture
+async def sqlite_db(tmp_path: Path) -> AsyncIterator[DB]:
+    async with backend_database("sqlite", tmp_path) as db:
+        yield db
+
+
+def _workflow(statements: CompiledStatements) -> None:
+    statements.execute(
+        _INSERT_WORKFLOW,
+        {
+            "workflow_id": "w",
+            "name": "w",
+            "workflow_spec": {"steps": []},
+            "parameters": [{"name": "p"}],
+            "ignore_postproc": False,
+            "created_at": _CREATED,
+        },
+    )
+
+
+def _run(run_id: str, workflow_id: str = "w") -> dict[str, object]:
+    return {
+        "run_id": run_id,
+        "workflow_id": workflow_id,
+        "state": "PENDING",
+        "created_at": _CREATED,
+        "arguments": [{"name": "p", "value": 1}],
+    }
+
+
+async def _run_ids(db: DB) -> list[str]:
+    async with db.session() as session:
+        return list((await session.scalars(select(Run.run_id))).all())
+
+
+async def test_values_are_converted_like_the_sessions_both_ways(sqlite_db: DB) -> None:
+    def write(statements: CompiledStatements) -> list[tuple[object, ...]]:
+        _workflow(statements)
+        return statements.execute(_INSERT_RUN, [_run("r1"), _run("r2")])
+
+    returned = await sqlite_db.write_in_thread(write)
+    assert returned == [(_CREATED, [{"name": "p", "value": 1}])] * 2
+    async with sqlite_db.session() as session:
+        run = await session.get(Run, "r1")
+        workflow = await session.get(Workflow, "w")
+    assert run is not None and workflow is not None
+    assert (run.created_at, run.arguments) == (_CREATED, [{"name": "p", "value": 1}])
+    assert (workflow.workflow_spec, workflow.parameters) == ({"steps": []}, [{"name": "p"}])
+
+
+async def test_a_failed_statement_raises_sqlalchemys_error_and_writes_nothing(
+    sqlite_db: DB,
+) -> None:
+    def write(statements: CompiledStatements) -> None:
+        _workflow(statements)
+        statements.execute(_INSERT_RUN, _run("r1", workflow_id="no-such-workflow"))
+
+    with pytest.raises(IntegrityError):
+        await sqlite_db.write_in_thread(write)
+    assert await _run_ids(sqlite_db) == []
+    async with sqlite_db.session() as session:
+        assert await session.get(Workflow, "w") is None
+
+
+async def test_a_failed_commit_raises_sqlalchemys_error_and_ends_the_transaction(
+    sqlite_db: DB,
+) -> None:
+    def orphan(statements: CompiledStatements) -> None:
+        # The foreign key is checked at the COMMIT, which then fails.
+        statements.execute(_DEFER_FOREIGN_KEYS, {})
+        statements.execute(_INSERT_RUN, _run("r1", workflow_id="no-such-workflow"))
+
+    with pytest.raises(IntegrityError):
+        await sqlite_db.write_in_thread(orphan)
+    assert await _run_ids(sqlite_db) == []
+    # The writer's connection was left outside any transaction: the next write works.
+    await sqlite_db.write_in_thread(_workflow)
+    async with sqlite_db.session() as session:
+        assert await session.get(Workflow, "w") is not None
+
+
+async def test_expanding_parameters_and_python_defaults_are_refused(sqlite_db: DB) -> None:
+    def expanding(statements: CompiledStatements) -> None:
+        _workflow(statements)
+        statements.execute(_EXPANDING, {})
+
+    def defaults(statements: CompiledStatements) -> None:
+        # created_at has a Python-side default that only SQLAlchemy's execution applies.
+        statements.execute(_INSERT_RUN, {"run_id": "r1", "workflow_id": "w", "state": "PENDING"})
+
+    with pytest.raises(ValueError, match="expanding parameters"):
+        await sqlite_db.write_in_thread(expanding)
+    with pytest.raises(ValueError, match="Python-side defaults"):
+        await sqlite_db.write_in_thread(defaults)
+    assert await _run_ids(sqlite_db) == []
+    async with sqlite_db.session() as session:
+        assert await session.get(Workflow, "w") is None

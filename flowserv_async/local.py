@@ -534,7 +534,9 @@ class SessionManager:
     The transaction commits when the block exits normally and rolls back when it raises
     or is cancelled; the session is closed in every case. The session first waits for
     a slot of the database's admission (``DB.admission``), unless an enclosing session
-    of the same task already holds one.
+    of the same task already holds one. Its ``AsyncSession`` is created when a service
+    first needs it; reads before that run on a connection of their own (see
+    :meth:`~flowserv_async.services.base.ServiceContext.read`).
     """
 
     def __init__(

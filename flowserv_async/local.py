@@ -439,8 +439,7 @@ class LocalAPIFactory:
 
     async def _final_handle(self, run_id: str) -> dict[str, Any] | None:
         """The run's handle if it is in a final state, else None."""
-        async with self.db.session() as session:
-            read = await read_run(session, run_id, None)
+        read = await self.db.read(read_run, run_id, None)
         if read is None:
             raise UnknownRunError(run_id)
         return read.handle if read.handle["state"] in FINAL_STATES else None
@@ -535,7 +534,9 @@ class SessionManager:
     The transaction commits when the block exits normally and rolls back when it raises
     or is cancelled; the session is closed in every case. The session first waits for
     a slot of the database's admission (``DB.admission``), unless an enclosing session
-    of the same task already holds one.
+    of the same task already holds one. Its ``AsyncSession`` is created when a service
+    first needs it; reads before that run on a connection of their own (see
+    :meth:`~flowserv_async.services.base.ServiceContext.read`).
     """
 
     def __init__(
@@ -555,44 +556,40 @@ class SessionManager:
         await factory._session_started()
         try:
             await self._admit(factory.db.admission)
-            session = factory.db.session_factory()
         except BaseException:
             self._leave()
             await factory._session_ended()
             raise
-        try:
-            with translate_errors():
-                user_id = self._user_id or factory.user_id
-                # An explicit token, even an empty one, replaces the factory's: the HTTP
-                # server passes every request's (possibly missing) token this way.
-                given = self._access_token
-                token = (
-                    None
-                    if user_id
-                    else (given if given is not None else factory.settings.access_token)
-                )
-                username = None
-                if user_id is None and token is not None:
-                    user = await authenticate(session, token)
-                    if user is not None:
-                        user_id, username = user.user_id, user.name
-                if user_id is None and factory.settings.open_access:
-                    user_id = DEFAULT_USER
-        except BaseException:
-            with anyio.CancelScope(shield=True):
-                await session.close()
-                self._leave()
-                await factory._session_ended()
-            raise
-        self._ctx = ServiceContext(
-            session=session,
+        user_id = self._user_id or factory.user_id
+        # An explicit token, even an empty one, replaces the factory's: the HTTP server
+        # passes every request's (possibly missing) token this way.
+        given = self._access_token
+        token = None if user_id else (given if given is not None else factory.settings.access_token)
+        # The AsyncSession is created by the first service that needs one (see
+        # ServiceContext.read): a call that only reads runs without it.
+        ctx = ServiceContext(
             settings=factory.settings,
             factory=factory,
             user_id=user_id,
             token_given=token is not None,
             leave_admission=self._slot.release,
         )
-        return API(self._ctx, username=username)
+        username = None
+        try:
+            with translate_errors():
+                if user_id is None and token is not None:
+                    user = await ctx.read(authenticate, token)
+                    if user is not None:
+                        ctx.user_id, username = user.user_id, user.name
+                if ctx.user_id is None and factory.settings.open_access:
+                    ctx.user_id = DEFAULT_USER
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                self._leave()
+                await factory._session_ended()
+            raise
+        self._ctx = ctx
+        return API(ctx, username=username)
 
     async def __aexit__(
         self,
@@ -601,21 +598,24 @@ class SessionManager:
         tb: TracebackType | None,
     ) -> None:
         assert self._ctx is not None
-        session = self._ctx.session
+        session = self._ctx.opened_session
         committed = False
         try:
             if exc_type is None:
-                with translate_errors():
-                    await session.run_sync(_commit_and_close)
+                if session is not None:
+                    with translate_errors():
+                        await session.run_sync(_commit_and_close)
                 committed = True
         finally:
             if committed:
                 self._leave()
             else:
                 with anyio.CancelScope(shield=True):
-                    await session.rollback()
+                    if session is not None:
+                        await session.rollback()
                     await self._run_hooks(self._ctx.on_rollback)
-                    await session.close()
+                    if session is not None:
+                        await session.close()
                     self._leave()
                     await self._factory._session_ended()
         if not committed:

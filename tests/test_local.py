@@ -281,3 +281,43 @@ async def test_every_way_out_of_a_session_gives_its_slot_back(factory: LocalAPIF
         admission.release()
     assert admission.value == limit
     assert factory._active_sessions == 0
+
+
+# -- Reads: on a connection of their own until the session is used ---------------------
+
+
+def checked_out(factory: LocalAPIFactory) -> int:
+    """Connections of the factory's pool in use (on PostgreSQL the event hub holds one)."""
+    pool: Any = factory.db.engine.sync_engine.pool
+    return int(pool.checkedout())
+
+
+async def test_a_read_after_a_write_sees_the_sessions_own_write(
+    factory: LocalAPIFactory,
+) -> None:
+    async with factory() as api:
+        await api.users().register_user("alice", "pw")
+    before = checked_out(factory)
+    async with factory() as api:
+        token = (await api.users().login_user("alice", "pw"))["token"]
+        # Not committed yet: only a read in the session's transaction finds the token.
+        assert (await api.users().whoami_user(token))["username"] == "alice"
+    assert checked_out(factory) == before
+
+
+async def test_reads_give_their_connection_back_on_every_way_out(
+    factory: LocalAPIFactory,
+) -> None:
+    before = checked_out(factory)
+    async with factory() as api:
+        with pytest.raises(UnknownRunError):
+            await api.runs().get_run("no-such-run")
+        assert checked_out(factory) == before
+        with anyio.CancelScope() as scope:
+            scope.cancel()
+            await api.runs().get_run("no-such-run")
+        assert scope.cancelled_caught
+        assert checked_out(factory) == before
+    with pytest.raises(UnknownRunError):
+        await factory.wait_run("no-such-run")
+    assert checked_out(factory) == before

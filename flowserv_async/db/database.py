@@ -6,7 +6,7 @@ import secrets
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, TypeVarTuple, Unpack
 
 import anyio
 from sqlalchemy import Engine, create_engine, event
@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.orm import Session, SessionTransaction
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
+from sqlalchemy.util.concurrency import greenlet_spawn
 
 from flowserv_async._threads import ThreadPool
 from flowserv_async.config import DEFAULT_USER, FLOWSERV_DATABASE, Settings, merge_env
@@ -154,6 +155,7 @@ def _thread_writer(url: URL, connect_args: Mapping[str, Any]) -> Engine:
 _writes = ThreadPool(1, "flowserv-dbwrite")
 
 T = TypeVar("T")
+Ts = TypeVarTuple("Ts")
 
 _WRITER_KEY = "flowserv_writer"
 
@@ -242,6 +244,21 @@ class DB:
         """Yield a new session; the caller controls its transaction."""
         async with self.session_factory() as session:
             yield session
+
+    async def read(self, read: Callable[[Connection, Unpack[Ts]], T], *args: *Ts) -> T:
+        """Run ``read(connection, *args)`` on a pooled connection, outside a transaction.
+
+        For reads that need no session: the checkout, the statements and the return of
+        the connection are one call into SQLAlchemy's greenlet, where a session costs
+        an ``AsyncSession``, its transaction and a call per statement and to end it.
+        Both adapters run a read outside a transaction on its own (SQLite's autocommit,
+        PostgreSQL's), as they run a session's reads before its first write.
+        """
+        return await greenlet_spawn(self._read_sync, read, *args)
+
+    def _read_sync(self, read: Callable[[Connection, Unpack[Ts]], T], *args: *Ts) -> T:
+        with self.engine.sync_engine.connect() as conn:
+            return read(conn, *args)
 
     @asynccontextmanager
     async def write_session(self) -> AsyncIterator[AsyncSession]:

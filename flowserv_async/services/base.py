@@ -11,11 +11,13 @@ import inspect
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, TypeVarTuple, Unpack
 
 from sqlalchemy import Select, select
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from flowserv_async.config import Settings
 from flowserv_async.db.models import GroupMember, User
@@ -29,6 +31,12 @@ from flowserv_async.errors import (
 
 if TYPE_CHECKING:
     from flowserv_async.local import LocalAPIFactory
+
+T = TypeVar("T")
+Ts = TypeVarTuple("Ts")
+
+Executor = Connection | Session
+"""What a read runs its statements on (both have ``execute(statement, params)``)."""
 
 
 @contextmanager
@@ -51,7 +59,6 @@ class ServiceContext:
     """State shared by the services of one API session.
 
     Attributes:
-        session: the session's only ``AsyncSession``.
         settings: the factory's settings.
         factory: the factory that opened the session (engine, file store).
         user_id: the resolved user, or None for anonymous.
@@ -64,7 +71,6 @@ class ServiceContext:
 
     """
 
-    session: AsyncSession
     settings: Settings
     factory: LocalAPIFactory
     user_id: str | None
@@ -72,6 +78,30 @@ class ServiceContext:
     after_commit: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     on_rollback: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     leave_admission: Callable[[], None] = field(default=lambda: None)
+    _session: AsyncSession | None = field(default=None, init=False)
+
+    @property
+    def session(self) -> AsyncSession:
+        """The session's only ``AsyncSession``, created when first used."""
+        if self._session is None:
+            self._session = self.factory.db.session_factory()
+        return self._session
+
+    @property
+    def opened_session(self) -> AsyncSession | None:
+        """The ``AsyncSession`` if something used it, else None."""
+        return self._session
+
+    async def read(self, read: Callable[[Executor, Unpack[Ts]], T], *args: *Ts) -> T:
+        """Run ``read(executor, *args)``, the statements of a read, in one call.
+
+        Before the session is used, on a connection of its own outside a transaction
+        (:meth:`DB.read`): a call that only reads never creates its ``AsyncSession``.
+        After, in the session, so that the read sees the session's own work.
+        """
+        if self._session is None:
+            return await self.factory.db.read(read, *args)
+        return await self._session.run_sync(read, *args)
 
     async def begin_write(self) -> None:
         """Called by every service method that writes, before its first statement.
@@ -87,7 +117,8 @@ class ServiceContext:
         The after-commit actions run at once; rollback actions of the committed work
         are dropped.
         """
-        await self.session.commit()
+        if self._session is not None:
+            await self._session.commit()
         self.leave_admission()
         self.on_rollback.clear()
         hooks, self.after_commit = self.after_commit, []
@@ -190,7 +221,11 @@ class Service:
 
     def __init__(self, ctx: ServiceContext) -> None:
         self.ctx = ctx
-        self.session = ctx.session
+
+    @property
+    def session(self) -> AsyncSession:
+        """The session's ``AsyncSession`` (created when first used)."""
+        return self.ctx.session
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

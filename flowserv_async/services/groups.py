@@ -109,7 +109,7 @@ class GroupService(Service):
         self, workflow_id: str | None = None, limit: int | None = None, offset: int | None = None
     ) -> dict[str, Any]:
         """List the caller's groups (all groups for an anonymous caller)."""
-        groups = await read_groups(self.session, workflow_id, self.ctx.user_id, limit, offset)
+        groups = await self.ctx.read(read_groups, workflow_id, self.ctx.user_id, limit, offset)
         return {"groups": groups}
 
     async def update_group(

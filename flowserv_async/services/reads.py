@@ -6,6 +6,10 @@ compiled cache serves it and no ORM object is loaded. The statements name the ta
 columns, not the mapped attributes: a statement of plain columns skips the ORM's
 execution and row loading, which cost more CPU than the query. The rows are turned
 into the same dicts as :mod:`flowserv_async.services.serialize` returns for ORM objects.
+
+They are plain functions of a connection or a sync session, run by
+:meth:`~flowserv_async.services.base.ServiceContext.read` (or :meth:`DB.read`) in one
+call into SQLAlchemy's greenlet: a call that only reads then opens no ``AsyncSession``.
 """
 
 from __future__ import annotations
@@ -26,11 +30,10 @@ from sqlalchemy import (
     select,
     union_all,
 )
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from flowserv_async.db.models import Group, GroupMember, Run, RunFile, Workflow
 from flowserv_async.services import serialize
-from flowserv_async.services.base import check_page
+from flowserv_async.services.base import Executor, check_page
 from flowserv_async.states import RunState
 
 # The tables (Core), see the module's docstring.
@@ -95,9 +98,9 @@ _RUN_HANDLE: Select[Any] = (
 )
 
 
-async def read_run(session: AsyncSession, run_id: str, user_id: str | None) -> RunRead | None:
+def read_run(executor: Executor, run_id: str, user_id: str | None) -> RunRead | None:
     """The handle of a run (as ``load_run_handle`` builds it), or None for no such run."""
-    rows = (await session.execute(_RUN_HANDLE, {"run_id": run_id, "user_id": user_id})).all()
+    rows = (executor.execute(_RUN_HANDLE, {"run_id": run_id, "user_id": user_id})).all()
     if not rows:
         return None
     run = rows[0]
@@ -141,12 +144,12 @@ _GROUP_VERSION: Select[Any] = (
 )
 
 
-async def read_group_version(
-    session: AsyncSession, group_id: str, user_id: str | None
+def read_group_version(
+    executor: Executor, group_id: str, user_id: str | None
 ) -> GroupVersion | None:
     """The :class:`GroupVersion` of a group, or None for no such group."""
     params = {"group_id": group_id, "user_id": user_id}
-    row = (await session.execute(_GROUP_VERSION, params)).first()
+    row = (executor.execute(_GROUP_VERSION, params)).first()
     if row is None:
         return None
     return GroupVersion(
@@ -202,8 +205,8 @@ def _group_runs(with_states: bool, with_page: bool) -> Select[Any]:
     )
 
 
-async def read_group_runs(
-    session: AsyncSession,
+def read_group_runs(
+    executor: Executor,
     group_id: str,
     user_id: str | None,
     states: Sequence[str] | None,
@@ -215,7 +218,7 @@ async def read_group_runs(
     if states is not None:
         params["states"] = list(states)
     stmt = _group_runs(states is not None, "limit" in params)
-    rows = (await session.execute(stmt, params)).all()
+    rows = (executor.execute(stmt, params)).all()
     if not rows:
         return None
     listed = [serialize.run_descriptor(row) for row in rows if row.run_id is not None]
@@ -237,8 +240,8 @@ def _group_list(of_workflow: bool, of_user: bool, with_page: bool) -> Select[Any
     return _paged(stmt) if with_page else stmt
 
 
-async def read_groups(
-    session: AsyncSession,
+def read_groups(
+    executor: Executor,
     workflow_id: str | None,
     user_id: str | None,
     limit: int | None,
@@ -248,7 +251,7 @@ async def read_groups(
     params: dict[str, Any] = {"workflow_id": workflow_id, "user_id": user_id}
     params.update(_page(limit, offset))
     stmt = _group_list(workflow_id is not None, user_id is not None, "limit" in params)
-    rows = (await session.execute(stmt, params)).all()
+    rows = (executor.execute(stmt, params)).all()
     return [serialize.group_descriptor(row) for row in rows]
 
 
@@ -300,18 +303,18 @@ class GroupRow(NamedTuple):
     workflow_id: str
 
 
-async def read_workflow(
-    session: AsyncSession, workflow_id: str, user_id: str | None
+def read_workflow(
+    executor: Executor, workflow_id: str, user_id: str | None
 ) -> dict[str, Any] | None:
     """The workflow handle with the user's groups and the post-processing run, or None."""
     params = {"workflow_id": workflow_id, "user_id": user_id}
-    rows = (await session.execute(_WORKFLOW_HANDLE, params)).all()
+    rows = (executor.execute(_WORKFLOW_HANDLE, params)).all()
     if not rows or rows[0].kind != 0:
         return None
     wf = rows[0]
     postproc = None
     if wf.postproc_run_id is not None:
-        read = await read_run(session, wf.postproc_run_id, user_id)
+        read = read_run(executor, wf.postproc_run_id, user_id)
         postproc = read.handle if read is not None else None
     groups = [GroupRow(r.group_id, r.group_name, wf.workflow_id) for r in rows[1:]]
     return serialize.workflow_handle(wf, groups=groups, postproc=postproc)

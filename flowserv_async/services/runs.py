@@ -307,7 +307,7 @@ class RunService(Service):
         # Validation reads before the write lock: on SQLite the lock is then held only
         # for the insert (concurrent starts queue on it). One statement tells whether
         # the group's template prepared earlier still holds.
-        version = await read_group_version(self.session, group_id, self.ctx.user_id)
+        version = await self.ctx.read(read_group_version, group_id, self.ctx.user_id)
         if version is None:
             raise UnknownWorkflowGroupError(group_id)
         self.ctx.check_member(group_id, version.is_member)
@@ -386,7 +386,7 @@ class RunService(Service):
             UnknownRunError, UnauthorizedAccessError.
 
         """
-        read = await read_run(self.session, run_id, self.ctx.user_id)
+        read = await self.ctx.read(read_run, run_id, self.ctx.user_id)
         if read is None:
             raise UnknownRunError(run_id)
         if read.group_id is not None:
@@ -413,8 +413,8 @@ class RunService(Service):
             for s in states:
                 if s not in RunState.__members__:
                     raise InvalidArgumentError(f"unknown run state {s!r}")
-        listed = await read_group_runs(
-            self.session, group_id, self.ctx.user_id, states, limit, offset
+        listed = await self.ctx.read(
+            read_group_runs, group_id, self.ctx.user_id, states, limit, offset
         )
         if listed is None:
             raise UnknownWorkflowGroupError(group_id)

@@ -10,7 +10,6 @@ from typing import Any
 
 from sqlalchemy import bindparam, delete, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from flowserv_async._util import new_id, utc_now
 from flowserv_async.config import DEFAULT_USER
@@ -22,7 +21,7 @@ from flowserv_async.errors import (
     UnknownRequestError,
     UnknownUserError,
 )
-from flowserv_async.services.base import Service, paged
+from flowserv_async.services.base import Executor, Service, paged
 from flowserv_async.services.passwords import hash_password, verify_password
 
 MAX_NAME_LENGTH = 512
@@ -53,11 +52,14 @@ _TOKEN_OWNER = (
 )
 
 
-async def authenticate(session: AsyncSession, token: str | None) -> TokenOwner | None:
-    """Return the active user that owns an unexpired token, else None."""
+def authenticate(executor: Executor, token: str | None) -> TokenOwner | None:
+    """Return the active user that owns an unexpired token, else None.
+
+    A read (see :meth:`~flowserv_async.services.base.ServiceContext.read`).
+    """
     if not token or len(token) <= _SELECTOR_LENGTH:
         return None
-    row = (await session.execute(_TOKEN_OWNER, {"selector": token[:_SELECTOR_LENGTH]})).first()
+    row = (executor.execute(_TOKEN_OWNER, {"selector": token[:_SELECTOR_LENGTH]})).first()
     if row is None:
         return None
     if not hmac.compare_digest(row.value.encode(), token.encode()):
@@ -198,7 +200,7 @@ class UserService(Service):
 
         """
         await self.ctx.begin_write()
-        user = await authenticate(self.session, api_key)
+        user = await self.ctx.read(authenticate, api_key)
         if user is None:
             raise UnauthenticatedAccessError("invalid or expired access token")
         await self.session.execute(delete(APIKey).where(APIKey.user_id == user.user_id))
@@ -211,7 +213,7 @@ class UserService(Service):
             UnauthenticatedAccessError: the token is unknown or expired.
 
         """
-        user = await authenticate(self.session, api_key)
+        user = await self.ctx.read(authenticate, api_key)
         if user is None:
             raise UnauthenticatedAccessError("invalid or expired access token")
         return user_dict(user)

@@ -215,7 +215,7 @@ class WorkflowService(Service):
             UnknownWorkflowError: no such workflow.
 
         """
-        handle = await read_workflow(self.session, workflow_id, self.ctx.user_id)
+        handle = await self.ctx.read(read_workflow, workflow_id, self.ctx.user_id)
         if handle is None:
             raise UnknownWorkflowError(workflow_id)
         return handle
@@ -335,7 +335,7 @@ class WorkflowService(Service):
             postproc_run_id = wf.postproc_run_id
         postproc = None
         if postproc_run_id is not None:
-            read = await read_run(self.session, postproc_run_id, self.ctx.user_id)
+            read = await self.ctx.read(read_run, postproc_run_id, self.ctx.user_id)
             postproc = read.handle if read is not None else None
         return leaderboard(schema, rows, postproc)
 

@@ -20,7 +20,7 @@ from flowserv_async.engine.containment import (
     CgroupProcesses,
     RunProcesses,
     TaggedProcesses,
-    _spawn_watchdog,
+    _spawn_launcher,
     cgroup_root,
     contain_run,
     kill_leftovers,
@@ -156,12 +156,12 @@ async def test_the_run_closes_the_containment_it_was_given_and_closing_again_doe
 KILLED_ENGINE = """
 import os, anyio
 from flowserv_async.engine import RunLog
-from flowserv_async.engine.containment import contain_run
+from flowserv_async.engine.containment import CgroupProcesses, contain_run
 from flowserv_async.engine.process import run_command
 
 async def main():
     processes = await contain_run(f"test-{os.getpid()}-killed")
-    assert processes.dies_with_engine
+    assert isinstance(processes, CgroupProcesses)
     await run_command(
         "sh -c 'echo $$ > step.tmp && mv step.tmp step.pid && exec sleep 300'",
         cwd=os.getcwd(), env=dict(os.environ), log=RunLog(), step="s", grace=1,
@@ -250,7 +250,15 @@ def _spawn_interrupted_run(
 ) -> subprocess.Popen[bytes]:
     """Start a contained process tree as an engine that then died would have left it."""
     env = {**os.environ, **processes.environment()}
-    argv = processes.wrap([sys.executable, str(script), "300"])
+    argv = [sys.executable, str(script), "300"]
+    if isinstance(processes, CgroupProcesses):  # moved into the cgroup before it starts
+        argv = [
+            "/bin/sh",
+            "-c",
+            'echo 0 > "$0/cgroup.procs" && exec "$@"',
+            str(processes.path),
+            *argv,
+        ]
     return subprocess.Popen(argv, cwd=cwd, env=env, start_new_session=True)
 
 
@@ -338,23 +346,23 @@ def _descriptors() -> set[str]:
 @pytest.mark.skipif(
     sys.platform != "linux" or cgroup_root() is None, reason="no writable cgroup v2 here"
 )
-async def test_a_watchdog_that_cannot_start_is_not_relied_on_and_leaves_nothing_open(
+async def test_a_launcher_that_cannot_start_is_not_relied_on_and_leaves_nothing_open(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     root = cgroup_root()
     assert root is not None
     before = await anyio.to_thread.run_sync(_descriptors)
     monkeypatch.setattr(sys, "executable", "/nonexistent/python")
-    assert await anyio.to_thread.run_sync(_spawn_watchdog, root, "0:none") == (None, False)
+    assert await anyio.to_thread.run_sync(_spawn_launcher, root, "0:none") == (None, False)
     assert await anyio.to_thread.run_sync(_descriptors) == before
     monkeypatch.undo()
-    # One that starts says so, and ends when its pipe closes.
-    pipe, running = await anyio.to_thread.run_sync(_spawn_watchdog, root, "0:none")
-    assert pipe is not None and running
+    # One that starts says so, and ends when its socket closes.
+    sock, running = await anyio.to_thread.run_sync(_spawn_launcher, root, "0:none")
+    assert sock is not None and running
     owner = "0:none"
     watchdogs = await anyio.to_thread.run_sync(_watchdog_processes, owner)
     assert len(watchdogs) == 1
-    os.close(pipe)
+    sock.close()
     with anyio.fail_after(10):
         while await anyio.to_thread.run_sync(_watchdog_processes, owner):
             await anyio.sleep(0.05)

@@ -15,7 +15,7 @@ import anyio.to_thread
 import psutil
 import pytest
 
-from flowserv_async.engine import RunLog, run_workflow
+from flowserv_async.engine import RunLog, containment, run_workflow
 from flowserv_async.engine.containment import (
     CgroupProcesses,
     RunProcesses,
@@ -25,6 +25,7 @@ from flowserv_async.engine.containment import (
     contain_run,
     kill_leftovers,
 )
+from flowserv_async.engine.process import run_command
 
 # A step that leaves two processes behind outside its process group: a child that
 # calls setsid(), and a daemon made by a double fork. Each writes its pid once it runs.
@@ -375,3 +376,102 @@ def _watchdog_processes(owner: str) -> list[int]:
         if (proc.info["cmdline"] or [])[-1:] == [owner]
         and proc.info["status"] != psutil.STATUS_ZOMBIE
     ]
+
+
+CGROUP_ONLY = pytest.mark.skipif(
+    sys.platform != "linux" or cgroup_root() is None, reason="no writable cgroup v2 here"
+)
+
+
+def _cgroup_of(pid: int) -> str:
+    with open(f"/proc/{pid}/cgroup", encoding="utf-8") as groups:
+        return next(line[3:].strip() for line in groups if line.startswith("0::"))
+
+
+async def _command(
+    command: str, cwd: Path, processes: RunProcesses
+) -> tuple[int, tuple[str, ...], RunLog]:
+    log = RunLog()
+    result = await run_command(
+        command, cwd=cwd, env=dict(os.environ), log=log, step="s", grace=0.5, processes=processes
+    )
+    return result.returncode, result.stderr_tail, log
+
+
+@CGROUP_ONLY
+async def test_the_launcher_starts_commands_in_the_run_cgroup_and_stays_out_of_it(
+    rundir: Path, contained: Callable[[str], Any]
+) -> None:
+    processes = await contained("cgroup")
+    code, _, log = await _command("sh -c 'cat /proc/self/cgroup; echo $PPID'", rundir, processes)
+    assert code == 0
+    lines = [entry.text for entry in log.lines().lines]
+    own = await anyio.to_thread.run_sync(_cgroup_of, os.getpid())
+    assert f"0::{own.rstrip('/')}/flowserv-async/{processes.path.name}" in lines
+    launcher = int(lines[-1])
+    assert launcher != os.getpid()  # not this process's child: the launcher's
+    # The launcher is back where it started: killing the run's cgroup spares it.
+    launcher_cgroup = await anyio.to_thread.run_sync(_cgroup_of, launcher)
+    assert launcher_cgroup == await anyio.to_thread.run_sync(_cgroup_of, os.getpid())
+
+
+@CGROUP_ONLY
+async def test_a_program_the_launcher_cannot_start_fails_with_127_and_leaves_nothing_open(
+    rundir: Path, contained: Callable[[str], Any]
+) -> None:
+    processes = await contained("cgroup")
+    before = await anyio.to_thread.run_sync(_descriptors)
+    code, tail, _ = await _command("no-such-program-flowserv --help", rundir, processes)
+    assert code == 127
+    assert tail == (
+        "cannot run 'no-such-program-flowserv': [Errno 2] No such file or directory: "
+        "'no-such-program-flowserv'",
+    )
+    assert await anyio.to_thread.run_sync(_descriptors) == before
+
+
+@CGROUP_ONLY
+async def test_a_killed_launcher_ends_its_commands_and_a_new_one_starts_the_next(
+    rundir: Path, contained: Callable[[str], Any]
+) -> None:
+    processes = await contained("cgroup")
+    pidfile = anyio.Path(rundir, "step.pid")
+    results: list[tuple[int, tuple[str, ...], RunLog]] = []
+
+    async def step() -> None:
+        results.append(
+            await _command(
+                "sh -c 'echo $$ > step.tmp && mv step.tmp step.pid && exec sleep 300'",
+                rundir,
+                processes,
+            )
+        )
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(step)
+        with anyio.fail_after(20):
+            while not await pidfile.exists():
+                await anyio.sleep(0.02)
+        pid = int(await pidfile.read_text())
+        launcher = await anyio.to_thread.run_sync(lambda: psutil.Process(pid).ppid())
+        assert launcher != os.getpid()
+        os.kill(launcher, signal.SIGKILL)
+    assert results[0][0] == -signal.SIGKILL
+    assert await alive([pid, launcher]) == []
+    code, _, log = await _command("sh -c 'echo $PPID'", rundir, processes)
+    assert code == 0
+    assert int(log.lines().lines[-1].text) not in (launcher, os.getpid())
+
+
+@CGROUP_ONLY
+async def test_runs_get_the_tag_where_the_launcher_cannot_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(containment, "_launcher", containment._Launcher())
+    monkeypatch.setattr(sys, "executable", "/nonexistent/python")
+    run_id = f"test-{os.getpid()}-no-launcher"
+    processes = await contain_run(run_id)
+    assert isinstance(processes, TaggedProcesses)
+    root = cgroup_root()
+    assert root is not None
+    assert not await anyio.Path(root, f"run-{run_id}").exists()

@@ -43,6 +43,7 @@ import os
 import select
 import signal
 import socket
+import subprocess
 import sys
 import threading
 from abc import ABC, abstractmethod
@@ -72,14 +73,17 @@ _POLL = 0.02
 _LAUNCHER_START = 10.0
 # Extended attribute of a run cgroup: "<pid>:<start time>" of the process that made it.
 _OWNER = "user.flowserv.owner"
-# The launcher (see the module docstring): says it runs (a byte on descriptor 4), then
+# The launcher (see the module docstring): says it runs (a byte on its stdout), then
 # starts the commands that arrive on its stdin, a socket (see _Launcher.send), until the
 # socket ends: the engine's process is gone. Then it kills the run cgroups that process
 # made. A command's own pipe gets {"pid": n} once the command runs (or the error that
 # kept it from starting), then {"exit": code}. argv: root, owner.
 _LAUNCHER = r"""
-import json, os, selectors, socket, subprocess, sys
+import json, os, selectors, signal, socket, subprocess, sys
 root, owner = sys.argv[1], sys.argv[2]
+# Started in the background by a shell, which ignores these: commands would inherit that.
+signal.signal(signal.SIGINT, signal.SIG_DFL)
+signal.signal(signal.SIGQUIT, signal.SIG_DFL)
 os.close(os.pidfd_open(os.getpid()))  # exits cannot be watched: do not say it runs
 
 
@@ -141,8 +145,8 @@ def serve(engine):
                 os.close(stderr)
 
 
-os.write(4, b"+")
-os.close(4)
+os.write(1, b"+")
+os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
 serve(socket.socket(fileno=0))
 for name in os.listdir(root):
     path = os.path.join(root, name)
@@ -445,7 +449,7 @@ def _spawn_launcher(root: Path, owner: str) -> tuple[socket.socket | None, bool]
     """
     # Neither the socket nor the pipe is inherited by other processes (Python's
     # default): no command of a run can hold the socket open. The launcher gets its end
-    # as stdin, and the write end of a pipe on which it says that it runs.
+    # as stdin, and the write end of a pipe on which it says that it runs as stdout.
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     ready, ready_write = os.pipe()
     launcher = [sys.executable, "-I", "-S", "-c", _LAUNCHER, str(root), owner]
@@ -453,21 +457,18 @@ def _spawn_launcher(root: Path, owner: str) -> tuple[socket.socket | None, bool]
         # Started by a shell that exits at once: the launcher is nobody's child here (no
         # zombie to reap, not among this process's children), in a session of its own
         # (killing the engine's process group spares it). The explicit redirection
-        # keeps the shell from giving the background command /dev/null as stdin.
-        shell = os.posix_spawn(
-            "/bin/sh",
-            ["/bin/sh", "-c", '"$@" <&3 3<&- &', "sh", *launcher],
-            {},
-            file_actions=[
-                (os.POSIX_SPAWN_DUP2, theirs.fileno(), 3),
-                (os.POSIX_SPAWN_DUP2, ready_write, 4),
-                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-                (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
-                (os.POSIX_SPAWN_OPEN, 2, os.devnull, os.O_WRONLY, 0),
-            ],
-            setsid=True,
+        # keeps the shell from giving the background command /dev/null as stdin. Not
+        # os.posix_spawn: glibc's leaves its internal signals ignored in the child, and
+        # the commands would inherit that.
+        subprocess.run(  # noqa: S603 - our own interpreter and script, no user input
+            ["/bin/sh", "-c", 'exec 3<&0; "$@" <&3 3<&- &', "sh", *launcher],
+            stdin=theirs.fileno(),
+            stdout=ready_write,
+            stderr=subprocess.DEVNULL,
+            env={},
+            start_new_session=True,
+            check=False,
         )
-        os.waitpid(shell, 0)
     except OSError:
         ours.close()
         os.close(ready)

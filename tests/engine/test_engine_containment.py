@@ -475,3 +475,15 @@ async def test_runs_get_the_tag_where_the_launcher_cannot_start(
     root = cgroup_root()
     assert root is not None
     assert not await anyio.Path(root, f"run-{run_id}").exists()
+
+
+@CGROUP_ONLY
+async def test_launched_commands_ignore_the_signals_that_commands_started_here_ignore(
+    rundir: Path, contained: Callable[[str], Any]
+) -> None:
+    processes = await contained("cgroup")
+    show = "grep -E '^Sig(Ign|Blk)' /proc/self/status"
+    _, _, launched = await _command(show, rundir, processes)
+    here = RunLog()
+    await run_command(show, cwd=rundir, env=dict(os.environ), log=here, step="s", grace=0.5)
+    assert [e.text for e in launched.lines().lines] == [e.text for e in here.lines().lines]

@@ -16,6 +16,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,21 +28,27 @@ ProcKey = tuple[int, int]
 MB = 1024 * 1024
 
 
-def scan_proc() -> dict[ProcKey, tuple[int, str]]:
-    """Every process on the machine: key -> (parent pid, state letter)."""
-    table: dict[ProcKey, tuple[int, str]] = {}
+def _read_each(name: str) -> Iterator[tuple[int, bytes]]:
+    """``/proc/<pid>/<name>`` of every process (those that end meanwhile are skipped)."""
     with os.scandir("/proc") as entries:
         for entry in entries:
             if not entry.name.isdigit():
                 continue
             try:
-                with open(f"/proc/{entry.name}/stat", "rb") as f:
-                    stat = f.read()
+                with open(f"/proc/{entry.name}/{name}", "rb") as f:
+                    data = f.read()
             except OSError:
                 continue  # ended while we looked
-            # The command name (field 2) may contain spaces and parentheses.
-            fields = stat[stat.rindex(b")") + 2 :].split()
-            table[(int(entry.name), int(fields[19]))] = (int(fields[1]), fields[0].decode())
+            yield int(entry.name), data
+
+
+def scan_proc() -> dict[ProcKey, tuple[int, str]]:
+    """Every process on the machine: key -> (parent pid, state letter)."""
+    table: dict[ProcKey, tuple[int, str]] = {}
+    for pid, stat in _read_each("stat"):
+        # The command name (field 2) may contain spaces and parentheses.
+        fields = stat[stat.rindex(b")") + 2 :].split()
+        table[(pid, int(fields[19]))] = (int(fields[1]), fields[0].decode())
     return table
 
 
@@ -67,17 +74,10 @@ def launchers(owner: int) -> list[int]:
     """
     prefix = f"{owner}:".encode()
     found = []
-    with os.scandir("/proc") as entries:
-        for entry in entries:
-            if not entry.name.isdigit():
-                continue
-            try:
-                with open(f"/proc/{entry.name}/cmdline", "rb") as f:
-                    args = f.read().split(b"\0")
-            except OSError:
-                continue
-            if args[1:4] == [b"-I", b"-S", b"-c"] and args[-2].startswith(prefix):
-                found.append(int(entry.name))
+    for pid, cmdline in _read_each("cmdline"):
+        args = cmdline.split(b"\0")
+        if args[1:4] == [b"-I", b"-S", b"-c"] and args[-2].startswith(prefix):
+            found.append(pid)
     return found
 
 

@@ -6,9 +6,11 @@ written line by line to the run log.
 
 The process is started in a thread of its own pool: starting it (``fork_exec``, a vfork) suspends
 the calling thread until the child has exec'd, which on a busy machine waits for the
-scheduler, 1-2 ms per step; in the event loop's thread that stalls every other run. The
-event loop then watches the pipes and a pidfd for the exit (Linux 5.3+; elsewhere one
-thread per running command waits for it) with plain reader callbacks: the output is
+scheduler, 1-2 ms per step; in the event loop's thread that stalls every other run. A
+run in a cgroup has its commands started by the containment's launcher instead (they
+are its children: it reports their exits). The event loop then watches the pipes and a
+pidfd for the exit (Linux 5.3+; elsewhere one thread per running command waits for it),
+or the launcher's reports, with plain reader callbacks: the output is
 split into lines in the callback that reads it, with no reader task, stream object or
 pipe transport per pipe (a burst of runs pays for each of those on the event loop, and
 the garbage collector walks them as long as the steps run).

@@ -173,7 +173,7 @@ anyio.run(main)
 """
 
 
-def _watchdogs_of(pid: int) -> list[psutil.Process]:
+def _launchers_of(pid: int) -> list[psutil.Process]:
     found = []
     for proc in psutil.process_iter(["cmdline"]):
         cmdline = proc.info["cmdline"] or []
@@ -185,7 +185,7 @@ def _watchdogs_of(pid: int) -> list[psutil.Process]:
 @pytest.mark.skipif(
     sys.platform != "linux" or cgroup_root() is None, reason="no writable cgroup v2 here"
 )
-async def test_contained_steps_die_with_the_engine_process_and_so_does_its_watchdog(
+async def test_contained_steps_die_with_the_engine_process_and_so_does_its_launcher(
     tmp_path: Path,
 ) -> None:
     async with await anyio.open_process(
@@ -196,14 +196,14 @@ async def test_contained_steps_die_with_the_engine_process_and_so_does_its_watch
             while not await pidfile.exists():
                 await anyio.sleep(0.02)
         step = int(await pidfile.read_text())
-        watchdogs = await anyio.to_thread.run_sync(_watchdogs_of, engine.pid)
-        assert len(watchdogs) == 1
+        launchers = await anyio.to_thread.run_sync(_launchers_of, engine.pid)
+        assert len(launchers) == 1
         engine.kill()
         await engine.wait()
     try:
-        # Nothing else would kill it (no other engine, no lease): the watchdog does.
+        # Nothing else would kill it (no other engine, no lease): the launcher does.
         with anyio.fail_after(10):
-            while await alive([step, watchdogs[0].pid]):
+            while await alive([step, launchers[0].pid]):
                 await anyio.sleep(0.05)
     finally:
         for pid in await alive([step]):  # the test failed: leave nothing behind
@@ -361,15 +361,15 @@ async def test_a_launcher_that_cannot_start_is_not_relied_on_and_leaves_nothing_
     sock, running = await anyio.to_thread.run_sync(_spawn_launcher, root, "0:none")
     assert sock is not None and running
     owner = "0:none"
-    watchdogs = await anyio.to_thread.run_sync(_watchdog_processes, owner)
-    assert len(watchdogs) == 1
+    launchers = await anyio.to_thread.run_sync(_launcher_processes, owner)
+    assert len(launchers) == 1
     sock.close()
     with anyio.fail_after(10):
-        while await anyio.to_thread.run_sync(_watchdog_processes, owner):
+        while await anyio.to_thread.run_sync(_launcher_processes, owner):
             await anyio.sleep(0.05)
 
 
-def _watchdog_processes(owner: str) -> list[int]:
+def _launcher_processes(owner: str) -> list[int]:
     return [
         proc.pid
         for proc in psutil.process_iter(["cmdline", "status"])

@@ -16,6 +16,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,21 +28,27 @@ ProcKey = tuple[int, int]
 MB = 1024 * 1024
 
 
-def scan_proc() -> dict[ProcKey, tuple[int, str]]:
-    """Every process on the machine: key -> (parent pid, state letter)."""
-    table: dict[ProcKey, tuple[int, str]] = {}
+def _read_each(name: str) -> Iterator[tuple[int, bytes]]:
+    """``/proc/<pid>/<name>`` of every process (those that end meanwhile are skipped)."""
     with os.scandir("/proc") as entries:
         for entry in entries:
             if not entry.name.isdigit():
                 continue
             try:
-                with open(f"/proc/{entry.name}/stat", "rb") as f:
-                    stat = f.read()
+                with open(f"/proc/{entry.name}/{name}", "rb") as f:
+                    data = f.read()
             except OSError:
                 continue  # ended while we looked
-            # The command name (field 2) may contain spaces and parentheses.
-            fields = stat[stat.rindex(b")") + 2 :].split()
-            table[(int(entry.name), int(fields[19]))] = (int(fields[1]), fields[0].decode())
+            yield int(entry.name), data
+
+
+def scan_proc() -> dict[ProcKey, tuple[int, str]]:
+    """Every process on the machine: key -> (parent pid, state letter)."""
+    table: dict[ProcKey, tuple[int, str]] = {}
+    for pid, stat in _read_each("stat"):
+        # The command name (field 2) may contain spaces and parentheses.
+        fields = stat[stat.rindex(b")") + 2 :].split()
+        table[(pid, int(fields[19]))] = (int(fields[1]), fields[0].decode())
     return table
 
 
@@ -56,6 +63,21 @@ def descendants(root: int, table: dict[ProcKey, tuple[int, str]]) -> list[tuple[
         for key, state in children.get(stack.pop(), ()):
             found.append((key, state))
             stack.append(key[0])
+    return found
+
+
+def launchers(owner: int) -> list[int]:
+    """The launchers of run commands of process ``owner`` (flowserv-async's containment).
+
+    A launcher is nobody's child: its commands are below it, not below ``owner``. Its
+    last argument is ``<pid>:<start time>`` of the process it starts commands for.
+    """
+    prefix = f"{owner}:".encode()
+    found = []
+    for pid, cmdline in _read_each("cmdline"):
+        args = cmdline.split(b"\0")
+        if args[1:4] == [b"-I", b"-S", b"-c"] and args[-2].startswith(prefix):
+            found.append(pid)
     return found
 
 
@@ -119,6 +141,7 @@ class TreeMonitor(threading.Thread):
         self._baseline_due = False
         self._stopped = threading.Event()
         self._lock = threading.Lock()
+        self._launchers: list[int] = []
 
     def open_window(self) -> None:
         with self._lock:
@@ -136,7 +159,9 @@ class TreeMonitor(threading.Thread):
         last_memory = 0.0
         while not self._stopped.is_set():
             began = time.perf_counter()
-            tree = descendants(self.pid, scan_proc())
+            table = scan_proc()
+            tree = descendants(self.pid, table)
+            tree.extend(self._launched(table))
             self.seen.update(key for key, _ in tree)
             if self.measure and self._recording.is_set():
                 live = [key for key, state in tree if state not in "ZX"]
@@ -157,6 +182,18 @@ class TreeMonitor(threading.Thread):
             # Never take more than about half a core, even with hundreds of processes.
             elapsed = time.perf_counter() - began
             self._stopped.wait(max(self.interval, elapsed))
+
+    def _launched(self, table: dict[ProcKey, tuple[int, str]]) -> list[tuple[ProcKey, str]]:
+        """The launchers of the process and what they started (looked up until found)."""
+        pids = {pid for pid, _ in table}
+        if not self._launchers or not pids.issuperset(self._launchers):
+            self._launchers = launchers(self.pid)
+        found = []
+        for key, (_, state) in table.items():
+            if key[0] in self._launchers:
+                found.append((key, state))
+                found.extend(descendants(key[0], table))
+        return found
 
     def kill_leftovers(self) -> list[int]:
         """SIGKILL every process seen below the driver that still exists; their pids."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -40,6 +41,7 @@ from benchmarks.driverlib import (
     storm_result,
     summary_ms,
 )
+from benchmarks.monitor import launchers
 from flowserv_async import DB, LocalAPIFactory, __version__
 from flowserv_async._util import freeze_startup_heap
 
@@ -152,11 +154,18 @@ class Bench:
 
 
 async def step_processes(command: str) -> list[psutil.Process]:
-    """The driver's descendants, once a process named ``command`` is among them."""
+    """The driver's descendants, once a process named ``command`` is among them.
+
+    Commands in a run cgroup are below the driver's launcher: they count as well.
+    """
     me = psutil.Process()
     async with asyncio.timeout(10):
         while True:
-            procs = [p for p in me.children(recursive=True) if alive(p)]
+            tree = me.children(recursive=True)
+            for pid in launchers(me.pid):
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    tree.extend(psutil.Process(pid).children(recursive=True))
+            procs = [p for p in tree if alive(p)]
             if command in names(procs):
                 return procs
             await asyncio.sleep(0.002)

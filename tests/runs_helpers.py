@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -72,10 +73,53 @@ async def start(
         return await api.runs().start_run(group_id, arguments or [], **kwargs)
 
 
+def launchers(owners: set[int]) -> list[psutil.Process]:
+    """The launchers that start the run commands of the processes ``owners``.
+
+    A launcher (see ``flowserv_async.engine.containment``) is nobody's child; its last
+    argument is ``<pid>:<start time>`` of the process whose commands it starts.
+    """
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        cmdline = proc.info["cmdline"] or []
+        if cmdline[1:4] == ["-I", "-S", "-c"] and cmdline[-1].partition(":")[0] in {
+            str(owner) for owner in owners
+        }:
+            found.append(proc)
+    return found
+
+
+def engine_of(command: psutil.Process) -> psutil.Process:
+    """The process whose run started a command: its parent, or its launcher's owner."""
+    parent = command.parent()
+    assert parent is not None, "the command's parent is gone"
+    cmdline = parent.cmdline()
+    if cmdline[1:4] == ["-I", "-S", "-c"]:
+        return psutil.Process(int(cmdline[-1].partition(":")[0]))
+    return parent
+
+
+def command_processes() -> list[psutil.Process]:
+    """The main processes of commands: our children, and those of our launchers."""
+    found = psutil.Process().children()
+    for launcher in launchers({os.getpid()}):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            found.extend(launcher.children())
+    return found
+
+
+def descendants(process: psutil.Process) -> list[psutil.Process]:
+    """The descendants of a process, with the run commands its launchers started."""
+    found = process.children(recursive=True)
+    for launcher in launchers({process.pid, *(p.pid for p in found)}):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            found.extend(launcher.children(recursive=True))
+    return found
+
+
 def step_processes() -> list[psutil.Process]:
     """The live processes started by this test process (its descendants)."""
-    me = psutil.Process(os.getpid())
-    return [p for p in me.children(recursive=True) if _alive(p)]
+    return [p for p in descendants(psutil.Process(os.getpid())) if _alive(p)]
 
 
 def _alive(p: psutil.Process) -> bool:

@@ -6,18 +6,23 @@ run is contained as a whole, by the first mechanism the machine offers:
 
 ``cgroup``
     Linux cgroup v2 with ``cgroup.kill`` (kernel 5.14+) in a hierarchy this process can
-    write: each run gets the cgroup ``<own cgroup>/flowserv-async/run-<run id>``. A
-    command starts through a tiny ``sh`` wrapper that moves itself into the cgroup before
-    it execs the command, so everything the command forks is in it, however it detaches;
-    no process can leave a cgroup it cannot write to. Killing writes ``cgroup.kill``:
-    the kernel kills every member at once, forks in flight included. Each run cgroup
-    records the process that made it (attribute ``user.flowserv.owner``): an engine
-    that opens removes the empty ones of makers that are gone (engines that were killed).
-    A watchdog process (one per engine process, started with its first run cgroup,
-    detached: it is not the engine's child) kills the run cgroups of that process when
-    it dies, however it dies: it waits for the end of a pipe that only the engine's
-    process holds, and ends then. So commands in a cgroup need
-    no parent death signal of their own (``setpriv``, about 1 ms of CPU per command).
+    write: each run gets the cgroup ``<own cgroup>/flowserv-async/run-<run id>``. Its
+    commands are started by the launcher, a small process per engine process (started
+    with the first run cgroup, detached: it is not the engine's child). The launcher
+    moves itself into the run's cgroup, starts the command there (a vfork: the command
+    is in the cgroup before its first instruction, and so is everything it forks,
+    however it detaches; no process can leave a cgroup it cannot write to), and moves
+    back. It reports each command's pid and exit status on a pipe of the command's own.
+    Killing writes ``cgroup.kill``: the kernel kills every member at once, forks in
+    flight included. Each run cgroup records the process that made it (attribute
+    ``user.flowserv.owner``): an engine that opens removes the empty ones of makers that
+    are gone (engines that were killed). The launcher is also the watchdog: when the
+    engine's process dies, however it dies, the launcher kills the run cgroups that
+    process made, and ends (it waits on a socket whose other end only the engine's
+    process holds). So commands in a cgroup need no parent death signal of their own
+    (``setpriv``, about 1 ms of CPU per command), nor a shell that moves them into the
+    cgroup before it execs them (0.7 ms). Where the launcher cannot start, runs get
+    the tag.
 ``tag``
     Elsewhere every process of a run carries ``FLOWSERV_RUN_TAG=<run id>`` in its
     environment, which forks and execs inherit; killing sends SIGKILL to each process
@@ -33,9 +38,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import select
 import signal
+import socket
+import subprocess
 import sys
 import threading
 from abc import ABC, abstractmethod
@@ -61,22 +69,85 @@ _CGROUP_PARENT = "flowserv-async"
 # only bounds a wait for the kernel.
 _KILL_WAIT = 5.0
 _POLL = 0.02
-# How long the start of the watchdog may take before commands get setpriv after all.
-_WATCHDOG_START = 10.0
-# Moves the shell into the cgroup given as $0, then replaces it with the command.
-_ENTER_CGROUP = 'echo 0 > "$0/cgroup.procs" && exec "$@"'
+# How long the start of the launcher may take before runs get the tag after all.
+_LAUNCHER_START = 10.0
 # Extended attribute of a run cgroup: "<pid>:<start time>" of the process that made it.
 _OWNER = "user.flowserv.owner"
-# The watchdog: says it runs (a byte on descriptor 4), reads its stdin until EOF (the
-# engine's process is gone: only it held the pipe), then kills the run cgroups that
-# process made. argv: root, owner.
-_WATCHDOG = """
-import os, sys
+# The launcher (see the module docstring): says it runs (a byte on its stdout), then
+# starts the commands that arrive on its stdin, a socket (see _Launcher.send), until the
+# socket ends: the engine's process is gone. Then it kills the run cgroups that process
+# made. A command's own pipe gets {"pid": n} once the command runs (or the error that
+# kept it from starting), then {"exit": code}. argv: root, owner.
+_LAUNCHER = r"""
+import json, os, selectors, signal, socket, subprocess, sys
 root, owner = sys.argv[1], sys.argv[2]
-os.write(4, b"+")
-os.close(4)
-while os.read(0, 512):
-    pass
+# Started in the background by a shell, which ignores these: commands would inherit that.
+signal.signal(signal.SIGINT, signal.SIG_DFL)
+signal.signal(signal.SIGQUIT, signal.SIG_DFL)
+os.close(os.pidfd_open(os.getpid()))  # exits cannot be watched: do not say it runs
+
+
+def enter(cgroup):
+    fd = os.open(os.path.join(cgroup, "cgroup.procs"), os.O_WRONLY)
+    try:
+        os.write(fd, b"0")
+    finally:
+        os.close(fd)
+
+
+def report(pipe, message):
+    try:
+        os.write(pipe, json.dumps(message).encode() + b"\n")
+    except OSError:
+        pass  # the engine stopped listening (it closed its end)
+
+
+def launch(request, stdout, stderr):
+    command = json.loads(request)
+    enter(command["cgroup"])
+    try:
+        return subprocess.Popen(
+            command["argv"], stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
+            cwd=command["cwd"], env=command["env"], start_new_session=True,
+        )
+    finally:
+        # Never stay in a run cgroup: killing it would kill the launcher too.
+        enter(os.path.dirname(root))
+
+
+def serve(engine):
+    watched = selectors.DefaultSelector()
+    watched.register(engine, selectors.EVENT_READ)
+    while True:
+        for key, _ in watched.select():
+            if key.fileobj is not engine:
+                child, pipe = key.data
+                watched.unregister(key.fd)
+                os.close(key.fd)
+                report(pipe, {"exit": child.wait()})
+                os.close(pipe)
+                continue
+            request, fds, _, _ = socket.recv_fds(engine, 1 << 20, 3)
+            if not request:
+                return
+            stdout, stderr, pipe = fds
+            try:
+                child = launch(request, stdout, stderr)
+            except OSError as exc:
+                error = {"errno": exc.errno, "strerror": exc.strerror, "filename": exc.filename}
+                report(pipe, error)
+                os.close(pipe)
+            else:
+                report(pipe, {"pid": child.pid})
+                watched.register(os.pidfd_open(child.pid), selectors.EVENT_READ, (child, pipe))
+            finally:
+                os.close(stdout)
+                os.close(stderr)
+
+
+os.write(1, b"+")
+os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+serve(socket.socket(fileno=0))
 for name in os.listdir(root):
     path = os.path.join(root, name)
     try:
@@ -92,9 +163,6 @@ class RunProcesses(ABC):
     """The processes of one run: how to start them contained, and how to kill them all."""
 
     mechanism: str
-    #: True when the processes die with the engine's process without a parent death
-    #: signal of their own.
-    dies_with_engine = False
 
     def __init__(self, tag: str) -> None:
         self.tag = tag
@@ -103,10 +171,6 @@ class RunProcesses(ABC):
     def environment(self) -> dict[str, str]:
         """Variables to add to the environment of every command of the run."""
         return {RUN_TAG: self.tag}
-
-    def wrap(self, argv: Sequence[str]) -> list[str]:
-        """The command line that starts ``argv`` inside the run's containment."""
-        return list(argv)
 
     @abstractmethod
     def record(self) -> dict[str, str]:
@@ -134,14 +198,28 @@ class CgroupProcesses(RunProcesses):
 
     mechanism = CGROUP
 
-    def __init__(self, tag: str, path: Path, *, dies_with_engine: bool = False) -> None:
+    def __init__(self, tag: str, path: Path) -> None:
         super().__init__(tag)
         self.path = path
-        self.dies_with_engine = dies_with_engine
 
-    def wrap(self, argv: Sequence[str]) -> list[str]:
-        """``sh -c 'enter the cgroup; exec "$@"' <cgroup> argv...``."""
-        return ["/bin/sh", "-c", _ENTER_CGROUP, str(self.path), *argv]
+    def launch(
+        self,
+        argv: Sequence[str],
+        cwd: Path,
+        env: Mapping[str, str],
+        pipes: tuple[int, int, int],
+    ) -> None:
+        """Have the launcher start ``argv`` in the run's cgroup (blocking).
+
+        ``pipes`` are the write ends of the command's stdout, stderr and reports: the
+        launcher writes ``{"pid": n}`` (or ``{"errno": ...}``) and later ``{"exit": code}``
+        to the third, one JSON document a line.
+
+        Raises:
+            OSError: the launcher does not run, and cannot be started again.
+
+        """
+        _launcher.send(self.path, argv, cwd, env, pipes)
 
     def record(self) -> dict[str, str]:
         """``{mechanism: cgroup, path, tag}``."""
@@ -193,11 +271,10 @@ async def contain_run(run_id: str, choice: str = "auto") -> RunProcesses:
     """
     if choice == TAG:
         return TaggedProcesses(run_id)
-    made = await run_blocking(_make_run_cgroup, run_id)
-    if made is None:
+    path = await run_blocking(_make_run_cgroup, run_id)
+    if path is None:
         return TaggedProcesses(run_id)
-    path, watched = made
-    return CgroupProcesses(run_id, path, dies_with_engine=watched)
+    return CgroupProcesses(run_id, path)
 
 
 async def remove_stale_cgroups() -> None:
@@ -279,10 +356,13 @@ def _own_cgroup() -> str | None:
     return None
 
 
-def _make_run_cgroup(run_id: str) -> tuple[Path, bool] | None:
-    """Make the cgroup of a run; return it, and whether the watchdog watches it."""
+def _make_run_cgroup(run_id: str) -> Path | None:
+    """Make the cgroup of a run; None where runs cannot have one (or no launcher runs)."""
     root = cgroup_root()
     if root is None:
+        return None
+    owner = _process_identity(os.getpid())
+    if not _launcher.start(root, owner):
         return None
     path = root / f"run-{run_id}"
     try:
@@ -292,95 +372,123 @@ def _make_run_cgroup(run_id: str) -> tuple[Path, bool] | None:
         path.mkdir(exist_ok=True)
     except OSError:
         return None
-    owner = _process_identity(os.getpid())
     try:
         os.setxattr(path, _OWNER, owner.encode())
     except OSError:
-        return path, False  # the watchdog would not know it for ours
-    return path, _watchdog.start(root, owner)
+        # The launcher would not know it for ours when this process dies.
+        _remove_cgroup(path)
+        return None
+    return path
 
 
-class _Watchdog:
-    """The watchdog of this process's run cgroups (see the module docstring)."""
+class _Launcher:
+    """The launcher of this process's commands in run cgroups (see the module docstring)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        # The write end of its pipe: held open, never written, as long as we live.
-        self._pipe: int | None = None
+        # Our end of its socket: held open as long as we live.
+        self._socket: socket.socket | None = None
         self._running = False
+        self._made_for: tuple[Path, str] | None = None
         os.register_at_fork(after_in_child=self._forget)
 
     def start(self, root: Path, owner: str) -> bool:
-        """Start the watchdog unless it runs (blocking); True when it runs."""
+        """Start the launcher unless it runs (blocking); True when it runs."""
         with self._lock:
-            if self._pipe is None:
-                self._pipe, self._running = _spawn_watchdog(root, owner)
+            if self._made_for is None:
+                self._made_for = (root, owner)
+                self._socket, self._running = _spawn_launcher(root, owner)
             return self._running
+
+    def send(
+        self,
+        cgroup: Path,
+        argv: Sequence[str],
+        cwd: Path,
+        env: Mapping[str, str],
+        pipes: tuple[int, int, int],
+    ) -> None:
+        """Hand a command to the launcher (blocking); start a new one if it ended."""
+        command = {"cgroup": str(cgroup), "argv": list(argv), "cwd": str(cwd), "env": dict(env)}
+        message = json.dumps(command).encode()
+        with self._lock:
+            try:
+                self._send(message, pipes)
+            except ConnectionError:
+                # It ended (killed?). A new one starts the command, and kills the run
+                # cgroups of this process in its place when the process dies.
+                assert self._made_for is not None, "sent to after it started"
+                if self._socket is not None:
+                    self._socket.close()
+                self._socket, self._running = _spawn_launcher(*self._made_for)
+                self._send(message, pipes)
+
+    def _send(self, message: bytes, pipes: tuple[int, int, int]) -> None:
+        if self._socket is None or not self._running:
+            raise OSError(errno.ESRCH, "the launcher of run commands does not run")
+        socket.send_fds(self._socket, [message], list(pipes))
 
     def _forget(self) -> None:
         # A forked child is another process, with cgroups of its own: it starts its own
-        # watchdog, and must not keep the parent's pipe open (that would keep the
-        # parent's watchdog waiting after the parent died).
+        # launcher, and must not keep the parent's socket open (that would keep the
+        # parent's launcher waiting after the parent died).
         self._lock = threading.Lock()
-        if self._pipe is not None:
+        if self._socket is not None:
             with contextlib.suppress(OSError):
-                os.close(self._pipe)
-        self._pipe, self._running = None, False
+                self._socket.close()
+        self._socket, self._running, self._made_for = None, False, None
 
 
-def _spawn_watchdog(root: Path, owner: str) -> tuple[int | None, bool]:
-    """Start a watchdog process.
+def _spawn_launcher(root: Path, owner: str) -> tuple[socket.socket | None, bool]:
+    """Start a launcher process.
 
     Returns:
-        The write end of its pipe (None when none is held), and True once the watchdog
+        Our end of its socket (None when none is held), and True once the launcher
         said that it runs.
 
     """
-    # The ends are not inherited by other processes (Python's default): no command of a
-    # run can hold the pipe open. The watchdog gets the read end as its stdin, and the
-    # write end of a second pipe on which it says that it runs.
-    read, write = os.pipe()
+    # Neither the socket nor the pipe is inherited by other processes (Python's
+    # default): no command of a run can hold the socket open. The launcher gets its end
+    # as stdin, and the write end of a pipe on which it says that it runs as stdout.
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     ready, ready_write = os.pipe()
-    watchdog = [sys.executable, "-I", "-S", "-c", _WATCHDOG, str(root), owner]
+    launcher = [sys.executable, "-I", "-S", "-c", _LAUNCHER, str(root), owner]
     try:
-        # Started by a shell that exits at once: the watchdog is nobody's child here (no
+        # Started by a shell that exits at once: the launcher is nobody's child here (no
         # zombie to reap, not among this process's children), in a session of its own
         # (killing the engine's process group spares it). The explicit redirection
-        # keeps the shell from giving the background command /dev/null as stdin.
-        shell = os.posix_spawn(
-            "/bin/sh",
-            ["/bin/sh", "-c", '"$@" <&3 3<&- &', "sh", *watchdog],
-            {},
-            file_actions=[
-                (os.POSIX_SPAWN_DUP2, read, 3),
-                (os.POSIX_SPAWN_DUP2, ready_write, 4),
-                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-                (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
-                (os.POSIX_SPAWN_OPEN, 2, os.devnull, os.O_WRONLY, 0),
-            ],
-            setsid=True,
+        # keeps the shell from giving the background command /dev/null as stdin. Not
+        # os.posix_spawn: glibc's leaves its internal signals ignored in the child, and
+        # the commands would inherit that.
+        subprocess.run(  # noqa: S603 - our own interpreter and script, no user input
+            ["/bin/sh", "-c", 'exec 3<&0; "$@" <&3 3<&- &', "sh", *launcher],
+            stdin=theirs.fileno(),
+            stdout=ready_write,
+            stderr=subprocess.DEVNULL,
+            env={},
+            start_new_session=True,
+            check=False,
         )
-        os.waitpid(shell, 0)
     except OSError:
-        os.close(write)
+        ours.close()
         os.close(ready)
         return None, False
     finally:
-        os.close(read)
+        theirs.close()
         os.close(ready_write)
     try:
-        said = os.read(ready, 1) if select.select([ready], [], [], _WATCHDOG_START)[0] else None
+        said = os.read(ready, 1) if select.select([ready], [], [], _LAUNCHER_START)[0] else None
     finally:
         os.close(ready)
-    if said == b"":  # it ended (or never started): nothing reads the pipe
-        os.close(write)
+    if said == b"":  # it ended (or never started): nothing reads the socket
+        ours.close()
         return None, False
-    # Not said in time: the pipe stays open, so that a late watchdog never takes this
-    # process for dead; commands keep their parent death signal.
-    return write, said == b"+"
+    # Not said in time: the socket stays open, so that a late launcher never takes this
+    # process for dead; runs get the tag.
+    return ours, said == b"+"
 
 
-_watchdog = _Watchdog()
+_launcher = _Launcher()
 
 
 def _process_identity(pid: int) -> str:

@@ -6,9 +6,11 @@ written line by line to the run log.
 
 The process is started in a thread of its own pool: starting it (``fork_exec``, a vfork) suspends
 the calling thread until the child has exec'd, which on a busy machine waits for the
-scheduler, 1-2 ms per step; in the event loop's thread that stalls every other run. The
-event loop then watches the pipes and a pidfd for the exit (Linux 5.3+; elsewhere one
-thread per running command waits for it) with plain reader callbacks: the output is
+scheduler, 1-2 ms per step; in the event loop's thread that stalls every other run. A
+run in a cgroup has its commands started by the containment's launcher instead (they
+are its children: it reports their exits). The event loop then watches the pipes and a
+pidfd for the exit (Linux 5.3+; elsewhere one thread per running command waits for it),
+or the launcher's reports, with plain reader callbacks: the output is
 split into lines in the callback that reads it, with no reader task, stream object or
 pipe transport per pipe (a burst of runs pays for each of those on the event loop, and
 the garbage collector walks them as long as the steps run).
@@ -26,6 +28,8 @@ from __future__ import annotations
 import asyncio
 import codecs
 import contextlib
+import errno
+import json
 import os
 import shlex
 import shutil
@@ -43,7 +47,7 @@ from typing import Any
 import anyio
 
 from flowserv_async._threads import ThreadPool, run_blocking
-from flowserv_async.engine.containment import RunProcesses
+from flowserv_async.engine.containment import CgroupProcesses, RunProcesses
 from flowserv_async.engine.log import RunLog
 
 #: Longest line, in characters, written to the log; longer lines are split.
@@ -165,18 +169,19 @@ async def run_command(
 
     """
     command_argv = ["/bin/sh", "-c", command] if needs_shell(command) else shlex.split(command)
-    if processes is not None and processes.dies_with_engine:
-        argv = command_argv
-    else:
-        argv = [*_DIE_WITH_PARENT, *command_argv]
+    launcher = processes if isinstance(processes, CgroupProcesses) else None
+    # The launcher's commands die with the engine without a parent death signal.
+    argv = command_argv if launcher is not None else [*_DIE_WITH_PARENT, *command_argv]
     if processes is not None:
-        argv = processes.wrap(argv)
         env = {**env, **processes.environment()}
     capture = _OutputCapture(log, step)
     try:
-        # Shielded so that a cancellation can never lose the handle of a started process.
+        # Shielded so that a cancellation can never lose the handle of a started process
+        # (and so that the run's cgroup is never killed while the launcher is in it).
         with anyio.CancelScope(shield=True):
-            child = await _ChildProcess.start(argv, cwd=cwd, env=dict(env), output=capture)
+            child = await _ChildProcess.start(
+                argv, cwd=cwd, env=dict(env), output=capture, launcher=launcher
+            )
     except OSError as exc:
         reason = f"cannot run {command_argv[0]!r}: {exc}"
         log.append(step, "stderr", reason)
@@ -320,6 +325,64 @@ def _popen(
         return process, stdout, stderr, None
 
 
+def _launch(
+    launcher: CgroupProcesses, argv: list[str], cwd: Path, env: dict[str, str]
+) -> tuple[int, int, int, int, bytes]:
+    """Start the process through the run's launcher (in the spawner pool).
+
+    Returns:
+        Its pid, the read ends of its stdout and stderr pipes and of the launcher's
+        reports on it (all non-blocking), and what was read of the reports beyond the
+        first one.
+
+    Raises:
+        OSError: the command cannot start (as raised by ``subprocess.Popen``), or the
+            launcher does not run.
+
+    """
+    stdout, stdout_w = os.pipe()
+    stderr, stderr_w = os.pipe()
+    reports, reports_w = os.pipe()
+    try:
+        try:
+            launcher.launch(argv, cwd, env, (stdout_w, stderr_w, reports_w))
+        finally:
+            # Only the launcher holds them now: their ends are seen when it lets go.
+            os.close(stdout_w)
+            os.close(stderr_w)
+            os.close(reports_w)
+        pid, rest = _started(reports)
+    except BaseException:
+        os.close(stdout)
+        os.close(stderr)
+        os.close(reports)
+        raise
+    for fd in (stdout, stderr, reports):
+        os.set_blocking(fd, False)
+    return pid, stdout, stderr, reports, rest
+
+
+def _started(reports: int) -> tuple[int, bytes]:
+    """Read (blocking) the launcher's first report on a command: the pid, or the error.
+
+    Returns:
+        The pid, and what was read of the reports beyond the first.
+
+    """
+    report = b""
+    while b"\n" not in report:
+        data = os.read(reports, 512)
+        if not data:
+            raise OSError(errno.EPIPE, "the launcher of run commands ended")
+        report += data
+    line, _, rest = report.partition(b"\n")
+    first = json.loads(line)
+    if "pid" not in first:
+        raise OSError(first["errno"], first["strerror"], first["filename"])
+    pid: int = first["pid"]
+    return pid, rest
+
+
 def _pidfd_works() -> bool:
     """True if ``os.pidfd_open`` exists and works (it may be refused: old kernel, seccomp)."""
     if not hasattr(os, "pidfd_open"):
@@ -339,39 +402,51 @@ class _ChildProcess:
 
     Only the main process's exit counts: waiting for the pipes to close as well could
     take forever when a process left running in the background holds them. The output
-    goes to ``output`` from reader callbacks of the event loop, as it comes.
+    goes to ``output`` from reader callbacks of the event loop, as it comes. The exit is
+    learnt from a pidfd (Linux 5.3+, elsewhere a thread waits), or for a command that the
+    run's launcher started (its child, not ours) from the launcher's reports.
     """
 
-    def __init__(
-        self,
-        process: subprocess.Popen[bytes],
-        pipes: dict[int, str],
-        pidfd: int | None,
-        output: _OutputCapture,
-    ) -> None:
-        self._process = process
-        self._pidfd = pidfd
+    def __init__(self, pid: int, pipes: dict[int, str], output: _OutputCapture) -> None:
         self._output = output
         self._loop = asyncio.get_running_loop()
         # Open read ends of the pipes and the stream each one carries.
         self._pipes = pipes
-        self.pid = process.pid
+        self.pid = pid
+        #: Exit code once exited (negative: killed by that signal).
+        self.returncode: int | None = None
         self.exited = asyncio.Event()
         self.drained = asyncio.Event()
-        if pidfd is not None:
-            self._loop.add_reader(pidfd, self._reap)
-        else:
-            threading.Thread(
-                target=self._wait_in_thread, name=f"flowserv-wait-{self.pid}", daemon=True
-            ).start()
+        # The launcher's reports on the command, while they are read.
+        self._reports: int | None = None
+        self._report = b""
 
     @classmethod
     async def start(
-        cls, argv: list[str], *, cwd: Path, env: dict[str, str], output: _OutputCapture
+        cls,
+        argv: list[str],
+        *,
+        cwd: Path,
+        env: dict[str, str],
+        output: _OutputCapture,
+        launcher: CgroupProcesses | None,
     ) -> _ChildProcess:
-        """Start ``argv`` from the spawner pool and read its output into ``output``."""
-        process, stdout, stderr, pidfd = await _spawner.run(_popen, argv, cwd, env)
-        child = cls(process, {stdout: "stdout", stderr: "stderr"}, pidfd, output)
+        """Start ``argv`` from the spawner pool and read its output into ``output``.
+
+        Started by the ``launcher`` of the run's cgroup when given, else by this process.
+        """
+        child: _ChildProcess
+        if launcher is None:
+            process, stdout, stderr, pidfd = await _spawner.run(_popen, argv, cwd, env)
+            child = cls(process.pid, {stdout: "stdout", stderr: "stderr"}, output)
+            child._watch_child(process, pidfd)
+        else:
+            pid, stdout, stderr, reports, report = await _spawner.run(
+                _launch, launcher, argv, cwd, env
+            )
+            child = cls(pid, {stdout: "stdout", stderr: "stderr"}, output)
+            child._reports, child._report = reports, report
+            child._loop.add_reader(reports, child._read_report)
         try:
             for fd, stream in list(child._pipes.items()):
                 child._loop.add_reader(fd, child._read, fd, stream)
@@ -380,11 +455,6 @@ class _ChildProcess:
             child.close()
             raise
         return child
-
-    @property
-    def returncode(self) -> int | None:
-        """Exit code once exited (negative: killed by that signal)."""
-        return self._process.returncode
 
     def close(self) -> None:
         """Stop reading and close the pipes; kill the main process if it still runs.
@@ -396,6 +466,7 @@ class _ChildProcess:
         if not self.exited.is_set():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.pid, signal.SIGKILL)
+        self._stop_reports()
 
     def _read(self, fd: int, stream: str) -> None:
         try:
@@ -418,25 +489,69 @@ class _ChildProcess:
         os.close(fd)
         self._output.finish(stream)
 
-    def _reap(self) -> None:
+    def _exit(self, returncode: int) -> None:
+        self.returncode = returncode
+        self.exited.set()
+
+    def _watch_child(self, process: subprocess.Popen[bytes], pidfd: int | None) -> None:
+        if pidfd is not None:
+            self._loop.add_reader(pidfd, self._reap, process, pidfd)
+        else:
+            threading.Thread(
+                target=self._wait_in_thread,
+                args=(process,),
+                name=f"flowserv-wait-{self.pid}",
+                daemon=True,
+            ).start()
+
+    def _reap(self, process: subprocess.Popen[bytes], pidfd: int) -> None:
         # The pidfd is readable: the process has exited, so this does not block.
-        assert self._pidfd is not None
         try:
             pid, status = os.waitpid(self.pid, os.WNOHANG)
         except ChildProcessError:  # reaped by someone else; the status is lost
-            self._process.returncode = 255
+            returncode = 255
         else:
             if pid == 0:
                 return
-            self._process.returncode = os.waitstatus_to_exitcode(status)
-        self._loop.remove_reader(self._pidfd)
-        os.close(self._pidfd)
-        self.exited.set()
+            returncode = os.waitstatus_to_exitcode(status)
+        # Known to the Popen object too, which would otherwise wait for the pid again
+        # when it is collected (by then maybe another process's).
+        process.returncode = returncode
+        self._loop.remove_reader(pidfd)
+        os.close(pidfd)
+        self._exit(returncode)
 
-    def _wait_in_thread(self) -> None:
-        self._process.wait()
+    def _wait_in_thread(self, process: subprocess.Popen[bytes]) -> None:
+        returncode = process.wait()
         with contextlib.suppress(RuntimeError):  # the loop was closed meanwhile
-            self._loop.call_soon_threadsafe(self.exited.set)
+            self._loop.call_soon_threadsafe(self._exit, returncode)
+
+    def _read_report(self) -> None:
+        assert self._reports is not None, "read only while watched"
+        try:
+            data = os.read(self._reports, 512)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        self._report += data
+        if data and b"\n" not in self._report:
+            return
+        self._stop_reports()
+        line, end, _ = self._report.partition(b"\n")
+        if end:
+            self._exit(json.loads(line)["exit"])
+            return
+        # The launcher ended before the command did (it was killed): nothing can tell
+        # the command's exit any more, so it is ended here.
+        _signal_group(self.pid, signal.SIGKILL)
+        self._exit(-signal.SIGKILL)
+
+    def _stop_reports(self) -> None:
+        if self._reports is not None:
+            self._loop.remove_reader(self._reports)
+            os.close(self._reports)
+            self._reports = None
 
 
 class _OutputCapture:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from runs_helpers import descendants
 
 from flowserv_async.examples.run_helloworld import HERE as HELLOWORLD
 
@@ -70,7 +71,7 @@ def _wait_for_line(lines: queue.Queue[str], text: str, seen: list[str], limit: f
 def _sleep_child(cli: psutil.Process, limit: float) -> psutil.Process:
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
-        for child in cli.children(recursive=True):
+        for child in descendants(cli):
             try:
                 if child.cmdline() == ["sleep", "60"]:
                     return child

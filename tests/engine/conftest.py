@@ -7,6 +7,7 @@ import os
 import anyio
 import psutil
 import pytest
+from runs_helpers import command_processes
 
 
 def _live_members(pgid: int) -> list[int]:
@@ -28,9 +29,12 @@ def _alive(pid: int) -> bool:
 
 
 def _group_leaders() -> list[int]:
-    """Our child processes that lead their own process group (the steps' processes)."""
+    """Our child processes that lead their own process group (the steps' processes).
+
+    Commands in a run cgroup are the children of our launcher, not ours: they count.
+    """
     leaders = []
-    for child in psutil.Process().children():
+    for child in command_processes():
         try:
             if os.getpgid(child.pid) == child.pid and child.status() != psutil.STATUS_ZOMBIE:
                 leaders.append(child.pid)

@@ -27,6 +27,7 @@ from dbutil import backend_database
 from distributed import LocalCluster
 from runs_helpers import (
     PY,
+    engine_of,
     group_alive,
     install,
     run_hello_world,
@@ -177,8 +178,7 @@ async def test_a_killed_worker_fails_its_run(
     run = await start(factory, group_id)
     proc = await wait_for_process(lambda cmd: cmd == ["/bin/sh", "-c", command], timeout=30)
     pgid = await anyio.to_thread.run_sync(os.getpgid, proc.pid)
-    worker = await anyio.to_thread.run_sync(proc.parent)
-    assert worker is not None
+    worker = await anyio.to_thread.run_sync(engine_of, proc)
     # The worker's reaper looks at the worker's steps every 0.2 s: let it see this one.
     await anyio.sleep(1)
     assert await anyio.Path(run_root(worker.pid)).is_dir()

@@ -15,16 +15,17 @@ import anyio.to_thread
 import psutil
 import pytest
 
-from flowserv_async.engine import RunLog, run_workflow
+from flowserv_async.engine import RunLog, containment, run_workflow
 from flowserv_async.engine.containment import (
     CgroupProcesses,
     RunProcesses,
     TaggedProcesses,
-    _spawn_watchdog,
+    _spawn_launcher,
     cgroup_root,
     contain_run,
     kill_leftovers,
 )
+from flowserv_async.engine.process import run_command
 
 # A step that leaves two processes behind outside its process group: a child that
 # calls setsid(), and a daemon made by a double fork. Each writes its pid once it runs.
@@ -156,12 +157,12 @@ async def test_the_run_closes_the_containment_it_was_given_and_closing_again_doe
 KILLED_ENGINE = """
 import os, anyio
 from flowserv_async.engine import RunLog
-from flowserv_async.engine.containment import contain_run
+from flowserv_async.engine.containment import CgroupProcesses, contain_run
 from flowserv_async.engine.process import run_command
 
 async def main():
     processes = await contain_run(f"test-{os.getpid()}-killed")
-    assert processes.dies_with_engine
+    assert isinstance(processes, CgroupProcesses)
     await run_command(
         "sh -c 'echo $$ > step.tmp && mv step.tmp step.pid && exec sleep 300'",
         cwd=os.getcwd(), env=dict(os.environ), log=RunLog(), step="s", grace=1,
@@ -172,7 +173,7 @@ anyio.run(main)
 """
 
 
-def _watchdogs_of(pid: int) -> list[psutil.Process]:
+def _launchers_of(pid: int) -> list[psutil.Process]:
     found = []
     for proc in psutil.process_iter(["cmdline"]):
         cmdline = proc.info["cmdline"] or []
@@ -184,7 +185,7 @@ def _watchdogs_of(pid: int) -> list[psutil.Process]:
 @pytest.mark.skipif(
     sys.platform != "linux" or cgroup_root() is None, reason="no writable cgroup v2 here"
 )
-async def test_contained_steps_die_with_the_engine_process_and_so_does_its_watchdog(
+async def test_contained_steps_die_with_the_engine_process_and_so_does_its_launcher(
     tmp_path: Path,
 ) -> None:
     async with await anyio.open_process(
@@ -195,14 +196,14 @@ async def test_contained_steps_die_with_the_engine_process_and_so_does_its_watch
             while not await pidfile.exists():
                 await anyio.sleep(0.02)
         step = int(await pidfile.read_text())
-        watchdogs = await anyio.to_thread.run_sync(_watchdogs_of, engine.pid)
-        assert len(watchdogs) == 1
+        launchers = await anyio.to_thread.run_sync(_launchers_of, engine.pid)
+        assert len(launchers) == 1
         engine.kill()
         await engine.wait()
     try:
-        # Nothing else would kill it (no other engine, no lease): the watchdog does.
+        # Nothing else would kill it (no other engine, no lease): the launcher does.
         with anyio.fail_after(10):
-            while await alive([step, watchdogs[0].pid]):
+            while await alive([step, launchers[0].pid]):
                 await anyio.sleep(0.05)
     finally:
         for pid in await alive([step]):  # the test failed: leave nothing behind
@@ -250,7 +251,15 @@ def _spawn_interrupted_run(
 ) -> subprocess.Popen[bytes]:
     """Start a contained process tree as an engine that then died would have left it."""
     env = {**os.environ, **processes.environment()}
-    argv = processes.wrap([sys.executable, str(script), "300"])
+    argv = [sys.executable, str(script), "300"]
+    if isinstance(processes, CgroupProcesses):  # moved into the cgroup before it starts
+        argv = [
+            "/bin/sh",
+            "-c",
+            'echo 0 > "$0/cgroup.procs" && exec "$@"',
+            str(processes.path),
+            *argv,
+        ]
     return subprocess.Popen(argv, cwd=cwd, env=env, start_new_session=True)
 
 
@@ -338,32 +347,143 @@ def _descriptors() -> set[str]:
 @pytest.mark.skipif(
     sys.platform != "linux" or cgroup_root() is None, reason="no writable cgroup v2 here"
 )
-async def test_a_watchdog_that_cannot_start_is_not_relied_on_and_leaves_nothing_open(
+async def test_a_launcher_that_cannot_start_is_not_relied_on_and_leaves_nothing_open(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     root = cgroup_root()
     assert root is not None
     before = await anyio.to_thread.run_sync(_descriptors)
     monkeypatch.setattr(sys, "executable", "/nonexistent/python")
-    assert await anyio.to_thread.run_sync(_spawn_watchdog, root, "0:none") == (None, False)
+    assert await anyio.to_thread.run_sync(_spawn_launcher, root, "0:none") == (None, False)
     assert await anyio.to_thread.run_sync(_descriptors) == before
     monkeypatch.undo()
-    # One that starts says so, and ends when its pipe closes.
-    pipe, running = await anyio.to_thread.run_sync(_spawn_watchdog, root, "0:none")
-    assert pipe is not None and running
+    # One that starts says so, and ends when its socket closes.
+    sock, running = await anyio.to_thread.run_sync(_spawn_launcher, root, "0:none")
+    assert sock is not None and running
     owner = "0:none"
-    watchdogs = await anyio.to_thread.run_sync(_watchdog_processes, owner)
-    assert len(watchdogs) == 1
-    os.close(pipe)
+    launchers = await anyio.to_thread.run_sync(_launcher_processes, owner)
+    assert len(launchers) == 1
+    sock.close()
     with anyio.fail_after(10):
-        while await anyio.to_thread.run_sync(_watchdog_processes, owner):
+        while await anyio.to_thread.run_sync(_launcher_processes, owner):
             await anyio.sleep(0.05)
 
 
-def _watchdog_processes(owner: str) -> list[int]:
+def _launcher_processes(owner: str) -> list[int]:
     return [
         proc.pid
         for proc in psutil.process_iter(["cmdline", "status"])
         if (proc.info["cmdline"] or [])[-1:] == [owner]
         and proc.info["status"] != psutil.STATUS_ZOMBIE
     ]
+
+
+CGROUP_ONLY = pytest.mark.skipif(
+    sys.platform != "linux" or cgroup_root() is None, reason="no writable cgroup v2 here"
+)
+
+
+def _cgroup_of(pid: int) -> str:
+    with open(f"/proc/{pid}/cgroup", encoding="utf-8") as groups:
+        return next(line[3:].strip() for line in groups if line.startswith("0::"))
+
+
+async def _command(
+    command: str, cwd: Path, processes: RunProcesses
+) -> tuple[int, tuple[str, ...], RunLog]:
+    log = RunLog()
+    result = await run_command(
+        command, cwd=cwd, env=dict(os.environ), log=log, step="s", grace=0.5, processes=processes
+    )
+    return result.returncode, result.stderr_tail, log
+
+
+@CGROUP_ONLY
+async def test_the_launcher_starts_commands_in_the_run_cgroup_and_stays_out_of_it(
+    rundir: Path, contained: Callable[[str], Any]
+) -> None:
+    processes = await contained("cgroup")
+    code, _, log = await _command("sh -c 'cat /proc/self/cgroup; echo $PPID'", rundir, processes)
+    assert code == 0
+    lines = [entry.text for entry in log.lines().lines]
+    own = await anyio.to_thread.run_sync(_cgroup_of, os.getpid())
+    assert f"0::{own.rstrip('/')}/flowserv-async/{processes.path.name}" in lines
+    launcher = int(lines[-1])
+    assert launcher != os.getpid()  # not this process's child: the launcher's
+    # The launcher is back where it started: killing the run's cgroup spares it.
+    launcher_cgroup = await anyio.to_thread.run_sync(_cgroup_of, launcher)
+    assert launcher_cgroup == await anyio.to_thread.run_sync(_cgroup_of, os.getpid())
+
+
+@CGROUP_ONLY
+async def test_a_program_the_launcher_cannot_start_fails_with_127_and_leaves_nothing_open(
+    rundir: Path, contained: Callable[[str], Any]
+) -> None:
+    processes = await contained("cgroup")
+    before = await anyio.to_thread.run_sync(_descriptors)
+    code, tail, _ = await _command("no-such-program-flowserv --help", rundir, processes)
+    assert code == 127
+    assert tail == (
+        "cannot run 'no-such-program-flowserv': [Errno 2] No such file or directory: "
+        "'no-such-program-flowserv'",
+    )
+    assert await anyio.to_thread.run_sync(_descriptors) == before
+
+
+@CGROUP_ONLY
+async def test_a_killed_launcher_ends_its_commands_and_a_new_one_starts_the_next(
+    rundir: Path, contained: Callable[[str], Any]
+) -> None:
+    processes = await contained("cgroup")
+    pidfile = anyio.Path(rundir, "step.pid")
+    results: list[tuple[int, tuple[str, ...], RunLog]] = []
+
+    async def step() -> None:
+        results.append(
+            await _command(
+                "sh -c 'echo $$ > step.tmp && mv step.tmp step.pid && exec sleep 300'",
+                rundir,
+                processes,
+            )
+        )
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(step)
+        with anyio.fail_after(20):
+            while not await pidfile.exists():
+                await anyio.sleep(0.02)
+        pid = int(await pidfile.read_text())
+        launcher = await anyio.to_thread.run_sync(lambda: psutil.Process(pid).ppid())
+        assert launcher != os.getpid()
+        os.kill(launcher, signal.SIGKILL)
+    assert results[0][0] == -signal.SIGKILL
+    assert await alive([pid, launcher]) == []
+    code, _, log = await _command("sh -c 'echo $PPID'", rundir, processes)
+    assert code == 0
+    assert int(log.lines().lines[-1].text) not in (launcher, os.getpid())
+
+
+@CGROUP_ONLY
+async def test_runs_get_the_tag_where_the_launcher_cannot_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(containment, "_launcher", containment._Launcher())
+    monkeypatch.setattr(sys, "executable", "/nonexistent/python")
+    run_id = f"test-{os.getpid()}-no-launcher"
+    processes = await contain_run(run_id)
+    assert isinstance(processes, TaggedProcesses)
+    root = cgroup_root()
+    assert root is not None
+    assert not await anyio.Path(root, f"run-{run_id}").exists()
+
+
+@CGROUP_ONLY
+async def test_launched_commands_ignore_the_signals_that_commands_started_here_ignore(
+    rundir: Path, contained: Callable[[str], Any]
+) -> None:
+    processes = await contained("cgroup")
+    show = "grep -E '^Sig(Ign|Blk)' /proc/self/status"
+    _, _, launched = await _command(show, rundir, processes)
+    here = RunLog()
+    await run_command(show, cwd=rundir, env=dict(os.environ), log=here, step="s", grace=0.5)
+    assert [e.text for e in launched.lines().lines] == [e.text for e in here.lines().lines]

@@ -10,6 +10,7 @@ from typing import Any
 import anyio
 import psutil
 import pytest
+from runs_helpers import command_processes
 
 from flowserv_async.engine import RunLog, parse_engine_config, run_workflow
 
@@ -120,7 +121,7 @@ async def test_without_the_extra_the_error_names_it(tmp_path: Path) -> None:
 
 def _processes(kernel_pid: int) -> tuple[psutil.Process, psutil.Process, list[int]]:
     """The kernel, the step process, and the ids of the step process's descendants."""
-    (step_process,) = psutil.Process().children()
+    (step_process,) = command_processes()
     descendants = [p.pid for p in step_process.children(recursive=True)]
     return psutil.Process(kernel_pid), step_process, descendants
 

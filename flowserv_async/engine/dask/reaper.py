@@ -6,7 +6,9 @@ group. One reaper per worker process watches it: every :data:`INTERVAL` seconds 
 the process groups led by the worker's children (each command runs in a group of its
 own), and when its stdin reaches end of file, which happens when the worker process
 ends however it ends, it kills those groups, removes the worker's run folders
-(:func:`run_root`) and exits. Blocking: it is a process of its own.
+(:func:`run_root`) and exits. Blocking: it is a process of its own. (Commands in a run
+cgroup are the children of the worker's launcher, which kills their cgroups itself:
+:mod:`flowserv_async.engine.containment`.)
 """
 
 from __future__ import annotations

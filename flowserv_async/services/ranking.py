@@ -137,7 +137,10 @@ class TimestampText(TypeDecorator[str]):
         def from_datetime(value: Any) -> str | None:
             if value is None:
                 return None
-            return isoformat(parse(value) if parse is not None else value)
+            if parse is not None:
+                value = parse(value)
+            # Stored naive in UTC: its text and the offset, without a timezone round trip.
+            return f"{value.isoformat()}+00:00" if value.tzinfo is None else isoformat(value)
 
         if dialect.name != "sqlite":
             return from_datetime

@@ -38,7 +38,7 @@ _ASYNC_DRIVERS = {
     "postgresql+psycopg": "postgresql+asyncpg",
 }
 
-_SQLITE_POOL_SIZE = 16
+_SQLITE_POOL_SIZE = 8
 
 # Connections to a server database, kept open: as many as sessions are admitted at once
 # (:attr:`DB.admission` is sized by the pool). No overflow connections: SQLAlchemy
@@ -188,11 +188,8 @@ class DB:
             kwargs["module"] = statement_dbapi()
             # Each connection is a thread: enough that bursts reuse pooled ones, few
             # enough that their threads do not crowd the event loop out of the GIL
-            # (64 runs: 0.54 s of CPU with 8, 0.65 s with 32). All of them kept, no
-            # overflow: with 8 + 8, a server at 32 connections opened a connection (a
-            # thread, the pragmas) for one session in 15 and closed it again.
-            kwargs["pool_size"] = _SQLITE_POOL_SIZE
-            kwargs["max_overflow"] = 0
+            # (64 runs: 0.54 s of CPU with 8, 0.65 s with 32).
+            kwargs["pool_size"] = kwargs["max_overflow"] = _SQLITE_POOL_SIZE
         else:
             # Imported here: asyncpg is an optional extra.
             from flowserv_async.db._postgres import lazy_transaction_dbapi

@@ -14,7 +14,19 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, Text, bindparam, cast, func, select
+from sqlalchemy import (
+    ColumnElement,
+    DateTime,
+    Dialect,
+    Select,
+    Text,
+    TypeDecorator,
+    bindparam,
+    cast,
+    func,
+    select,
+    type_coerce,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from flowserv_async._util import isoformat
@@ -105,6 +117,54 @@ def sort_columns(schema: ResultSchema, order_by: Any) -> list[SortColumn]:
 _RANKINGS, _RUNS, _GROUPS = Ranking.__table__.c, Run.__table__.c, Group.__table__.c
 
 
+class TimestampText(TypeDecorator[str]):
+    """A stored UTC timestamp read as the answers' ISO 8601 text (``isoformat``).
+
+    SQLite keeps SQLAlchemy's ``DateTime`` as ``YYYY-MM-DD HH:MM:SS.ffffff`` text, which
+    is the answer but for the ``T``, the offset and (as :meth:`datetime.isoformat` does)
+    no fraction when it is zero: rewritten as text instead of parsed into a datetime and
+    formatted again (30 timestamps in a leaderboard of 10 runs). Other text, and the
+    datetimes of other backends, take the datetime path.
+    """
+
+    impl = DateTime(timezone=False)
+    cache_ok = True
+
+    def result_processor(self, dialect: Dialect, coltype: object) -> Any:
+        """Return the stored value's ISO 8601 text (None for NULL)."""
+        parse = self.impl_instance.result_processor(dialect, coltype)
+
+        def from_datetime(value: Any) -> str | None:
+            if value is None:
+                return None
+            if parse is not None:
+                value = parse(value)
+            # Stored naive in UTC: its text and the offset, without a timezone round trip.
+            return f"{value.isoformat()}+00:00" if value.tzinfo is None else isoformat(value)
+
+        if dialect.name != "sqlite":
+            return from_datetime
+
+        def from_sqlite_text(value: Any) -> str | None:
+            if (
+                isinstance(value, str)
+                and len(value) == 26
+                and value[10] == " "
+                and value[19] == "."
+            ):
+                seconds = f"{value[:10]}T{value[11:19]}"
+                if value[19:] == ".000000":
+                    return f"{seconds}+00:00"
+                return f"{seconds}{value[19:]}+00:00"
+            return from_datetime(value)
+
+        return from_sqlite_text
+
+
+def _as_text(column: ColumnElement[datetime]) -> ColumnElement[str]:
+    return type_coerce(column, TimestampText()).label(column.key)
+
+
 def _sort_keys(order: Sequence[tuple[str, str, bool]]) -> list[ColumnElement[Any]]:
     keys: list[ColumnElement[Any]] = []
     for name, dtype, sort_desc in order:
@@ -141,9 +201,9 @@ def _ranked_statement(
     stmt = (
         select(
             _RUNS.run_id,
-            _RUNS.created_at,
-            _RUNS.started_at,
-            _RUNS.ended_at,
+            _as_text(_RUNS.created_at),
+            _as_text(_RUNS.started_at),
+            _as_text(_RUNS.ended_at),
             _GROUPS.group_id,
             _GROUPS.name,
             _RANKINGS["values"],
@@ -178,12 +238,12 @@ def _ranked_statement(
 
 @dataclass(frozen=True, slots=True)
 class RankedRun:
-    """One row of a leaderboard."""
+    """One row of a leaderboard; its timestamps are ISO 8601 text."""
 
     run_id: str
-    created_at: datetime
-    started_at: datetime | None
-    ended_at: datetime | None
+    created_at: str
+    started_at: str | None
+    ended_at: str | None
     group_id: str
     group_name: str
     values: dict[str, Any]
@@ -255,9 +315,9 @@ def leaderboard(
             {
                 "run": {
                     "id": row.run_id,
-                    "createdAt": isoformat(row.created_at),
-                    "startedAt": isoformat(row.started_at),
-                    "finishedAt": isoformat(row.ended_at),
+                    "createdAt": row.created_at,
+                    "startedAt": row.started_at,
+                    "finishedAt": row.ended_at,
                 },
                 "group": {"id": row.group_id, "name": row.group_name},
                 "results": [

@@ -118,6 +118,12 @@ async def test_openapi_document_is_3_1_with_every_route(client: httpx.AsyncClien
     # Invalid requests are 400 with a message, as documented; FastAPI's 422 is gone.
     assert "422" not in run["responses"]
     assert set(run["responses"]) == {"200", "400", "403", "404"}
+    board = doc["paths"][f"{API_PATH}/workflows/{{workflow_id}}/leaderboard"]["get"]
+    assert [(p["name"], p["in"], p["required"]) for p in board["parameters"]] == [
+        ("workflow_id", "path", True),
+        ("orderBy", "query", False),
+        ("includeAll", "query", False),
+    ]
     assert (await client.get("docs")).status_code == 200
 
 

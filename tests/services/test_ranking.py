@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -298,6 +298,36 @@ async def test_leaderboard_has_flowservs_shape_and_typed_values(
     values = {r["name"]: r["value"] for r in board["ranking"][0]["results"]}
     assert [type(values[k]) for k in ("score", "steps", "name")] == [float, int, str]
     assert json.loads(json.dumps(board)) == board  # JSON-ready as it is
+
+
+@pytest.mark.parametrize(
+    "at",
+    [
+        datetime(2024, 5, 1, 12, 0, 0, 1, tzinfo=UTC),
+        datetime(2024, 5, 1, 12, 0, 0, 999999, tzinfo=UTC),
+        datetime(1999, 12, 31, 23, 59, 59, tzinfo=UTC),
+        datetime(2024, 5, 1, 14, 0, 0, 500000, tzinfo=timezone(timedelta(hours=2))),
+    ],
+    ids=["one-microsecond", "last-microsecond", "whole-second", "other-offset"],
+)
+async def test_leaderboard_timestamps_read_as_the_run_handles_iso_text(
+    open_factory: LocalAPIFactory, database: DB, tmp_path: Path, at: datetime
+) -> None:
+    """The leaderboard's timestamps are the text that the run's own handle shows."""
+    wf = await new_workflow(open_factory, tmp_path / "wf")
+    (run_id,) = await insert_ranked(database, wf, [("team", {"score": 1.0})])
+    async with database.write_session() as s:
+        await s.execute(
+            update(Run).where(Run.run_id == run_id).values(created_at=at, started_at=None)
+        )
+    async with open_factory() as api:
+        board = await api.workflows().get_ranking(wf)
+        handle = await api.runs().get_run(run_id)
+    assert board is not None
+    times = board["ranking"][0]["run"]
+    assert times["createdAt"] == at.astimezone(UTC).isoformat() == handle["createdAt"]
+    assert times["startedAt"] is None
+    assert times["finishedAt"] == (BASE_TIME + timedelta(milliseconds=900)).isoformat()
 
 
 async def test_an_empty_leaderboard_has_the_schema(

@@ -210,10 +210,7 @@ def create_app(
             response_model_exclude_unset=True,
             include_in_schema=in_schema,
         )
-    # FastAPI tries an included router's routes one by one, about 17,000 instructions
-    # each, and a matching router's twice: the routes that clients poll (the leaderboard, a
-    # run's state) come first. The prefixes differ, so the order changes no match.
-    for module in (workflows, runs, groups, files, users):
+    for module in (users, workflows, groups, files, runs):
         app.include_router(module.router, prefix=base)
     app.add_exception_handler(FlowservError, _service_error)
     app.add_exception_handler(HTTPException, _http_error)

@@ -73,7 +73,7 @@ async def start_postproc(
     schema, postproc = template.result_schema, template.postproc
     assert schema is not None
     assert postproc is not None
-    rows = await ranked_runs(session, workflow_id, schema, sort_columns(schema, None))
+    rows = await session.run_sync(ranked_runs, workflow_id, schema, sort_columns(schema, None))
     if not rows:
         # No ranked run is left (they were deleted): no current post-processing either.
         wf.postproc_run_id = None

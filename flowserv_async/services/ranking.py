@@ -27,11 +27,11 @@ from sqlalchemy import (
     select,
     type_coerce,
 )
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from flowserv_async._util import isoformat
 from flowserv_async.db.models import Group, Ranking, Run, Workflow
 from flowserv_async.errors import InvalidArgumentError
+from flowserv_async.services.base import Executor
 from flowserv_async.states import RunState
 from flowserv_async.template import ResultSchema, SortColumn
 
@@ -249,8 +249,8 @@ class RankedRun:
     values: dict[str, Any]
 
 
-async def ranked_runs(
-    session: AsyncSession,
+def ranked_runs(
+    executor: Executor,
     workflow_id: str,
     schema: ResultSchema,
     order: Sequence[SortColumn],
@@ -267,7 +267,7 @@ async def ranked_runs(
     if not isinstance(include_all, bool):
         raise InvalidArgumentError(f"include_all must be true or false, got {include_all!r}")
     stmt = _ranked_statement(_order_key(schema, order), include_all)
-    rows = await session.execute(stmt, {"workflow_id": workflow_id})
+    rows = executor.execute(stmt, {"workflow_id": workflow_id})
     return [RankedRun(*row) for row in rows]
 
 
@@ -277,8 +277,8 @@ def _order_key(
     return tuple((sort.name, schema.column(sort.name).dtype, sort.sort_desc) for sort in order)
 
 
-async def ranked_with_workflow(
-    session: AsyncSession, workflow_id: str, order_by: Any, include_all: Any
+def ranked_with_workflow(
+    executor: Executor, workflow_id: str, order_by: Any, include_all: Any
 ) -> tuple[ResultSchema, str | None, list[RankedRun]] | None:
     """The leaderboard in one statement: ``(schema, post-processing run id, rows)``.
 
@@ -297,7 +297,7 @@ async def ranked_with_workflow(
     except InvalidArgumentError:
         return None
     stmt = _ranked_statement(_order_key(schema, order), include_all, with_workflow=True)
-    rows = (await session.execute(stmt, {"workflow_id": workflow_id})).all()
+    rows = executor.execute(stmt, {"workflow_id": workflow_id}).all()
     if not rows or schema_text(rows[0].result_schema) != text:
         return None
     return schema, rows[0].postproc_run_id, [RankedRun(*row[:7]) for row in rows]

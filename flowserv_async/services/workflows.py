@@ -24,7 +24,7 @@ from flowserv_async.errors import (
 )
 from flowserv_async.events.store import members_changed
 from flowserv_async.services import serialize
-from flowserv_async.services.base import Service, paged
+from flowserv_async.services.base import Executor, Service, paged
 from flowserv_async.services.ranking import (
     WORKFLOW_COLUMNS,
     leaderboard,
@@ -316,28 +316,9 @@ class WorkflowService(Service):
             InvalidArgumentError: an unknown column or malformed ``order_by``.
 
         """
-        found = await ranked_with_workflow(self.session, workflow_id, order_by, include_all)
-        if found is not None:
-            schema, postproc_run_id, rows = found
-        else:
-            wf = (
-                await self.session.execute(WORKFLOW_COLUMNS, {"workflow_id": workflow_id})
-            ).first()
-            if wf is None:
-                raise UnknownWorkflowError(workflow_id)
-            text = schema_text(wf.result_schema)
-            if text is None:
-                return None
-            remember_schema(workflow_id, text)
-            schema = stored_schema(text)
-            order = sort_columns(schema, order_by)
-            rows = await ranked_runs(self.session, workflow_id, schema, order, include_all)
-            postproc_run_id = wf.postproc_run_id
-        postproc = None
-        if postproc_run_id is not None:
-            read = await self.ctx.read(read_run, postproc_run_id, self.ctx.user_id)
-            postproc = read.handle if read is not None else None
-        return leaderboard(schema, rows, postproc)
+        return await self.ctx.read(
+            _read_leaderboard, workflow_id, order_by, include_all, self.ctx.user_id
+        )
 
     async def get_result_archive(self, workflow_id: str) -> DownloadHandle:
         """Stream the files of the current post-processing run as a tar.gz archive.
@@ -394,3 +375,33 @@ class WorkflowService(Service):
         if wf is None:
             raise UnknownWorkflowError(workflow_id)
         return wf
+
+
+def _read_leaderboard(
+    executor: Executor,
+    workflow_id: str,
+    order_by: Any,
+    include_all: Any,
+    user_id: str | None,
+) -> dict[str, Any] | None:
+    """The leaderboard (see ``get_ranking``): in one statement when the schema was seen."""
+    found = ranked_with_workflow(executor, workflow_id, order_by, include_all)
+    if found is not None:
+        schema, postproc_run_id, rows = found
+    else:
+        wf = executor.execute(WORKFLOW_COLUMNS, {"workflow_id": workflow_id}).first()
+        if wf is None:
+            raise UnknownWorkflowError(workflow_id)
+        text = schema_text(wf.result_schema)
+        if text is None:
+            return None
+        remember_schema(workflow_id, text)
+        schema = stored_schema(text)
+        order = sort_columns(schema, order_by)
+        rows = ranked_runs(executor, workflow_id, schema, order, include_all)
+        postproc_run_id = wf.postproc_run_id
+    postproc = None
+    if postproc_run_id is not None:
+        read = read_run(executor, postproc_run_id, user_id)
+        postproc = read.handle if read is not None else None
+    return leaderboard(schema, rows, postproc)

@@ -361,15 +361,19 @@ def _make_run_cgroup(run_id: str) -> Path | None:
     root = cgroup_root()
     if root is None:
         return None
-    owner = _process_identity(os.getpid())
+    owner = _own_identity()
     if not _launcher.start(root, owner):
         return None
     path = root / f"run-{run_id}"
     try:
-        # An empty one left by a dead engine is made anew: until its maker is recorded
-        # below it has none, and so it is never taken for a stale one meanwhile.
-        _remove_empty_cgroup(path)
-        path.mkdir(exist_ok=True)
+        try:
+            path.mkdir()
+        except FileExistsError:
+            # An empty one left by a dead engine is made anew: until its maker is
+            # recorded below it has none, and so it is never taken for a stale one
+            # meanwhile.
+            _remove_empty_cgroup(path)
+            path.mkdir(exist_ok=True)
     except OSError:
         return None
     try:
@@ -489,6 +493,21 @@ def _spawn_launcher(root: Path, owner: str) -> tuple[socket.socket | None, bool]
 
 
 _launcher = _Launcher()
+
+
+def _own_identity() -> str:
+    """:func:`_process_identity` of this process, read from /proc once per process."""
+    pid = os.getpid()  # a forked child has a pid of its own, and reads its own identity
+    identity = _own_identities.get(pid)
+    if identity is None:
+        identity = _process_identity(pid)
+        if identity:
+            _own_identities[pid] = identity
+    return identity
+
+
+# The identity of this process by pid (see _own_identity).
+_own_identities: dict[int, str] = {}
 
 
 def _process_identity(pid: int) -> str:

@@ -54,8 +54,11 @@ _RETRY_MAX_DELAY = 5.0
 class _ActiveRun:
     job: RunJob
     scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
-    log: RunLog = field(default_factory=RunLog)
-    done: anyio.Event = field(default_factory=anyio.Event)
+    # Made by start(): it reports to the engine about this run.
+    log: RunLog = field(init=False)
+    # asyncio's own event (anyio cancels by cancelling the task, so it still applies):
+    # anyio's finds its backend on every creation.
+    done: asyncio.Event = field(default_factory=asyncio.Event)
     reason: str | None = None
     # Set while a batch of its log lines is being stored.
     flushing: anyio.Event | None = None

@@ -191,8 +191,9 @@ async def run_command(
         await child.exited.wait()
         # Processes left in the group would hold the pipes open: end them.
         await terminate_process_group(pgid, grace)
-        with anyio.move_on_after(_DRAIN_WAIT):
-            await child.drained.wait()
+        if not child.drained.is_set():  # usually it is: no cancel scope to make then
+            with anyio.move_on_after(_DRAIN_WAIT):
+                await child.drained.wait()
     except BaseException:
         with anyio.CancelScope(shield=True):
             await terminate_process_group(pgid, grace)

@@ -329,12 +329,17 @@ class _StepGraph:
         error = await make_folders(self.run_state.rundir, step.output_folders)
         if error is not None:
             return StepOutcome(None, f"step '{step.name}': {error}")
+        if limit is None:  # no cancel scope to make for a limit that never comes
+            return await self._run_worker(step, worker)
         with anyio.move_on_after(limit):
-            if isinstance(worker, CodeWorker):
-                return await worker.run(step, self.funcs[step.name], self.run_state)
-            return await worker.run(step, self.run_state)
+            return await self._run_worker(step, worker)
         # Only reached when the time limit cancelled the step (its processes are gone).
         return StepOutcome(None, f"step '{step.name}' exceeded its time limit of {limit:g} s")
+
+    async def _run_worker(self, step: WorkflowStep, worker: Worker) -> StepOutcome:
+        if isinstance(worker, CodeWorker):
+            return await worker.run(step, self.funcs[step.name], self.run_state)
+        return await worker.run(step, self.run_state)
 
 
 def _ordered(earlier: WorkflowStep, later: WorkflowStep) -> bool:

@@ -250,10 +250,15 @@ def plan_copy_to_local(
     return plan
 
 
-def prepare_local_target(root: Path, target: str) -> Path:
-    """Return the local path of ``target`` under ``root`` with its parent folders made."""
+def prepare_local_target(root: Path, target: str, real_root: str | None = None) -> Path:
+    """Return the local path of ``target`` under ``root`` with its parent folders made.
+
+    ``real_root`` is the real path of ``root``, if the caller has it.
+    """
     path = root / target
-    if not is_inside(os.path.realpath(path), os.path.realpath(root)):
+    if real_root is None:
+        real_root = os.path.realpath(root)
+    if not is_inside(os.path.realpath(path), real_root):
         raise ConstraintViolationError(
             f"local path '{target}' leaves the folder '{root}' through a symbolic link"
         )

@@ -88,19 +88,22 @@ class FileSystemVolume(StorageVolume):
         return await run_blocking(self._copy_out, Path(local_dir), prefix, files)
 
     def _copy_out(self, root: Path, prefix: str, files: FileCopies | None) -> list[str]:
+        # Each real path is resolved once per call (os.path.realpath is an lstat per
+        # part of the path, in Python): staging is on the path of every run.
+        real_root = os.path.realpath(self.basedir)
         listings = {}
         for folder in copy_sources(prefix, files):
             with os_errors(folder):
-                listings[folder] = self._walk(folder, False)
+                listings[folder] = self._walk(folder, False, real_root)
         plan = plan_copy_to_local(prefix, files, listings)
         with os_errors(str(root), writing=True):
             root.mkdir(parents=True, exist_ok=True)
-        real_root = os.path.realpath(self.basedir)
+        real_local = os.path.realpath(root)
         for key, target in plan:
             source = os.path.realpath(self.path(key))
             if not is_inside(source, real_root):
                 raise ConstraintViolationError(f"key '{key}' leaves the volume through a link")
-            path = prepare_local_target(root, target)
+            path = prepare_local_target(root, target, real_local)
             with os_errors(str(path), writing=True):
                 try:
                     shutil.copyfile(source, path)
@@ -176,10 +179,15 @@ class FileSystemVolume(StorageVolume):
 
     # -- Blocking helpers, run in worker threads ------------------------------------
 
-    def _checked_path(self, key: str) -> Path:
-        """Return the path of a valid key, refusing one that leaves the base folder."""
+    def _checked_path(self, key: str, real_root: str | None = None) -> Path:
+        """Return the path of a valid key, refusing one that leaves the base folder.
+
+        ``real_root`` is the real path of the base folder, if the caller has it.
+        """
         path = self._basedir / key
-        if not is_inside(os.path.realpath(path), os.path.realpath(self._basedir)):
+        if real_root is None:
+            real_root = os.path.realpath(self._basedir)
+        if not is_inside(os.path.realpath(path), real_root):
             raise ConstraintViolationError(
                 f"invalid file key '{key}': leaves the volume through a symbolic link"
             )
@@ -225,12 +233,16 @@ class FileSystemVolume(StorageVolume):
         else:
             path.unlink(missing_ok=True)
 
-    def _walk(self, prefix: str, first_only: bool) -> list[str]:
-        """List the file keys in ``prefix`` (only the first one found if ``first_only``)."""
-        folder = self._checked_path(prefix) if prefix else self._basedir
+    def _walk(self, prefix: str, first_only: bool, real_root: str | None = None) -> list[str]:
+        """List the file keys in ``prefix`` (only the first one found if ``first_only``).
+
+        ``real_root`` is the real path of the base folder, if the caller has it.
+        """
+        if real_root is None:
+            real_root = os.path.realpath(self._basedir)
+        folder = self._checked_path(prefix, real_root) if prefix else self._basedir
         if folder.is_file():
             return [prefix]
-        real_root = os.path.realpath(self._basedir)
         keys: list[str] = []
         for dirpath, _, filenames in os.walk(folder):
             for name in filenames:

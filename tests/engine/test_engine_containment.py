@@ -340,6 +340,48 @@ async def test_opening_an_engine_removes_the_empty_cgroups_of_dead_engines(
     assert not await mine.exists()
 
 
+@pytest.mark.skipif(
+    sys.platform != "linux" or cgroup_root() is None, reason="no writable cgroup v2 here"
+)
+async def test_an_empty_cgroup_a_dead_engine_left_for_the_run_is_made_anew_as_ours(
+    tmp_path: Path,
+) -> None:
+    root = cgroup_root()
+    assert root is not None
+    left = anyio.Path(root, f"run-{tmp_path.name}")
+    # An engine process that made the cgroup of the run and was killed before it removed it.
+    make = "import anyio; from flowserv_async.engine.containment import contain_run\n"
+    make += f"anyio.run(contain_run, {tmp_path.name!r})"
+    await anyio.run_process([sys.executable, "-c", make])
+    theirs = os.getxattr(left, "user.flowserv.owner").decode()
+    processes = await contain_run(tmp_path.name)
+    try:
+        assert isinstance(processes, CgroupProcesses)
+        assert processes.path == Path(left)
+        ours = os.getxattr(left, "user.flowserv.owner").decode()
+        assert ours != theirs
+        assert ours.partition(":")[0] == str(os.getpid())
+    finally:
+        await processes.close()
+    assert not await left.exists()
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
+def test_a_forked_child_records_its_own_identity_not_its_parents() -> None:
+    parent = containment._own_identity()
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the child
+        os.write(write, containment._own_identity().encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        identity = pipe.read().decode()
+    os.waitpid(child, 0)
+    assert parent == containment._process_identity(os.getpid())
+    assert identity.partition(":")[0] == str(child) != str(os.getpid())
+
+
 def _descriptors() -> set[str]:
     return set(os.listdir("/proc/self/fd"))
 

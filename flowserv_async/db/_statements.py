@@ -23,6 +23,7 @@ public SQLAlchemy API this relies on.
 
 from __future__ import annotations
 
+from collections import namedtuple
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
@@ -40,6 +41,18 @@ T = TypeVar("T")
 
 #: One parameter set, or several (executemany).
 Params = Mapping[str, Any] | Sequence[Mapping[str, Any]]
+
+
+class Rows(list[Any]):
+    """The rows of a statement, named tuples, with ``all()`` and ``first()`` of a ``Result``."""
+
+    def all(self) -> list[Any]:
+        """All rows."""
+        return self
+
+    def first(self) -> Any:
+        """The first row, or None without rows."""
+        return self[0] if self else None
 
 
 class Statements(Protocol):
@@ -90,6 +103,7 @@ class _Compiled:
     defaults: Mapping[str, Any]
     binds: tuple[Callable[[Any], Any] | None, ...]
     results: tuple[Callable[[Any], Any] | None, ...]
+    row_type: Callable[..., tuple[Any, ...]]
 
     def parameters(self, values: Mapping[str, Any]) -> tuple[Any, ...]:
         out = []
@@ -99,9 +113,11 @@ class _Compiled:
         return tuple(out)
 
     def row(self, raw: Sequence[Any]) -> tuple[Any, ...]:
-        return tuple(
-            value if process is None else process(value)
-            for value, process in zip(raw, self.results, strict=True)
+        return self.row_type(
+            *(
+                value if process is None else process(value)
+                for value, process in zip(raw, self.results, strict=True)
+            )
         )
 
 
@@ -123,6 +139,8 @@ def _compile(stmt: Executable, dialect: Dialect, keys: tuple[str, ...]) -> _Comp
         results=tuple(
             c.type.dialect_impl(dialect).result_processor(dialect, None) for c in columns
         ),
+        # Named as a Result's rows are: by the columns' keys (labels).
+        row_type=namedtuple("Row", [c.key for c in columns], rename=True),  # type: ignore[misc]
     )
 
 
@@ -154,11 +172,11 @@ class CompiledStatements:
         """The events recorded so far; the caller writes them before the commit."""
         return self._events
 
-    def execute(self, stmt: Executable, params: Params) -> list[tuple[Any, ...]]:
+    def execute(self, stmt: Executable, params: Params) -> Rows:
         """Run a statement; DBAPI errors are raised as SQLAlchemy's (``IntegrityError``...)."""
         sets = [params] if isinstance(params, Mapping) else list(params)
         if not sets:
-            return []
+            return Rows()
         key = (stmt, tuple(sets[0]))
         compiled = self.cache.get(key)
         if compiled is None:
@@ -181,12 +199,23 @@ class CompiledStatements:
             raise DBAPIError.instance("COMMIT", (), exc, self.dialect.loaded_dbapi.Error) from exc
 
 
-def _run(cursor: Any, compiled: _Compiled, sets: list[Mapping[str, Any]]) -> list[tuple[Any, ...]]:
+def read_compiled(
+    connection: DBAPIConnection,
+    dialect: Dialect,
+    cache: dict[tuple[Executable, tuple[str, ...]], _Compiled],
+    read: Callable[..., T],
+    args: tuple[Any, ...],
+) -> T:
+    """``read(statements, *args)`` outside a transaction, each statement compiled once."""
+    return read(CompiledStatements(connection, dialect, cache), *args)
+
+
+def _run(cursor: Any, compiled: _Compiled, sets: list[Mapping[str, Any]]) -> Rows:
     """Send one statement to the driver: each set on its own when it returns rows."""
     if not compiled.results and len(sets) > 1:
         cursor.executemany(compiled.sql, [compiled.parameters(values) for values in sets])
-        return []
-    rows: list[tuple[Any, ...]] = []
+        return Rows()
+    rows = Rows()
     for values in sets:
         cursor.execute(compiled.sql, compiled.parameters(values))
         if compiled.results:

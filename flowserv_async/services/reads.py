@@ -15,6 +15,7 @@ call into SQLAlchemy's greenlet: a call that only reads then opens no ``AsyncSes
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, NamedTuple, cast
@@ -32,6 +33,7 @@ from sqlalchemy import (
 )
 
 from flowserv_async.db.models import Group, GroupMember, Run, RunFile, Workflow
+from flowserv_async.db.runstate import is_in
 from flowserv_async.services import serialize
 from flowserv_async.services.base import Executor, check_page
 from flowserv_async.states import RunState
@@ -188,7 +190,8 @@ def _group_runs(with_states: bool, with_page: bool) -> Select[Any]:
         .order_by(_runs.c.created_at, _runs.c.run_id),
     )
     if with_states:
-        runs = runs.where(_runs.c.state.in_(bindparam("states", expanding=True)))
+        # One JSON text, not an expanding list: compiled once (db/_statements.py).
+        runs = runs.where(is_in(_runs.c.state, "states"))
     page = (_paged(runs) if with_page else runs).subquery()
     return cast(
         "Select[Any]",
@@ -216,7 +219,7 @@ def read_group_runs(
     """A group's runs (descriptors, creation order), or None for no such group."""
     params: dict[str, Any] = {"group_id": group_id, "user_id": user_id, **_page(limit, offset)}
     if states is not None:
-        params["states"] = list(states)
+        params["states"] = json.dumps(list(states))
     stmt = _group_runs(states is not None, "limit" in params)
     rows = (executor.execute(stmt, params)).all()
     if not rows:

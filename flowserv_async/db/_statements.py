@@ -24,7 +24,7 @@ public SQLAlchemy API this relies on.
 from __future__ import annotations
 
 from collections import namedtuple
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 from typing import cast as typed
@@ -36,6 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.dml import UpdateBase
 from sqlalchemy.sql.expression import ClauseElement, Executable, SelectBase
+from sqlalchemy.util import LRUCache
 
 T = TypeVar("T")
 
@@ -144,6 +145,20 @@ def _compile(stmt: Executable, dialect: Dialect, keys: tuple[str, ...]) -> _Comp
     )
 
 
+CompiledCache = MutableMapping[tuple[Executable, tuple[str, ...]], _Compiled]
+
+# Compiled statements kept: more than the run store and the reads use (some 40), so
+# that only statements built per call pattern (a leaderboard per sort order, in an LRU
+# cache of their own) are ever evicted, and they do not accumulate.
+_CACHE_CAPACITY = 500
+
+
+def compiled_cache() -> CompiledCache:
+    """A new cache for :class:`CompiledStatements`: bounded, shared by threads."""
+    cache: CompiledCache = LRUCache(_CACHE_CAPACITY)
+    return cache
+
+
 class CompiledStatements:
     """:class:`Statements` on a pysqlite connection, each statement compiled once.
 
@@ -151,8 +166,9 @@ class CompiledStatements:
         connection: the DBAPI connection, in a transaction that the caller owns.
         dialect: the dialect that compiles the statements.
         cache: compiled statements by statement and parameter names, kept by the
-            caller across transactions. The statements must be built once (module
-            constants), or the cache grows with every call.
+            caller across transactions (:func:`compiled_cache`). The statements must be
+            built once (module constants, or cached by what they depend on), or each
+            call compiles anew.
 
     """
 
@@ -160,7 +176,7 @@ class CompiledStatements:
         self,
         connection: DBAPIConnection,
         dialect: Dialect,
-        cache: dict[tuple[Executable, tuple[str, ...]], _Compiled],
+        cache: CompiledCache,
     ) -> None:
         self.connection = connection
         self.dialect = dialect
@@ -202,7 +218,7 @@ class CompiledStatements:
 def read_compiled(
     connection: DBAPIConnection,
     dialect: Dialect,
-    cache: dict[tuple[Executable, tuple[str, ...]], _Compiled],
+    cache: CompiledCache,
     read: Callable[..., T],
     args: tuple[Any, ...],
 ) -> T:

@@ -26,7 +26,7 @@ from sqlalchemy.util.concurrency import greenlet_spawn
 from flowserv_async._threads import ThreadPool
 from flowserv_async.config import DEFAULT_USER, FLOWSERV_DATABASE, Settings, merge_env
 from flowserv_async.db._sqlite import statement_dbapi
-from flowserv_async.db._statements import CompiledStatements, read_compiled
+from flowserv_async.db._statements import CompiledStatements, compiled_cache, read_compiled
 from flowserv_async.db.models import Base, User
 from flowserv_async.errors import InvalidConfigurationError
 
@@ -234,7 +234,7 @@ class DB:
             _thread_writer(self.url, self.connect_args) if self.is_sqlite else None
         )
         self._thread_connection: PoolProxiedConnection | None = None
-        self._compiled: dict[Any, Any] = {}
+        self._compiled = compiled_cache()
         # API sessions that may work at once: as many as the pool has connections. The
         # others wait here, parked, instead of each being stepped up to the pool's queue
         # (1,000 sessions started together lagged the event loop by some 100 ms).

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sized
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import cast as typed
@@ -16,7 +16,7 @@ from sqlalchemy import Table, bindparam, column, insert, select, table, text, up
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from flowserv_async import DB
-from flowserv_async.db._statements import CompiledStatements
+from flowserv_async.db._statements import _CACHE_CAPACITY, CompiledStatements
 from flowserv_async.db.models import Run, Workflow
 
 _RUNS = typed(Table, Run.__table__)
@@ -195,3 +195,13 @@ async def test_a_cancelled_read_returns_the_connection_and_it_stays_usable(
     release.set()
     assert await sqlite_db.read(_read_run, "r1") == ([], None)
     assert _checked_out(sqlite_db) == 0
+
+
+async def test_statements_built_per_call_do_not_accumulate_compiled(sqlite_db: DB) -> None:
+    def read_each(statements: CompiledStatements) -> None:
+        for n in range(_CACHE_CAPACITY * 2):
+            statements.execute(select(_RUNS.c.run_id).limit(n), {})
+
+    await sqlite_db.read(read_each)
+    # SQLAlchemy's LRU cache trims to its capacity when half as many again are in it.
+    assert len(typed(Sized, sqlite_db._compiled)) <= _CACHE_CAPACITY * 1.5

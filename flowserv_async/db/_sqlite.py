@@ -157,8 +157,17 @@ class StatementConnection(AsyncAdapt_aiosqlite_connection):
         self._begin_pending = False
 
     def run(self, call: Callable[..., T], *args: Any) -> T:
-        """``call(sqlite3 connection, *args)`` as one call in the connection's thread."""
-        result: T = await_(self._connection._execute(call, self._connection._conn, *args))
+        """``call(sqlite3 connection, *args)`` as one call in the connection's thread.
+
+        A closed connection raises ``sqlite3.OperationalError``, as SQLAlchemy's adapter
+        reports it, so that the dialect sees a disconnect.
+        """
+        try:
+            result: T = await_(self._connection._execute(call, self._connection._conn, *args))
+        except ValueError as error:
+            if error.args in (("no active connection",), ("Connection closed",)):
+                raise sqlite3.OperationalError(error.args[0]) from error
+            raise
         return result
 
     def begin_immediate(self) -> None:

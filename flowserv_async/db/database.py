@@ -12,7 +12,7 @@ import anyio
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.engine.interfaces import DBAPIConnection
-from sqlalchemy.exc import ArgumentError, IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -270,14 +270,24 @@ class DB:
             with self.engine.sync_engine.connect() as conn:
                 return read(conn, *args)
         pooled = self.engine.sync_engine.raw_connection()
+        adapted: Any = pooled.dbapi_connection
+        dialect = self.engine.dialect
         try:
-            adapted: Any = pooled.dbapi_connection
             result: T = adapted.run(
                 read_compiled, self._thread_engine.dialect, self._compiled, read, args
             )
-            return result
+        except dialect.loaded_dbapi.Error as exc:
+            # The adapter's own (the statements raise SQLAlchemy's): its connection is
+            # gone, so the pool replaces it, as a Connection would have it do.
+            gone = dialect.is_disconnect(exc, adapted, None)
+            if gone:
+                pooled.invalidate(exc)
+            raise DBAPIError.instance(
+                None, None, exc, dialect.loaded_dbapi.Error, connection_invalidated=gone
+            ) from exc
         finally:
             pooled.close()
+        return result
 
     @asynccontextmanager
     async def write_session(self) -> AsyncIterator[AsyncSession]:

@@ -205,3 +205,20 @@ async def test_statements_built_per_call_do_not_accumulate_compiled(sqlite_db: D
     await sqlite_db.read(read_each)
     # SQLAlchemy's LRU cache trims to its capacity when half as many again are in it.
     assert len(typed(Sized, sqlite_db._compiled)) <= _CACHE_CAPACITY * 1.5
+
+
+async def test_a_read_on_a_closed_connection_fails_once_and_the_pool_replaces_it(
+    sqlite_db: DB,
+) -> None:
+    async with sqlite_db.engine.connect() as conn:
+        raw = await conn.get_raw_connection()
+        await raw.dbapi_connection._connection.close()  # type: ignore[union-attr]
+    failures: list[OperationalError] = []
+    for _ in range(20):
+        try:
+            assert await sqlite_db.read(_read_run, "r1") == ([], None)
+        except OperationalError as exc:
+            failures.append(exc)
+    # Pooled connections are handed out in turn: a closed one kept would fail again.
+    assert [exc.connection_invalidated for exc in failures] == [True]
+    assert _checked_out(sqlite_db) == 0

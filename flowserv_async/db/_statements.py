@@ -10,6 +10,11 @@ that run through :class:`Statements`:
   per set of parameter names, values converted by the types' own SQLAlchemy processors,
   events collected in a list for the caller to write before the commit.
 
+The API's reads on SQLite (:meth:`flowserv_async.db.DB.read`) run on
+:class:`CompiledStatements` too, outside a transaction, in the thread of a pooled
+aiosqlite connection (:func:`read_compiled`), their rows named tuples with a
+``Result``'s ``all()`` and ``first()`` (:class:`Rows`).
+
 Why the second: a writer transaction (BEGIN, a statement or two, the event, COMMIT)
 through a sync ``Session`` cost about 400 us of CPU, most of it SQLAlchemy's session and
 execution context (and the rendering of ``IN`` lists for every call), against some 20 us

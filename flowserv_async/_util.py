@@ -38,10 +38,14 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def isoformat(value: datetime | None) -> str | None:
-    """Format a timestamp as ISO 8601 in UTC with an explicit offset."""
-    if value is None:
-        return None
+def isoformat(value: datetime | str | None) -> str | None:
+    """Format a timestamp as ISO 8601 in UTC with an explicit offset.
+
+    Text is that already: a timestamp read as
+    :class:`~flowserv_async.db.timestamps.TimestampText`.
+    """
+    if value is None or isinstance(value, str):
+        return value
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
     return value.astimezone(UTC).isoformat()

@@ -25,7 +25,8 @@ from __future__ import annotations
 import collections
 import re
 import sqlite3
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import aiosqlite
 from sqlalchemy.connectors.asyncio import AsyncAdapt_dbapi_connection
@@ -36,6 +37,8 @@ from sqlalchemy.dialects.sqlite.aiosqlite import (
 )
 from sqlalchemy.util import EMPTY_DICT
 from sqlalchemy.util.concurrency import await_
+
+T = TypeVar("T")
 
 # The first keyword of statements that must run inside a transaction.
 _WRITES = re.compile(
@@ -152,6 +155,20 @@ class StatementConnection(AsyncAdapt_aiosqlite_connection):
         super().__init__(dbapi, connection)
         self._in_transaction = False
         self._begin_pending = False
+
+    def run(self, call: Callable[..., T], *args: Any) -> T:
+        """``call(sqlite3 connection, *args)`` as one call in the connection's thread.
+
+        A closed connection raises ``sqlite3.OperationalError``, as SQLAlchemy's adapter
+        reports it, so that the dialect sees a disconnect.
+        """
+        try:
+            result: T = await_(self._connection._execute(call, self._connection._conn, *args))
+        except ValueError as error:
+            if error.args in (("no active connection",), ("Connection closed",)):
+                raise sqlite3.OperationalError(error.args[0]) from error
+            raise
+        return result
 
     def begin_immediate(self) -> None:
         """Begin a write transaction (``BEGIN IMMEDIATE``) with the next statement."""

@@ -10,6 +10,11 @@ that run through :class:`Statements`:
   per set of parameter names, values converted by the types' own SQLAlchemy processors,
   events collected in a list for the caller to write before the commit.
 
+The API's reads on SQLite (:meth:`flowserv_async.db.DB.read`) run on
+:class:`CompiledStatements` too, outside a transaction, in the thread of a pooled
+aiosqlite connection (:func:`read_compiled`), their rows named tuples with a
+``Result``'s ``all()`` and ``first()`` (:class:`Rows`).
+
 Why the second: a writer transaction (BEGIN, a statement or two, the event, COMMIT)
 through a sync ``Session`` cost about 400 us of CPU, most of it SQLAlchemy's session and
 execution context (and the rendering of ``IN`` lists for every call), against some 20 us
@@ -23,7 +28,8 @@ public SQLAlchemy API this relies on.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections import namedtuple
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 from typing import cast as typed
@@ -35,11 +41,24 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.dml import UpdateBase
 from sqlalchemy.sql.expression import ClauseElement, Executable, SelectBase
+from sqlalchemy.util import LRUCache
 
 T = TypeVar("T")
 
 #: One parameter set, or several (executemany).
 Params = Mapping[str, Any] | Sequence[Mapping[str, Any]]
+
+
+class Rows(list[Any]):
+    """The rows of a statement, named tuples, with ``all()`` and ``first()`` of a ``Result``."""
+
+    def all(self) -> list[Any]:
+        """All rows."""
+        return self
+
+    def first(self) -> Any:
+        """The first row, or None without rows."""
+        return self[0] if self else None
 
 
 class Statements(Protocol):
@@ -90,6 +109,7 @@ class _Compiled:
     defaults: Mapping[str, Any]
     binds: tuple[Callable[[Any], Any] | None, ...]
     results: tuple[Callable[[Any], Any] | None, ...]
+    row_type: Callable[..., tuple[Any, ...]]
 
     def parameters(self, values: Mapping[str, Any]) -> tuple[Any, ...]:
         out = []
@@ -99,9 +119,11 @@ class _Compiled:
         return tuple(out)
 
     def row(self, raw: Sequence[Any]) -> tuple[Any, ...]:
-        return tuple(
-            value if process is None else process(value)
-            for value, process in zip(raw, self.results, strict=True)
+        return self.row_type(
+            *(
+                value if process is None else process(value)
+                for value, process in zip(raw, self.results, strict=True)
+            )
         )
 
 
@@ -123,7 +145,23 @@ def _compile(stmt: Executable, dialect: Dialect, keys: tuple[str, ...]) -> _Comp
         results=tuple(
             c.type.dialect_impl(dialect).result_processor(dialect, None) for c in columns
         ),
+        # Named as a Result's rows are: by the columns' keys (labels).
+        row_type=namedtuple("Row", [c.key for c in columns], rename=True),  # type: ignore[misc]
     )
+
+
+CompiledCache = MutableMapping[tuple[Executable, tuple[str, ...]], _Compiled]
+
+# Compiled statements kept: more than the run store and the reads use (some 40), so
+# that only statements built per call pattern (a leaderboard per sort order, in an LRU
+# cache of their own) are ever evicted, and they do not accumulate.
+_CACHE_CAPACITY = 500
+
+
+def compiled_cache() -> CompiledCache:
+    """A new cache for :class:`CompiledStatements`: bounded, shared by threads."""
+    cache: CompiledCache = LRUCache(_CACHE_CAPACITY)
+    return cache
 
 
 class CompiledStatements:
@@ -133,8 +171,9 @@ class CompiledStatements:
         connection: the DBAPI connection, in a transaction that the caller owns.
         dialect: the dialect that compiles the statements.
         cache: compiled statements by statement and parameter names, kept by the
-            caller across transactions. The statements must be built once (module
-            constants), or the cache grows with every call.
+            caller across transactions (:func:`compiled_cache`). The statements must be
+            built once (module constants, or cached by what they depend on), or each
+            call compiles anew.
 
     """
 
@@ -142,7 +181,7 @@ class CompiledStatements:
         self,
         connection: DBAPIConnection,
         dialect: Dialect,
-        cache: dict[tuple[Executable, tuple[str, ...]], _Compiled],
+        cache: CompiledCache,
     ) -> None:
         self.connection = connection
         self.dialect = dialect
@@ -154,11 +193,11 @@ class CompiledStatements:
         """The events recorded so far; the caller writes them before the commit."""
         return self._events
 
-    def execute(self, stmt: Executable, params: Params) -> list[tuple[Any, ...]]:
+    def execute(self, stmt: Executable, params: Params) -> Rows:
         """Run a statement; DBAPI errors are raised as SQLAlchemy's (``IntegrityError``...)."""
         sets = [params] if isinstance(params, Mapping) else list(params)
         if not sets:
-            return []
+            return Rows()
         key = (stmt, tuple(sets[0]))
         compiled = self.cache.get(key)
         if compiled is None:
@@ -181,12 +220,23 @@ class CompiledStatements:
             raise DBAPIError.instance("COMMIT", (), exc, self.dialect.loaded_dbapi.Error) from exc
 
 
-def _run(cursor: Any, compiled: _Compiled, sets: list[Mapping[str, Any]]) -> list[tuple[Any, ...]]:
+def read_compiled(
+    connection: DBAPIConnection,
+    dialect: Dialect,
+    cache: CompiledCache,
+    read: Callable[..., T],
+    args: tuple[Any, ...],
+) -> T:
+    """``read(statements, *args)`` outside a transaction, each statement compiled once."""
+    return read(CompiledStatements(connection, dialect, cache), *args)
+
+
+def _run(cursor: Any, compiled: _Compiled, sets: list[Mapping[str, Any]]) -> Rows:
     """Send one statement to the driver: each set on its own when it returns rows."""
     if not compiled.results and len(sets) > 1:
         cursor.executemany(compiled.sql, [compiled.parameters(values) for values in sets])
-        return []
-    rows: list[tuple[Any, ...]] = []
+        return Rows()
+    rows = Rows()
     for values in sets:
         cursor.execute(compiled.sql, compiled.parameters(values))
         if compiled.results:

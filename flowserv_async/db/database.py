@@ -12,7 +12,7 @@ import anyio
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.engine.interfaces import DBAPIConnection
-from sqlalchemy.exc import ArgumentError, IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -26,7 +26,7 @@ from sqlalchemy.util.concurrency import greenlet_spawn
 from flowserv_async._threads import ThreadPool
 from flowserv_async.config import DEFAULT_USER, FLOWSERV_DATABASE, Settings, merge_env
 from flowserv_async.db._sqlite import statement_dbapi
-from flowserv_async.db._statements import CompiledStatements
+from flowserv_async.db._statements import CompiledStatements, compiled_cache, read_compiled
 from flowserv_async.db.models import Base, User
 from flowserv_async.errors import InvalidConfigurationError
 
@@ -159,6 +159,9 @@ Ts = TypeVarTuple("Ts")
 
 _WRITER_KEY = "flowserv_writer"
 
+Reader = Connection | CompiledStatements
+"""What :meth:`DB.read` runs a read's statements on (both have ``execute(stmt, params)``)."""
+
 
 class _Session(Session):
     """The sync session behind every AsyncSession.
@@ -231,7 +234,7 @@ class DB:
             _thread_writer(self.url, self.connect_args) if self.is_sqlite else None
         )
         self._thread_connection: PoolProxiedConnection | None = None
-        self._compiled: dict[Any, Any] = {}
+        self._compiled = compiled_cache()
         # API sessions that may work at once: as many as the pool has connections. The
         # others wait here, parked, instead of each being stepped up to the pool's queue
         # (1,000 sessions started together lagged the event loop by some 100 ms).
@@ -245,20 +248,46 @@ class DB:
         async with self.session_factory() as session:
             yield session
 
-    async def read(self, read: Callable[[Connection, Unpack[Ts]], T], *args: *Ts) -> T:
-        """Run ``read(connection, *args)`` on a pooled connection, outside a transaction.
+    async def read(self, read: Callable[[Reader, Unpack[Ts]], T], *args: *Ts) -> T:
+        """Run ``read(executor, *args)`` on a pooled connection, outside a transaction.
 
         For reads that need no session: the checkout, the statements and the return of
         the connection are one call into SQLAlchemy's greenlet, where a session costs
         an ``AsyncSession``, its transaction and a call per statement and to end it.
         Both adapters run a read outside a transaction on its own (SQLite's autocommit,
         PostgreSQL's), as they run a session's reads before its first write.
+
+        On SQLite the whole of ``read`` is one call in the connection's thread, its
+        statements compiled once (:class:`CompiledStatements` on the driver's
+        connection, as the writer's): a statement through a SQLAlchemy ``Connection``
+        cost more CPU (execution context, events) than the query. Elsewhere ``read``
+        gets a SQLAlchemy ``Connection``.
         """
         return await greenlet_spawn(self._read_sync, read, *args)
 
-    def _read_sync(self, read: Callable[[Connection, Unpack[Ts]], T], *args: *Ts) -> T:
-        with self.engine.sync_engine.connect() as conn:
-            return read(conn, *args)
+    def _read_sync(self, read: Callable[[Reader, Unpack[Ts]], T], *args: *Ts) -> T:
+        if self._thread_engine is None:
+            with self.engine.sync_engine.connect() as conn:
+                return read(conn, *args)
+        pooled = self.engine.sync_engine.raw_connection()
+        adapted: Any = pooled.dbapi_connection
+        dialect = self.engine.dialect
+        try:
+            result: T = adapted.run(
+                read_compiled, self._thread_engine.dialect, self._compiled, read, args
+            )
+        except dialect.loaded_dbapi.Error as exc:
+            # The adapter's own (the statements raise SQLAlchemy's): its connection is
+            # gone, so the pool replaces it, as a Connection would have it do.
+            gone = dialect.is_disconnect(exc, adapted, None)
+            if gone:
+                pooled.invalidate(exc)
+            raise DBAPIError.instance(
+                None, None, exc, dialect.loaded_dbapi.Error, connection_invalidated=gone
+            ) from exc
+        finally:
+            pooled.close()
+        return result
 
     @asynccontextmanager
     async def write_session(self) -> AsyncIterator[AsyncSession]:

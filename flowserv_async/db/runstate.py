@@ -103,7 +103,7 @@ class _IsIn(_DialectFunction):
     }
 
 
-def _is_in(column: ColumnElement[Any], values: str | Collection[str]) -> _IsIn:
+def is_in(column: ColumnElement[Any], values: str | Collection[str]) -> _IsIn:
     """``column`` in the JSON list bound as ``values`` (a name), or in these constants."""
     if isinstance(values, str):
         return _IsIn(column, bindparam(values, type_=String()))
@@ -119,25 +119,25 @@ _INSERT_RUN_FILE = insert(_RUN_FILES)
 _INSERT_RANKING = insert(_RANKINGS)
 _INSERT_LOG_LINE = insert(_RUN_LOG)
 _LOG_OWNERS = select(_RUNS.c.run_id, _RUNS.c.workflow_id, _RUNS.c.group_id).where(
-    _is_in(_RUNS.c.run_id, "run_ids")
+    is_in(_RUNS.c.run_id, "run_ids")
 )
 _TRIM_LOG = delete(_RUN_LOG).where(
     _RUN_LOG.c.run_id == bindparam("log_of"), _RUN_LOG.c.pos < bindparam("cutoff")
 )
 _HEARTBEAT = (
     update(_RUNS)
-    .where(_is_in(_RUNS.c.run_id, "run_ids"), _RUNS.c.engine_id == bindparam("reporter"))
+    .where(is_in(_RUNS.c.run_id, "run_ids"), _RUNS.c.engine_id == bindparam("reporter"))
     .values(heartbeat_at=bindparam("now", type_=_RUNS.c.heartbeat_at.type))
 )
 # A run without an engine waits in the database queue (dispatch.database): no engine
 # has taken it yet, so none can have stopped reporting it.
 _STALE_CANDIDATES = select(_RUNS.c.run_id, _RUNS.c.engine_id).where(
-    _is_in(_RUNS.c.state, [str(s) for s in ACTIVE_STATES]),
+    is_in(_RUNS.c.state, [str(s) for s in ACTIVE_STATES]),
     or_(_RUNS.c.heartbeat_at.is_(None), _RUNS.c.heartbeat_at < bindparam("limit")),
     _RUNS.c.engine_id.is_not(None),
 )
 _PROCESSES = select(_RUNS.c.run_id, _RUNS.c.processes).where(
-    _is_in(_RUNS.c.run_id, "run_ids"), _RUNS.c.processes.is_not(None)
+    is_in(_RUNS.c.run_id, "run_ids"), _RUNS.c.processes.is_not(None)
 )
 
 
@@ -222,8 +222,8 @@ def _move_statement(state: RunState) -> Update:
     return (
         update(_RUNS)
         .where(
-            _is_in(_RUNS.c.run_id, "run_ids"),
-            _is_in(_RUNS.c.state, [str(s) for s in allowed_sources(state)]),
+            is_in(_RUNS.c.run_id, "run_ids"),
+            is_in(_RUNS.c.state, [str(s) for s in allowed_sources(state)]),
         )
         .values(**values)
         .returning(

@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar, TypeVarTuple, Unpack
 
 from sqlalchemy import Select, select
-from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 from flowserv_async.config import Settings
+from flowserv_async.db.database import Reader
 from flowserv_async.db.models import GroupMember, User
 from flowserv_async.errors import (
     ConstraintViolationError,
@@ -35,8 +35,8 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
 
-Executor = Connection | Session
-"""What a read runs its statements on (both have ``execute(statement, params)``)."""
+Executor = Reader | Session
+"""What a read runs its statements on (all have ``execute(statement, params)``)."""
 
 
 @contextmanager

@@ -5,16 +5,19 @@ statement per table) built once at import, with bind parameters, so that SQLAlch
 compiled cache serves it and no ORM object is loaded. The statements name the tables'
 columns, not the mapped attributes: a statement of plain columns skips the ORM's
 execution and row loading, which cost more CPU than the query. The rows are turned
-into the same dicts as :mod:`flowserv_async.services.serialize` returns for ORM objects.
+into the same dicts as :mod:`flowserv_async.services.serialize` returns for ORM objects;
+the timestamps they show are read as their ISO text (:func:`iso_text`).
 
-They are plain functions of a connection or a sync session, run by
-:meth:`~flowserv_async.services.base.ServiceContext.read` (or :meth:`DB.read`) in one
-call into SQLAlchemy's greenlet: a call that only reads then opens no ``AsyncSession``.
+They are plain functions of an :data:`~flowserv_async.services.base.Executor` (the
+compiled statements of SQLite's connection thread, a connection, or a sync session),
+run by :meth:`~flowserv_async.services.base.ServiceContext.read` (or :meth:`DB.read`)
+in one call: a call that only reads then opens no ``AsyncSession``.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, NamedTuple, cast
@@ -32,6 +35,8 @@ from sqlalchemy import (
 )
 
 from flowserv_async.db.models import Group, GroupMember, Run, RunFile, Workflow
+from flowserv_async.db.runstate import is_in
+from flowserv_async.db.timestamps import iso_text
 from flowserv_async.services import serialize
 from flowserv_async.services.base import Executor, check_page
 from flowserv_async.states import RunState
@@ -73,9 +78,9 @@ _RUN_HANDLE: Select[Any] = (
         _runs.c.workflow_id,
         _runs.c.group_id,
         _runs.c.state,
-        _runs.c.created_at,
-        _runs.c.started_at,
-        _runs.c.ended_at,
+        iso_text(_runs.c.created_at),
+        iso_text(_runs.c.started_at),
+        iso_text(_runs.c.ended_at),
         _runs.c.arguments,
         _runs.c.messages,
         _groups.c.parameters.label("group_parameters"),
@@ -188,7 +193,8 @@ def _group_runs(with_states: bool, with_page: bool) -> Select[Any]:
         .order_by(_runs.c.created_at, _runs.c.run_id),
     )
     if with_states:
-        runs = runs.where(_runs.c.state.in_(bindparam("states", expanding=True)))
+        # One JSON text, not an expanding list: compiled once (db/_statements.py).
+        runs = runs.where(is_in(_runs.c.state, "states"))
     page = (_paged(runs) if with_page else runs).subquery()
     return cast(
         "Select[Any]",
@@ -196,7 +202,7 @@ def _group_runs(with_states: bool, with_page: bool) -> Select[Any]:
             _is_member(_groups.c.group_id).label("is_member"),
             page.c.run_id,
             page.c.state,
-            page.c.created_at,
+            iso_text(page.c.created_at),
         )
         .select_from(_groups)
         .outerjoin(page, page.c.group_id == _groups.c.group_id)
@@ -216,7 +222,7 @@ def read_group_runs(
     """A group's runs (descriptors, creation order), or None for no such group."""
     params: dict[str, Any] = {"group_id": group_id, "user_id": user_id, **_page(limit, offset)}
     if states is not None:
-        params["states"] = list(states)
+        params["states"] = json.dumps(list(states))
     stmt = _group_runs(states is not None, "limit" in params)
     rows = (executor.execute(stmt, params)).all()
     if not rows:

@@ -313,7 +313,7 @@ async def test_leaderboard_has_flowservs_shape_and_typed_values(
 async def test_leaderboard_timestamps_read_as_the_run_handles_iso_text(
     open_factory: LocalAPIFactory, database: DB, tmp_path: Path, at: datetime
 ) -> None:
-    """The leaderboard's timestamps are the text that the run's own handle shows."""
+    """The timestamps of the leaderboard, the run's handle and the run list: the same text."""
     wf = await new_workflow(open_factory, tmp_path / "wf")
     (run_id,) = await insert_ranked(database, wf, [("team", {"score": 1.0})])
     async with database.write_session() as s:
@@ -323,11 +323,15 @@ async def test_leaderboard_timestamps_read_as_the_run_handles_iso_text(
     async with open_factory() as api:
         board = await api.workflows().get_ranking(wf)
         handle = await api.runs().get_run(run_id)
+        (listed,) = (await api.runs().list_runs(handle["groupId"]))["runs"]
     assert board is not None
     times = board["ranking"][0]["run"]
     assert times["createdAt"] == at.astimezone(UTC).isoformat() == handle["createdAt"]
+    assert listed["createdAt"] == handle["createdAt"]
     assert times["startedAt"] is None
-    assert times["finishedAt"] == (BASE_TIME + timedelta(milliseconds=900)).isoformat()
+    assert "startedAt" not in handle
+    finished = (BASE_TIME + timedelta(milliseconds=900)).isoformat()
+    assert times["finishedAt"] == finished == handle["finishedAt"]
 
 
 async def test_an_empty_leaderboard_has_the_schema(

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import json
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, delete, select
 from sqlalchemy.exc import IntegrityError
 
 from flowserv_async._util import new_id, validate_identifier, validate_name
 from flowserv_async.db.models import Group, GroupMember, Run, UploadedFile, User, Workflow
+from flowserv_async.db.runstate import is_in
 from flowserv_async.errors import (
     ConstraintViolationError,
     UnknownUserError,
@@ -18,7 +20,7 @@ from flowserv_async.errors import (
 )
 from flowserv_async.events.store import members_changed
 from flowserv_async.services import serialize
-from flowserv_async.services.base import Service
+from flowserv_async.services.base import Executor, Service
 from flowserv_async.services.reads import MemberRow, read_groups
 from flowserv_async.services.stored import group_prefix, template_of
 from flowserv_async.states import ACTIVE_STATES
@@ -64,13 +66,17 @@ class GroupService(Service):
         group_name = validate_name(name, "group")
         if engine_config is not None and not isinstance(engine_config, dict):
             raise ConstraintViolationError(f"engine_config must be a mapping: {engine_config!r}")
-        await self.ctx.begin_write()
-        wf = await self.session.get(Workflow, workflow_id)
+        wanted = _wanted_users([user_id, *_member_list(members)])
+        # The checks read before the write lock is taken (one call; a concurrent
+        # create of the same name still fails on the unique constraint).
+        wf, found, taken = await self.ctx.read(_read_new_group, workflow_id, wanted, group_name)
         if wf is None:
             raise UnknownWorkflowError(workflow_id)
         merged = template_of(wf).merge_parameters(parameters or [])
-        users = await self._active_users([user_id, *_member_list(members)])
-        await self._check_name_free(workflow_id, group_name)
+        users = _in_order(wanted, found)
+        if taken:
+            raise _name_taken_error(group_name)
+        await self.ctx.begin_write()
         group_id = identifier or new_id()
         if identifier is not None and await self.session.get(Group, identifier) is not None:
             raise ConstraintViolationError(f"group '{identifier}' exists")
@@ -88,6 +94,9 @@ class GroupService(Service):
         try:
             await self.session.flush()
         except IntegrityError as exc:
+            # Read outside the failed transaction: the workflow may have gone meanwhile.
+            if await self.ctx.factory.db.read(_read_workflow, workflow_id) is None:
+                raise UnknownWorkflowError(workflow_id) from exc
             raise ConstraintViolationError(
                 f"group '{group_name}' or identifier '{group_id}' exists"
             ) from exc
@@ -190,24 +199,13 @@ class GroupService(Service):
         return group
 
     async def _check_name_free(self, workflow_id: str, name: str) -> None:
-        stmt = select(Group.group_id).where(Group.workflow_id == workflow_id, Group.name == name)
-        if await self.session.scalar(stmt) is not None:
-            raise ConstraintViolationError(f"group name '{name}' is taken for this workflow")
+        if await self.ctx.read(_name_is_taken, workflow_id, name):
+            raise _name_taken_error(name)
 
     async def _active_users(self, user_ids: Iterable[Any]) -> dict[str, str]:
         """The names of the given users, in the given order; all must be active."""
-        wanted = list(dict.fromkeys(user_ids))
-        for user_id in wanted:
-            if not isinstance(user_id, str):
-                raise UnknownUserError(user_id)
-        stmt = select(User.user_id, User.name).where(
-            User.user_id.in_(wanted), User.active.is_(True)
-        )
-        found = {row.user_id: row.name for row in await self.session.execute(stmt)}
-        for user_id in wanted:
-            if user_id not in found:
-                raise UnknownUserError(user_id)
-        return {user_id: found[user_id] for user_id in wanted}
+        wanted = _wanted_users(user_ids)
+        return _in_order(wanted, await self.ctx.read(_read_active_users, wanted))
 
     async def _handle(self, group: Group, with_private: bool) -> dict[str, Any]:
         members = (
@@ -240,3 +238,67 @@ class GroupService(Service):
                 ).all()
             )
         return serialize.group_handle(group, list(members), files, runs)
+
+
+_WORKFLOWS = Workflow.__table__.c
+_WORKFLOW_ROW = select(*_WORKFLOWS).where(_WORKFLOWS.workflow_id == bindparam("workflow_id"))
+_USERS = User.__table__.c
+_ACTIVE_USERS = select(_USERS.user_id, _USERS.name).where(
+    is_in(_USERS.user_id, "user_ids"), _USERS.active.is_(True)
+)
+_GROUPS = Group.__table__.c
+_NAME_TAKEN = select(_GROUPS.group_id).where(
+    _GROUPS.workflow_id == bindparam("workflow_id"), _GROUPS.name == bindparam("name")
+)
+
+
+def _read_workflow(executor: Executor, workflow_id: str) -> Workflow | None:
+    """The workflow's columns as a detached object (no session loads it), or None."""
+    row = executor.execute(_WORKFLOW_ROW, {"workflow_id": workflow_id}).first()
+    return None if row is None else Workflow(**row._asdict())
+
+
+def _read_active_users(executor: Executor, user_ids: list[str]) -> dict[str, str]:
+    """Names of those of the users that are active."""
+    rows = executor.execute(_ACTIVE_USERS, {"user_ids": json.dumps(user_ids)}).all()
+    return {row.user_id: row.name for row in rows}
+
+
+def _name_is_taken(executor: Executor, workflow_id: str, name: str) -> bool:
+    params = {"workflow_id": workflow_id, "name": name}
+    return executor.execute(_NAME_TAKEN, params).first() is not None
+
+
+def _read_new_group(
+    executor: Executor, workflow_id: str, user_ids: list[str], name: str
+) -> tuple[Workflow | None, dict[str, str], bool]:
+    """What creating a group checks: the workflow, the active members, the name."""
+    wf = _read_workflow(executor, workflow_id)
+    if wf is None:
+        return None, {}, False
+    return (
+        wf,
+        _read_active_users(executor, user_ids),
+        _name_is_taken(executor, workflow_id, name),
+    )
+
+
+def _wanted_users(user_ids: Iterable[Any]) -> list[str]:
+    """The user ids without repeats, in order; a non-string id is an unknown user."""
+    wanted = list(dict.fromkeys(user_ids))
+    for user_id in wanted:
+        if not isinstance(user_id, str):
+            raise UnknownUserError(user_id)
+    return wanted
+
+
+def _in_order(wanted: list[str], found: Mapping[str, str]) -> dict[str, str]:
+    """``{id: name}`` of the wanted users in order; UnknownUserError for one not found."""
+    for user_id in wanted:
+        if user_id not in found:
+            raise UnknownUserError(user_id)
+    return {user_id: found[user_id] for user_id in wanted}
+
+
+def _name_taken_error(name: str) -> ConstraintViolationError:
+    return ConstraintViolationError(f"group name '{name}' is taken for this workflow")

@@ -20,8 +20,10 @@ from flowserv_async.errors import (
     UnauthenticatedAccessError,
     UnauthorizedAccessError,
     UnknownUserError,
+    UnknownWorkflowError,
     UnknownWorkflowGroupError,
 )
+from flowserv_async.services import groups
 
 TEMPLATE = {
     "workflow": {"parameters": {"a": "$[[a]]", "b": "$[[b]]"}},
@@ -84,6 +86,44 @@ async def test_create_group(factory: LocalAPIFactory, database: DB, workflow_id:
     }
     async with factory(user_id=bob) as api:
         assert await api.groups().get_group(group["id"]) == group
+
+
+@pytest.mark.parametrize("race", ["workflow deleted", "name taken"])
+async def test_what_changed_after_the_checks_is_refused_and_no_group_is_left(
+    factory: LocalAPIFactory,
+    database: DB,
+    workflow_id: str,
+    count_rows: Callable[..., Any],
+    monkeypatch: pytest.MonkeyPatch,
+    race: str,
+) -> None:
+    # The checks read before the write lock; here what they saw changed before the
+    # group is inserted: its foreign key or its unique name then fails.
+    alice = await add_user(database, "alice")
+    real = groups._read_new_group
+    error: type[Exception]
+    if race == "workflow deleted":
+        target, error = "gone", UnknownWorkflowError
+
+        def stale(executor: Any, gone: str, users: Any, name: str) -> Any:
+            return real(executor, workflow_id, users, name)
+
+    else:
+        async with factory(user_id=alice) as api:
+            await api.groups().create_group(workflow_id, "t")
+        target, error = workflow_id, ConstraintViolationError
+
+        def stale(executor: Any, wf: str, users: Any, name: str) -> Any:
+            workflow, found, _ = real(executor, wf, users, name)
+            return workflow, found, False  # not taken yet when looked at
+
+    groups_before = await count_rows(Group)
+    monkeypatch.setattr(groups, "_read_new_group", stale)
+    with pytest.raises(error):
+        async with factory(user_id=alice) as api:
+            await api.groups().create_group(target, "t")
+    assert await count_rows(Group) == groups_before
+    assert await count_rows(GroupMember) == groups_before
 
 
 async def test_caller_is_always_a_member(

@@ -47,6 +47,13 @@ async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncItera
 
 
 @pytest.fixture
+async def pg(tmp_path: Path) -> AsyncIterator[DB]:
+    """An empty PostgreSQL schema, for the tests of that backend alone."""
+    async with backend_database("postgres", tmp_path) as db:
+        yield db
+
+
+@pytest.fixture
 def basedir(tmp_path: Path) -> Path:
     """The factory's base folder (file store and temporary run folders)."""
     path = tmp_path / "api"

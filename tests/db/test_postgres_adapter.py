@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import anyio
 import anyio.lowlevel
 import pytest
-from dbutil import backend_database
 from sqlalchemy import event, func, insert, select, text
 from sqlalchemy.dialects.postgresql.asyncpg import (
     AsyncAdapt_asyncpg_connection,
@@ -42,13 +40,7 @@ class Sent:
 
 
 @pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[DB]:
-    async with backend_database("postgres", tmp_path) as database:
-        yield database
-
-
-@pytest.fixture
-def sent(db: DB) -> Sent:
+def sent(pg: DB) -> Sent:
     """Record every statement of the engine's connections from now on.
 
     Statements come from SQLAlchemy's cursor events; BEGIN, COMMIT and ROLLBACK, which
@@ -59,11 +51,11 @@ def sent(db: DB) -> Sent:
     def log_command(query: Any) -> None:
         record.commands.append(query.query)
 
-    @event.listens_for(db.engine.sync_engine, "before_cursor_execute")
+    @event.listens_for(pg.engine.sync_engine, "before_cursor_execute")
     def _statement(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
         record.statements.append(statement)
 
-    @event.listens_for(db.engine.sync_engine.pool, "checkout")
+    @event.listens_for(pg.engine.sync_engine.pool, "checkout")
     def _checkout(dbapi_connection: Any, *args: Any) -> None:
         # A set of callbacks: adding the same one again does nothing.
         dbapi_connection.driver_connection.add_query_logger(log_command)
@@ -71,8 +63,8 @@ def sent(db: DB) -> Sent:
     return record
 
 
-async def count_users(db: DB) -> int:
-    async with db.session() as session:
+async def count_users(pg: DB) -> int:
+    async with pg.session() as session:
         return int((await session.execute(select(func.count()).select_from(User))).scalar_one())
 
 
@@ -108,14 +100,14 @@ def test_which_statements_run_without_a_transaction(statement: str, alone: bool)
     assert reads_only(statement) is alone
 
 
-async def test_the_engine_uses_the_adapter(db: DB) -> None:
-    async with db.engine.connect() as conn:
+async def test_the_engine_uses_the_adapter(pg: DB) -> None:
+    async with pg.engine.connect() as conn:
         raw = await conn.get_raw_connection()
         assert isinstance(raw.dbapi_connection, LazyTransactionConnection)
 
 
-async def test_a_reading_session_sends_no_begin_or_commit(db: DB, sent: Sent) -> None:
-    async with db.session() as session:
+async def test_a_reading_session_sends_no_begin_or_commit(pg: DB, sent: Sent) -> None:
+    async with pg.session() as session:
         await session.execute(select(User.user_id))
         await session.execute(select(func.count()).select_from(User))
         await session.commit()
@@ -124,9 +116,9 @@ async def test_a_reading_session_sends_no_begin_or_commit(db: DB, sent: Sent) ->
     assert sent.commands == []
 
 
-async def test_an_api_read_sends_no_begin_or_commit(db: DB, sent: Sent, basedir: Path) -> None:
+async def test_an_api_read_sends_no_begin_or_commit(pg: DB, sent: Sent, basedir: Path) -> None:
     env = {"FLOWSERV_API_DIR": str(basedir), "FLOWSERV_AUTH": "open"}
-    async with LocalAPIFactory(env=env, db=db) as factory:
+    async with LocalAPIFactory(env=env, db=pg) as factory:
         sent.clear()
         async with factory() as api:
             await api.groups().list_groups()
@@ -140,21 +132,21 @@ async def test_an_api_read_sends_no_begin_or_commit(db: DB, sent: Sent, basedir:
         assert sent.commands == ["BEGIN;", "COMMIT;"]
 
 
-async def test_a_write_session_reads_and_writes_in_one_transaction(db: DB, sent: Sent) -> None:
-    async with db.write_session() as session:
+async def test_a_write_session_reads_and_writes_in_one_transaction(pg: DB, sent: Sent) -> None:
+    async with pg.write_session() as session:
         await session.execute(select(User.user_id))
         # Begun before the read, which wrote nothing.
         assert (await sent.settled()).commands == ["BEGIN;"]
         session.add(User(user_id="w1", name="w1", secret="x", active=True))
     assert (await sent.settled()).commands == ["BEGIN;", "COMMIT;"]
-    async with db.session() as session:
+    async with pg.session() as session:
         assert await session.get(User, "w1") is not None
 
 
-async def test_begin_write_after_reads_begins_before_the_next_statement(db: DB, sent: Sent) -> None:
-    async with db.session() as session:
+async def test_begin_write_after_reads_begins_before_the_next_statement(pg: DB, sent: Sent) -> None:
+    async with pg.session() as session:
         await session.execute(select(User.user_id))
-        await db.begin_write(session)
+        await pg.begin_write(session)
         await session.execute(select(User.user_id))
         await sent.settled()
         assert sent.commands == ["BEGIN;"]
@@ -163,27 +155,27 @@ async def test_begin_write_after_reads_begins_before_the_next_statement(db: DB, 
     assert sent.commands == ["BEGIN;", "ROLLBACK;"]
 
 
-async def test_the_first_write_begins_and_rollback_undoes_it(db: DB, sent: Sent) -> None:
-    before = await count_users(db)
+async def test_the_first_write_begins_and_rollback_undoes_it(pg: DB, sent: Sent) -> None:
+    before = await count_users(pg)
     sent.clear()
-    async with db.session() as session:
+    async with pg.session() as session:
         await session.execute(select(User.user_id))
         await session.execute(insert(User).values(user_id="r1", name="r1", secret="x"))
         await session.execute(select(User.user_id))
         await session.rollback()
     await sent.settled()
     assert sent.commands == ["BEGIN;", "ROLLBACK;"]
-    assert await count_users(db) == before
-    async with db.session() as session:
+    assert await count_users(pg) == before
+    async with pg.session() as session:
         await session.execute(insert(User).values(user_id="r2", name="r2", secret="x"))
         await session.commit()
-    assert await count_users(db) == before + 1
+    assert await count_users(pg) == before + 1
 
 
-async def test_a_failed_write_leaves_nothing(db: DB) -> None:
-    before = await count_users(db)
+async def test_a_failed_write_leaves_nothing(pg: DB) -> None:
+    before = await count_users(pg)
     with pytest.raises(IntegrityError):
-        async with db.session() as session:
+        async with pg.session() as session:
             await session.execute(select(User.user_id))
             await session.execute(
                 insert(User),
@@ -192,25 +184,25 @@ async def test_a_failed_write_leaves_nothing(db: DB) -> None:
                     {"user_id": "f1", "name": "f2", "secret": "x"},
                 ],
             )
-    assert await count_users(db) == before
+    assert await count_users(pg) == before
 
 
-async def test_a_failed_read_leaves_the_connection_usable(db: DB, sent: Sent) -> None:
+async def test_a_failed_read_leaves_the_connection_usable(pg: DB, sent: Sent) -> None:
     with pytest.raises(DBAPIError, match="division by zero"):
-        async with db.session() as session:
+        async with pg.session() as session:
             await session.execute(text("SELECT 1 / 0"))
     # No transaction was aborted, none is rolled back.
-    async with db.session() as session:
+    async with pg.session() as session:
         assert (await session.execute(text("SELECT 2"))).scalar_one() == 2
     await sent.settled()
     assert sent.commands == []
 
 
-async def test_select_for_update_holds_its_lock_until_the_end(db: DB) -> None:
-    async with db.session() as holder:
+async def test_select_for_update_holds_its_lock_until_the_end(pg: DB) -> None:
+    async with pg.session() as holder:
         locked = select(User.user_id).where(User.user_id == DEFAULT_USER).with_for_update()
         assert (await holder.execute(locked)).scalar_one() == DEFAULT_USER
-        async with db.session() as other:
+        async with pg.session() as other:
             with pytest.raises(DBAPIError, match="could not obtain lock"):
                 await other.execute(
                     select(User.user_id)
@@ -218,23 +210,23 @@ async def test_select_for_update_holds_its_lock_until_the_end(db: DB) -> None:
                     .with_for_update(nowait=True)
                 )
         await holder.commit()
-    async with db.session() as other:
+    async with pg.session() as other:
         await other.execute(select(User.user_id).with_for_update(nowait=True))
 
 
-async def test_an_advisory_transaction_lock_is_held_until_the_end(db: DB) -> None:
+async def test_an_advisory_transaction_lock_is_held_until_the_end(pg: DB) -> None:
     try_lock = text("SELECT pg_try_advisory_xact_lock(4711)")
-    async with db.session() as holder:
+    async with pg.session() as holder:
         await holder.execute(text("SELECT pg_advisory_xact_lock(4711)"))
-        async with db.session() as other:
+        async with pg.session() as other:
             assert (await other.execute(try_lock)).scalar_one() is False
         await holder.commit()
-    async with db.session() as other:
+    async with pg.session() as other:
         assert (await other.execute(try_lock)).scalar_one() is True
 
 
-async def test_a_stricter_isolation_level_reads_in_a_transaction(db: DB, sent: Sent) -> None:
-    async with db.session() as session:
+async def test_a_stricter_isolation_level_reads_in_a_transaction(pg: DB, sent: Sent) -> None:
+    async with pg.session() as session:
         await session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
         await session.execute(select(User.user_id))
         await session.commit()

@@ -22,7 +22,6 @@ import psutil
 import pytest
 from anyio.abc import Process
 from anyio.streams.buffered import BufferedByteReceiveStream
-from dbutil import backend_database
 from runs_helpers import install, step
 from sqlalchemy import func, select
 
@@ -46,13 +45,6 @@ QUEUED = {**OPEN, "FLOWSERV_RUN_QUEUE": "database"}
 # Each step (a shell) notes ``tag pid`` when it starts and ``tag`` when it ends; ``$$$$``
 # is the shell's ``$$`` once the engine filled the placeholders.
 STEP = "echo ${tag} $$$$ >> {folder}/started; sleep ${pause}; echo ${tag} >> {folder}/ended"
-
-
-@pytest.fixture
-async def pg(tmp_path: Path) -> AsyncIterator[DB]:
-    """An empty PostgreSQL schema (skipped with the reason when there is no server)."""
-    async with backend_database("postgres", tmp_path) as db:
-        yield db
 
 
 @pytest.fixture
